@@ -1,0 +1,35 @@
+# The two set-up commands: `make demo` and `make test`. Both build .venv from scratch if needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, pinned: on these machines torch==2.13.0 is a CPU build on local disk; any other
+# spec may pull a multi-GB CUDA build. --no-build-isolation so the C++ build sees this torch.
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m mmhost.demo
+
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks -q --benchmark-columns=median,ops,rounds --benchmark-sort=name
+
+lint: $(STAMP)
+	$(BIN)/ruff check mmhost tests benchmarks
+	$(BIN)/ruff format --check mmhost tests benchmarks
+	$(BIN)/mypy mmhost
+
+clean:
+	rm -rf $(VENV) build *.egg-info mmhost/_C*.so

@@ -1,0 +1,33 @@
+// Declarations shared by the C++ kernels and csrc/bindings.cpp (the one file that binds them).
+#pragma once
+
+#include <ATen/ATen.h>
+
+// Input checks that name the offending tensor in the error (raised as RuntimeError in Python).
+#define MMHOST_CHECK_CPU(t) \
+  TORCH_CHECK((t).device().is_cpu(), #t " must be a CPU tensor, got ", (t).device())
+#define MMHOST_CHECK_CONTIGUOUS(t) TORCH_CHECK((t).is_contiguous(), #t " must be contiguous")
+#define MMHOST_CHECK_DTYPE(t, dtype) \
+  TORCH_CHECK((t).scalar_type() == (dtype), #t " must be ", (dtype), ", got ", (t).scalar_type())
+#define MMHOST_CHECK_DIM(t, n) \
+  TORCH_CHECK((t).dim() == (n), #t " must have ", (n), " dims, got shape ", (t).sizes())
+#define MMHOST_CHECK_INPUT(t, dtype, n) \
+  MMHOST_CHECK_CPU(t);                  \
+  MMHOST_CHECK_DTYPE(t, dtype);         \
+  MMHOST_CHECK_DIM(t, n);               \
+  MMHOST_CHECK_CONTIGUOUS(t)
+
+namespace mmhost {
+
+// Link functions, as stored in a slab's int8 `link` column (mmhost/kernels/linear.py).
+constexpr int8_t kLinkIdentity = 0;
+constexpr int8_t kLinkSigmoid = 1;
+constexpr int8_t kLinkSoftmax = 2;
+
+// out[i] = link[s](weight[s] @ x[i] + bias[s]) with s = slots[i]; see linear_reference.
+//   x (N, D) f32, slots (N,) i64, weight (S, K, D) f32, bias (S, K) f32, link (S,) i8
+//   -> (N, K) f32. Every input must be contiguous and on the CPU.
+at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& slots, const at::Tensor& weight,
+                          const at::Tensor& bias, const at::Tensor& link);
+
+}  // namespace mmhost

@@ -1,0 +1,162 @@
+"""Reading and writing artifact containers (folder or .tar.gz) safely.
+
+Artifacts are untrusted: tar entries must be plain files with relative, ``..``-free names,
+sizes are capped before anything is inflated, and pickles are refused by name and by magic
+bytes. Every failure raises ManifestError with the reason; callers attach the model name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import safetensors.numpy
+
+from mmhost.artifacts.manifest import Artifact, ManifestError, parse_manifest
+
+MANIFEST = "mmhost.json"
+PARAMS = "params.safetensors"
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav")
+MAX_MEMBERS = 64
+
+
+def read_artifact(path: str | os.PathLike[str], max_bytes: int = 256 * 1024**2) -> Artifact:
+    """Read a folder artifact or an archive file."""
+    p = Path(path)
+    if p.is_dir():
+        return _from_files(_read_folder(p, max_bytes))
+    if p.is_symlink():
+        raise ManifestError(f"{p.name} is a symbolic link")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ManifestError(f"archive is {size} bytes, over the {max_bytes}-byte cap")
+    return read_artifact_bytes(p.read_bytes(), max_bytes)
+
+
+def read_artifact_bytes(data: bytes, max_bytes: int = 256 * 1024**2) -> Artifact:
+    """Read a .tar.gz (or plain .tar) artifact held in memory."""
+    if _is_pickle(data):
+        raise ManifestError(
+            "the artifact is a pickle; mmhost never unpickles (convert it with mmhost.convert)"
+        )
+    return _from_files(_read_tar(data, max_bytes))
+
+
+def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
+    manifest = json.dumps(art.manifest(), indent=1).encode()
+    params = safetensors.numpy.save(art.tensors())
+    p = Path(path)
+    if p.name.endswith((".tar.gz", ".tgz")):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        # mtime=0 and fixed member metadata: the same model gives the same bytes (and ETag)
+        with (
+            gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
+            for name, blob in ((MANIFEST, manifest), (PARAMS, params)):
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(blob))
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, p)  # readers never see a half-written archive
+    else:
+        p.mkdir(parents=True, exist_ok=True)
+        (p / PARAMS).write_bytes(params)
+        (p / MANIFEST).write_bytes(manifest)
+
+
+def _from_files(files: dict[str, bytes]) -> Artifact:
+    if MANIFEST not in files:
+        pickles = [n for n, b in files.items() if n.endswith(PICKLE_SUFFIXES) or _is_pickle(b)]
+        if pickles:
+            raise ManifestError(
+                f"the artifact holds a pickle ({pickles[0]}) and no {MANIFEST}; "
+                "mmhost never unpickles (convert it with mmhost.convert)"
+            )
+        if "xgboost-model" in files:
+            raise ManifestError("XGBoost artifacts (xgboost-model) are not supported yet")
+        raise ManifestError(f"no {MANIFEST} in the artifact (found: {sorted(files) or 'nothing'})")
+    if PARAMS not in files:
+        raise ManifestError(f"no {PARAMS} in the artifact")
+    try:
+        tensors = safetensors.numpy.load(files[PARAMS])
+    except Exception as exc:  # safetensors raises its own error type from Rust
+        raise ManifestError(f"{PARAMS} is not a valid safetensors file: {exc}") from None
+    for name, arr in tensors.items():
+        if arr.dtype not in (np.float32, np.float64):
+            raise ManifestError(f"tensor {name!r} has dtype {arr.dtype}; only float32/64 allowed")
+    return parse_manifest(files[MANIFEST], tensors)
+
+
+def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    total = 0
+    for entry in sorted(p.iterdir())[:MAX_MEMBERS]:
+        if entry.is_symlink():
+            raise ManifestError(f"{entry.name} is a symbolic link; artifacts hold plain files only")
+        if not entry.is_file():
+            continue
+        total += entry.stat().st_size
+        if total > max_bytes:
+            raise ManifestError(f"artifact files exceed the {max_bytes}-byte cap")
+        if entry.name in (MANIFEST, PARAMS) or entry.name.endswith(PICKLE_SUFFIXES):
+            files[entry.name] = entry.read_bytes()
+    return files
+
+
+def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for n, member in enumerate(tar):
+                if n >= MAX_MEMBERS:
+                    raise ManifestError(f"archive has more than {MAX_MEMBERS} entries")
+                name = _safe_name(member)
+                if member.isdir():
+                    continue
+                total += member.size
+                if total > max_bytes:
+                    raise ManifestError(f"archive expands past the {max_bytes}-byte cap")
+                base = PurePosixPath(name).name
+                if base in files:
+                    raise ManifestError(f"archive holds {base} twice")
+                f = tar.extractfile(member)
+                assert f is not None  # regular files always have a payload
+                blob = f.read()
+                if len(blob) != member.size:
+                    raise ManifestError(f"archive is truncated inside {name}")
+                files[base] = blob
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ManifestError(
+            f"archive is truncated or corrupt: {exc or type(exc).__name__}"
+        ) from None
+    return files
+
+
+def _safe_name(member: tarfile.TarInfo) -> str:
+    name = member.name
+    if member.issym() or member.islnk():
+        raise ManifestError(f"archive entry {name!r} is a link; artifacts hold plain files only")
+    if not (member.isfile() or member.isdir()):
+        raise ManifestError(f"archive entry {name!r} is not a plain file")
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or ".." in parts or "\x00" in name or ":" in name[:3]:
+        raise ManifestError(f"archive entry {name!r} has an unsafe path")
+    if member.isfile() and len([p for p in parts if p != "."]) > 2:
+        raise ManifestError(f"archive entry {name!r} is nested too deep")
+    return name
+
+
+def _is_pickle(blob: bytes) -> bool:
+    # protocol 2+ pickles start with PROTO (0x80) and the protocol number
+    return len(blob) >= 2 and blob[0] == 0x80 and 2 <= blob[1] <= 5

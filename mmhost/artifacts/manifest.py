@@ -1,0 +1,288 @@
+"""The artifact as Python objects, and its manifest (``mmhost.json``) with validation.
+
+Preprocessing is stored in one canonical form that every supported scikit-learn step reduces
+to: each output feature j is ``scale[j] * source_j + shift[j]``, where ``source_j`` is a numeric
+input column (after imputation) or the 0/1 indicator of one category of a categorical input.
+Scaling, imputation, one-hot encoding, column selection and passthrough are all of this form,
+and so is any chain of them, which is what lets a pipeline fold into one linear model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FORMAT = "mmhost/1"
+KINDS = ("model", "preprocessor")
+ALGORITHMS = ("linear",)
+TASKS = ("regressor", "binary_classifier", "multiclass_classifier")
+COLUMN_TYPES = ("float", "category")
+MAX_COLUMNS = 100_000
+MAX_NAME = 256
+
+
+class ManifestError(ValueError):
+    """The manifest or parameters are inconsistent; the loader turns it into BadArtifact."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One raw input column. ``missing`` is the imputed value for NaN / empty (None: refused)."""
+
+    name: str
+    type: str = "float"
+    categories: tuple[str | float, ...] = ()
+    unknown: str = "error"  # category columns: "error" or "ignore" (all indicators 0)
+    missing: float | str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.type == "category":
+            out["categories"] = list(self.categories)
+            out["unknown"] = self.unknown
+        if self.missing is not None:
+            out["missing"] = self.missing
+        return out
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A preprocessing output feature's source: column index, and category index if one-hot."""
+
+    column: int
+    category: int | None = None
+
+
+@dataclass
+class Preprocessing:
+    """Output feature j = scale[j] * source(features[j]) + shift[j]."""
+
+    features: list[Feature]
+    scale: np.ndarray  # (F,) float64
+    shift: np.ndarray  # (F,) float64
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @classmethod
+    def identity(cls, n: int) -> Preprocessing:
+        return cls([Feature(i) for i in range(n)], np.ones(n), np.zeros(n))
+
+
+@dataclass
+class Artifact:
+    """An mmhost artifact in memory. ``params`` holds the model's own arrays (coef, intercept)."""
+
+    kind: str
+    inputs: list[Column]
+    preprocessing: Preprocessing
+    algorithm: str | None = None
+    task: str | None = None
+    classes: list[Any] | None = None
+    feature_names: list[str] | None = None
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the model's score vector (1 for regressors and binary classifiers)."""
+        if self.kind == "preprocessor":
+            return self.preprocessing.n_features
+        return int(self.params["coef"].shape[0])
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "algorithm": self.algorithm,
+            "task": self.task,
+            "inputs": [c.to_json() for c in self.inputs],
+            "preprocessing": {
+                "features": [
+                    {"column": f.column}
+                    if f.category is None
+                    else {"column": f.column, "category": f.category}
+                    for f in self.preprocessing.features
+                ]
+            },
+            "outputs": {"classes": self.classes} if self.classes is not None else {},
+        }
+        if self.feature_names is not None:
+            out["preprocessing"]["names"] = self.feature_names
+        if self.kind == "model":
+            out["outputs"]["n_outputs"] = self.n_outputs
+        return out
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every numeric array, as stored in params.safetensors (float32 for the model,
+        float64 for preprocessing so folding loses nothing before the final cast)."""
+        out = {
+            "preprocessing.scale": np.ascontiguousarray(self.preprocessing.scale, np.float64),
+            "preprocessing.shift": np.ascontiguousarray(self.preprocessing.shift, np.float64),
+        }
+        for k, v in self.params.items():
+            out[k] = np.ascontiguousarray(v, np.float64)
+        return out
+
+    def save(self, path: str) -> None:
+        """Write a folder, or a .tar.gz / .tgz when the path ends so."""
+        from mmhost.artifacts.archive import write_artifact
+
+        write_artifact(self, path)
+
+
+def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
+    """Validate ``mmhost.json`` and the arrays against each other; ManifestError says what's off."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"mmhost.json is not valid JSON: {exc}") from None
+    _expect(isinstance(doc, dict), "mmhost.json must be a JSON object")
+    _expect(doc.get("format") == FORMAT, f"format must be {FORMAT!r}, got {doc.get('format')!r}")
+    kind = doc.get("kind")
+    _expect(kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}")
+    inputs = _parse_inputs(doc.get("inputs"))
+    pre = _parse_preprocessing(doc.get("preprocessing"), inputs, tensors)
+    names = (doc.get("preprocessing") or {}).get("names")
+    if names is not None:
+        _expect(
+            isinstance(names, list)
+            and len(names) == pre.n_features
+            and all(isinstance(n, str) for n in names),
+            f"preprocessing.names must be {pre.n_features} strings",
+        )
+    outputs = doc.get("outputs") or {}
+    _expect(isinstance(outputs, dict), "outputs must be an object")
+    art = Artifact(kind=kind, inputs=inputs, preprocessing=pre, feature_names=names)
+    if kind == "preprocessor":
+        return art
+    art.algorithm = doc.get("algorithm")
+    _expect(art.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}")
+    art.task = doc.get("task")
+    _expect(art.task in TASKS, f"task must be one of {TASKS}, got {art.task!r}")
+    coef, intercept = tensors.get("coef"), tensors.get("intercept")
+    _expect(coef is not None and intercept is not None, "params must hold 'coef' and 'intercept'")
+    assert coef is not None and intercept is not None
+    k = outputs.get("n_outputs")
+    _expect(
+        coef.ndim == 2 and coef.shape == (k, pre.n_features),
+        f"coef has shape {coef.shape}; the manifest says ({k}, {pre.n_features})",
+    )
+    _expect(intercept.shape == (k,), f"intercept has shape {intercept.shape}; expected ({k},)")
+    _expect(
+        bool(np.isfinite(coef).all() and np.isfinite(intercept).all()),
+        "coef/intercept hold NaN or inf",
+    )
+    classes = outputs.get("classes")
+    if art.task == "regressor":
+        _expect(k == 1, f"a regressor has 1 output, the manifest says {k}")
+    else:
+        _expect(isinstance(classes, list) and len(classes) >= 2, "a classifier needs >= 2 classes")
+        assert isinstance(classes, list)
+        want = 1 if art.task == "binary_classifier" else len(classes)
+        _expect(
+            k == want and (len(classes) == 2) == (art.task == "binary_classifier"),
+            f"{art.task} with {len(classes)} classes cannot have {k} outputs",
+        )
+        _expect(
+            all(isinstance(c, (str, int, float, bool)) for c in classes),
+            "classes must be strings or numbers",
+        )
+    art.classes = classes
+    art.params = {"coef": coef, "intercept": intercept}
+    return art
+
+
+def _parse_inputs(raw: Any) -> list[Column]:
+    _expect(
+        isinstance(raw, list) and 0 < len(raw) <= MAX_COLUMNS,
+        f"inputs must be a list of 1..{MAX_COLUMNS} columns",
+    )
+    cols = []
+    seen: set[str] = set()
+    for i, c in enumerate(raw):
+        _expect(isinstance(c, dict), f"inputs[{i}] must be an object")
+        name, typ = c.get("name"), c.get("type", "float")
+        _expect(
+            isinstance(name, str) and 0 < len(name) <= MAX_NAME and name not in seen,
+            f"inputs[{i}].name must be a unique non-empty string",
+        )
+        seen.add(name)
+        _expect(typ in COLUMN_TYPES, f"inputs[{i}].type must be one of {COLUMN_TYPES}")
+        missing = c.get("missing")
+        if typ == "float":
+            _expect(
+                missing is None or (isinstance(missing, (int, float)) and math.isfinite(missing)),
+                f"inputs[{i}].missing must be a finite number",
+            )
+            cols.append(Column(name, "float", missing=None if missing is None else float(missing)))
+            continue
+        cats = c.get("categories")
+        _expect(
+            isinstance(cats, list)
+            and 0 < len(cats) <= MAX_COLUMNS
+            and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in cats)
+            and len(set(cats)) == len(cats),
+            f"inputs[{i}].categories must be a list of unique strings or numbers",
+        )
+        unknown = c.get("unknown", "error")
+        _expect(unknown in ("error", "ignore"), f"inputs[{i}].unknown must be error or ignore")
+        _expect(
+            missing is None or isinstance(missing, (str, int, float)),
+            f"inputs[{i}].missing must be a category value",
+        )
+        cols.append(Column(name, "category", tuple(cats), unknown, missing))
+    return cols
+
+
+def _parse_preprocessing(
+    raw: Any, inputs: list[Column], tensors: dict[str, np.ndarray]
+) -> Preprocessing:
+    _expect(
+        isinstance(raw, dict) and isinstance(raw.get("features"), list),
+        "preprocessing.features must be a list",
+    )
+    assert isinstance(raw, dict)
+    feats = []
+    for j, f in enumerate(raw["features"]):
+        _expect(isinstance(f, dict), f"preprocessing.features[{j}] must be an object")
+        col, cat = f.get("column"), f.get("category")
+        _expect(
+            isinstance(col, int) and 0 <= col < len(inputs),
+            f"preprocessing.features[{j}].column must index inputs (0..{len(inputs) - 1})",
+        )
+        column = inputs[col]
+        if column.type == "category":
+            _expect(
+                isinstance(cat, int) and 0 <= cat < len(column.categories),
+                f"preprocessing.features[{j}].category must index {column.name}'s categories",
+            )
+        else:
+            _expect(cat is None, f"preprocessing.features[{j}]: {column.name} is not categorical")
+        feats.append(Feature(col, cat))
+    scale, shift = tensors.get("preprocessing.scale"), tensors.get("preprocessing.shift")
+    _expect(
+        scale is not None and shift is not None,
+        "params must hold preprocessing.scale and preprocessing.shift",
+    )
+    assert scale is not None and shift is not None
+    n = len(feats)
+    _expect(
+        scale.shape == (n,) and shift.shape == (n,),
+        f"preprocessing.scale/shift have shapes {scale.shape}/{shift.shape}; "
+        f"the manifest lists {n} features",
+    )
+    _expect(
+        bool(np.isfinite(scale).all() and np.isfinite(shift).all()),
+        "preprocessing.scale/shift hold NaN or inf",
+    )
+    return Preprocessing(feats, scale.astype(np.float64), shift.astype(np.float64))
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise ManifestError(message)

@@ -1,0 +1,45 @@
+"""The mover's read side: store (or disk tier) -> artifact -> composed model. Runs on worker
+threads; every way an artifact can be bad ends as BadArtifact naming the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmhost.artifacts import Artifact, read_artifact, read_artifact_bytes
+from mmhost.artifacts.manifest import ManifestError
+from mmhost.cache.tiers import DiskTier
+from mmhost.errors import BadArtifact
+from mmhost.families.linear import LinearModel, compile_linear
+from mmhost.store.base import Store
+
+
+@dataclass
+class Loaded:
+    model: LinearModel
+    version: str
+    from_disk: bool
+
+
+def load_model(
+    key: str, store: Store, disk: DiskTier | None, preprocessor: Artifact | None, max_bytes: int
+) -> Loaded:
+    if disk is not None:
+        src, from_disk = disk.fetch(key, store)
+    else:
+        src, from_disk = store.fetch(key), False
+    try:
+        if src.folder is not None:
+            art = read_artifact(src.folder, max_bytes)
+        else:
+            assert src.data is not None
+            if len(src.data) > max_bytes:
+                raise ManifestError(
+                    f"artifact is {len(src.data)} bytes, over the {max_bytes}-byte cap"
+                )
+            art = read_artifact_bytes(src.data, max_bytes)
+        model = compile_linear(art, preprocessor)
+    except ManifestError as exc:
+        if disk is not None:
+            disk.drop(key)  # never keep serving a bad copy from the disk tier
+        raise BadArtifact(key, str(exc)) from None
+    return Loaded(model, src.version, from_disk)

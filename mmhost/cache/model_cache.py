@@ -1,0 +1,320 @@
+"""The cache facade: acquire a model on the device (loading it once, however many ask), release
+it, and demote what the budgets can't hold.
+
+All state here is touched only from the engine's event loop (no locks); artifact reads and
+decoding run on worker threads. Tiers are exclusive for device and host (a model is in one of
+them), the disk tier is inclusive (downloads are kept while they fit).
+
+Invariant: a Resident with pins > 0 is never evicted; its slot is freed on its last release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmhost.artifacts import Artifact
+from mmhost.cache.loader import Loaded, load_model
+from mmhost.cache.policy import LRUPolicy, Policy
+from mmhost.cache.tiers import DiskTier, Tier
+from mmhost.errors import InsufficientCapacity, ModelNotFound
+from mmhost.families.arena import Slab
+from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.settings import Settings
+from mmhost.store.base import Store
+
+log = logging.getLogger("mmhost.cache")
+_EMPTY = np.zeros((0, 0), np.float32)
+
+
+class Resident:
+    """A model in the device tier: its slot, the version it was loaded at, its pins."""
+
+    __slots__ = ("name", "meta", "slab", "slot", "version", "checked_at", "pins", "gone")
+
+    def __init__(
+        self, name: str, meta: LinearModel, slab: Slab, slot: int, version: str, now: float
+    ) -> None:
+        self.name, self.meta, self.slab, self.slot = name, meta, slab, slot
+        self.version, self.checked_at = version, now
+        self.pins = 0
+        self.gone = False  # replaced or unloaded; the slot is freed on the last release
+
+
+class _Flight:
+    """A load in progress and how many requests wait on it."""
+
+    __slots__ = ("task", "waiters", "granted")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[Resident]
+        self.waiters = 0
+        self.granted = False
+
+
+@dataclass
+class _HostEntry:
+    model: LinearModel
+    version: str
+    checked_at: float
+
+
+@dataclass
+class CacheCounters:
+    hits: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0, "disk": 0})
+    misses: int = 0
+    loads: int = 0
+    load_failures: int = 0
+    reloads: int = 0
+    evictions: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
+    load_seconds_sum: float = 0.0
+    load_seconds_max: float = 0.0
+
+
+class ModelCache:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        family: LinearFamily,
+        executor: Executor,
+        device_budget: int,
+        preprocessor: Artifact | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.family = family
+        self.executor = executor
+        self.preprocessor = preprocessor
+        self.policy: Policy = policy or LRUPolicy()
+        self.device: Tier[Resident] = Tier("device", device_budget)
+        self.host: Tier[str] = Tier("host", settings.host_budget)
+        self.disk = DiskTier(settings.disk_dir, settings.disk_budget) if settings.disk_dir else None
+        self.resident: dict[str, Resident] = {}
+        self._host: dict[str, _HostEntry] = {}
+        self._flights: dict[str, _Flight] = {}
+        self.counters = CacheCounters()
+        self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
+
+    # --- the request path ------------------------------------------------------------------
+    async def acquire(self, name: str) -> Resident:
+        """The model on the device, pinned. Call ``release`` when its batch is done."""
+        r = self.resident.get(name)
+        if r is not None and not self._due(r.checked_at):
+            r.pins += 1
+            self.device.touch(r)
+            self.counters.hits["device"] += 1
+            return r
+        flight = self._flights.get(name)
+        if flight is None:
+            flight = self._flights[name] = _Flight()
+            flight.task = asyncio.ensure_future(self._fly(name, r, flight))
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        except BaseException:
+            if flight.granted:  # our pin was taken for us; we won't use it
+                self.release(flight.task.result())
+            else:
+                flight.waiters -= 1
+            raise
+
+    async def _fly(self, name: str, current: Resident | None, flight: _Flight) -> Resident:
+        """One load however many ask. The result is pinned for every waiter in the same
+        synchronous step that placed it, so no other load can evict it before they run."""
+        try:
+            r = await self._bring_in(name, current)
+            r.pins += flight.waiters
+            flight.granted = True
+            return r
+        finally:
+            del self._flights[name]
+
+    def release(self, r: Resident) -> None:
+        r.pins -= 1
+        if r.pins == 0:
+            if r.gone:
+                self._free(r)
+            self._unpinned.set()
+
+    # --- loading, promotion, revalidation ----------------------------------------------------
+    async def _bring_in(self, name: str, current: Resident | None) -> Resident:
+        loop = asyncio.get_running_loop()
+        if current is not None:  # resident, but due for a version check
+            version = await self._version(loop, name, current.version)
+            current.checked_at = time.monotonic()
+            if version != current.version:
+                self.counters.reloads += 1
+            elif not current.gone:  # (it may have been demoted while we asked the store)
+                self.counters.hits["device"] += 1
+                return current
+        if name in self._host and (current is None or current.gone):
+            entry = self._host[name]
+            version = entry.version
+            if self._due(entry.checked_at):
+                version = await self._version(loop, name, entry.version)
+            if version == entry.version and name in self._host:
+                self.counters.hits["host"] += 1
+                self.host.remove(name)
+                del self._host[name]
+                return await self._place(name, entry.model, entry.version)
+        t0 = time.perf_counter()
+        try:
+            loaded: Loaded = await loop.run_in_executor(
+                self.executor,
+                load_model,
+                name,
+                self.store,
+                self.disk,
+                self.preprocessor,
+                self.settings.max_artifact_bytes,
+            )
+        except Exception:
+            self.counters.load_failures += 1
+            raise
+        elapsed = time.perf_counter() - t0
+        c = self.counters
+        c.loads += 1
+        c.load_seconds_sum += elapsed
+        c.load_seconds_max = max(c.load_seconds_max, elapsed)
+        if loaded.from_disk:
+            c.hits["disk"] += 1
+        else:
+            c.misses += 1
+        log.info("loaded %s (version %s) in %.1f ms", name, loaded.version, elapsed * 1e3)
+        # a newer copy replaces whatever is in the tiers now; requests in flight on the old
+        # one finish on it (its slot is freed on their last release)
+        self._forget(name)
+        return await self._place(name, loaded.model, loaded.version)
+
+    async def _version(self, loop: asyncio.AbstractEventLoop, name: str, have: str) -> str:
+        try:
+            return await loop.run_in_executor(self.executor, self.store.version, name)
+        except ModelNotFound:
+            raise
+        except Exception as exc:  # the store is unreachable: keep serving what we have
+            log.warning("could not revalidate %s (%s); serving the loaded version", name, exc)
+            return have
+
+    def _due(self, checked_at: float) -> bool:
+        return time.monotonic() - checked_at >= self.settings.revalidate_seconds
+
+    async def _place(self, name: str, model: LinearModel, version: str) -> Resident:
+        need = self.family.slot_bytes(model)
+        deadline = time.monotonic() + self.settings.capacity_wait_seconds
+        while (victims := self.policy.victims(self.device, need, lambda r: r.pins > 0)) is None:
+            # everything evictable is pinned by batches in flight: wait for one to finish
+            left = deadline - time.monotonic()
+            if need > self.device.budget or left <= 0:
+                raise InsufficientCapacity(name, need, self.device.budget)
+            self._unpinned.clear()
+            try:
+                await asyncio.wait_for(self._unpinned.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        for v in victims:
+            self._demote(v)
+        slab, slot = self.family.place(model)
+        meta = LinearModel(model.task, model.classes, model.encoder, _EMPTY, _EMPTY)
+        r = Resident(name, meta, slab, slot, version, time.monotonic())
+        self.device.add(r, need)
+        self.resident[name] = r
+        return r
+
+    # --- demotion and eviction ---------------------------------------------------------------
+    def _demote(self, r: Resident) -> None:
+        """device -> host: the slot's exact parameters go back to RAM."""
+        model = self.family.read_back(r.slab, r.slot, r.meta)
+        self._free(r)
+        r.gone = True
+        del self.resident[r.name]
+        self.counters.evictions["device"] += 1
+        self._keep_on_host(r.name, model, r.version, r.checked_at)
+
+    def _keep_on_host(self, name: str, model: LinearModel, version: str, checked: float) -> None:
+        victims = self.policy.victims(self.host, model.nbytes, lambda _k: False)
+        if victims is None:  # bigger than the whole host budget: it goes straight down
+            self.counters.evictions["host"] += 1
+            return
+        for v in victims:  # host -> disk: the disk tier (if any) still holds the artifact
+            self.host.remove(v)
+            del self._host[v]
+            self.counters.evictions["host"] += 1
+        self.host.add(name, model.nbytes)
+        self._host[name] = _HostEntry(model, version, checked)
+
+    def _free(self, r: Resident) -> None:
+        if r in self.device:
+            self.device.remove(r)
+            self.family.free(r.slab, r.slot)
+
+    def _forget(self, name: str) -> bool:
+        """Drop ``name`` from the device and host tiers (in-flight users keep their slot)."""
+        found = False
+        r = self.resident.pop(name, None)
+        if r is not None:
+            found = True
+            r.gone = True
+            if r.pins == 0:
+                self._free(r)
+        if name in self._host:
+            found = True
+            self.host.remove(name)
+            del self._host[name]
+        return found
+
+    # --- management --------------------------------------------------------------------------
+    def unload(self, name: str) -> bool:
+        return self._forget(name)
+
+    def loaded(self) -> dict[str, str]:
+        out = {name: "device" for name in self.resident}
+        out.update({name: "host" for name in self._host})
+        return out
+
+    def host_model(self, name: str) -> LinearModel | None:
+        """The host-tier copy of a demoted model (tests and tools; None if not there)."""
+        e = self._host.get(name)
+        return None if e is None else e.model
+
+    def stats(self) -> dict[str, object]:
+        c = self.counters
+        tiers: dict[str, object] = {
+            "device": {
+                "models": len(self.device),
+                "bytes": self.device.used,
+                "budget": self.device.budget,
+                "reserved_bytes": self.family.reserved_bytes,
+            },
+            "host": {"models": len(self.host), "bytes": self.host.used, "budget": self.host.budget},
+        }
+        if self.disk is not None:
+            tiers["disk"] = {
+                "models": len(self.disk.tier),
+                "bytes": self.disk.tier.used,
+                "budget": self.disk.tier.budget,
+            }
+        return {
+            "tiers": tiers,
+            "hits": dict(c.hits),
+            "misses": c.misses,
+            "loads": c.loads,
+            "load_failures": c.load_failures,
+            "reloads": c.reloads,
+            "evictions": {
+                **c.evictions,
+                "disk": self.disk.evictions if self.disk is not None else 0,
+            },
+            "load_seconds": {
+                "count": c.loads,
+                "sum": c.load_seconds_sum,
+                "max": c.load_seconds_max,
+            },
+            "loading": len(self._flights),
+        }

@@ -1,0 +1,209 @@
+"""Raw rows (numbers, numeric strings, category strings) -> the encoded float32 matrix.
+
+The encoded layout of a model's inputs: a numeric column takes one slot; a categorical column
+takes one slot per category (its one-hot block starts at ``offsets[col]``). A composed linear
+model's weights are laid out the same way, so one-hot encoding is just "write 1.0 at
+offset + category index" and scaling lives in the weights.
+
+Errors name the row and the column (``ValidationError``); nothing here can crash the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmhost.artifacts import Column
+from mmhost.errors import ValidationError
+
+_MISSING_STRINGS = ("", "nan", "NaN", "NA", "null", "None")
+
+
+class RowEncoder:
+    """Encodes rows for one input schema. Shared by every model with the same columns."""
+
+    def __init__(self, columns: tuple[Column, ...]) -> None:
+        self.columns = columns
+        self.offsets: list[int] = []
+        width = 0
+        for c in columns:
+            self.offsets.append(width)
+            width += len(c.categories) if c.type == "category" else 1
+        self.width = width
+        self.numeric_only = all(c.type == "float" for c in columns)
+        self._fill = (
+            np.array([np.nan if c.missing is None else c.missing for c in columns], np.float64)
+            if self.numeric_only
+            else None
+        )
+        self._lookup = [_category_lookup(c) if c.type == "category" else None for c in columns]
+
+    # --- numpy / list rows -------------------------------------------------------------
+    def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
+        """Rows -> (N, width) float32, zero beyond the encoded columns. ``rows`` is a 2-D
+        array-like (list of rows; strings allowed for categorical columns)."""
+        width = self.width if width is None else width
+        assert width >= self.width, f"cannot encode {self.width} slots into width {width}"
+        if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub" and self.numeric_only:
+            return self._encode_numeric(rows, width)
+        if isinstance(rows, np.ndarray):
+            rows = rows.tolist()
+        if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+            raise ValidationError("rows must be a 2-D array or a list of rows")
+        n = len(rows)
+        ncol = len(self.columns)
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)) or len(row) != ncol:
+                got = len(row) if isinstance(row, (list, tuple)) else type(row).__name__
+                raise ValidationError(
+                    f"row {i}: expected {ncol} values "
+                    f"({', '.join(c.name for c in self.columns)}), got {got}"
+                )
+        out = np.zeros((n, width), np.float32)
+        if n == 0:
+            return out
+        for j, (col, values) in enumerate(zip(self.columns, zip(*rows, strict=True), strict=True)):
+            if col.type == "float":
+                out[:, self.offsets[j]] = self._numeric_column(j, col, values)
+            else:
+                self._category_column(j, col, values, out)
+        return out
+
+    def _encode_numeric(self, x: np.ndarray, width: int) -> np.ndarray:
+        if x.ndim != 2 or x.shape[1] != len(self.columns):
+            raise ValidationError(
+                f"expected rows of {len(self.columns)} values, got an array of shape {x.shape}"
+            )
+        out = np.zeros((x.shape[0], width), np.float32)
+        vals = x.astype(np.float64, copy=False)
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            assert self._fill is not None
+            vals = np.where(np.isnan(vals), self._fill, vals)
+            bad = ~np.isfinite(vals)
+            if bad.any():
+                i, j = (int(v) for v in np.argwhere(bad)[0])
+                raise ValidationError(_bad_number(i, self.columns[j], x[i, j]))
+        out[:, : vals.shape[1]] = vals
+        return out
+
+    def _numeric_column(self, j: int, col: Column, values: tuple[Any, ...]) -> np.ndarray:
+        try:
+            arr = np.array(values, np.float64)
+        except (ValueError, TypeError):
+            arr = None
+        if arr is None or arr.shape != (len(values),):  # a string, or a list in a cell
+            arr = np.array([_parse_number(i, col, v) for i, v in enumerate(values)], np.float64)
+        if not np.isfinite(arr).all():
+            if col.missing is not None:
+                arr = np.where(np.isnan(arr), col.missing, arr)
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                i = int(bad[0])
+                raise ValidationError(_bad_number(i, col, values[i]))
+        return arr
+
+    def _category_column(
+        self, j: int, col: Column, values: tuple[Any, ...], out: np.ndarray
+    ) -> None:
+        lookup = self._lookup[j]
+        assert lookup is not None
+        base = self.offsets[j]
+        for i, v in enumerate(values):
+            k = _find_category(lookup, v)
+            if k is None and _is_missing(v) and col.missing is not None:
+                k = _find_category(lookup, col.missing)
+            if k is not None:
+                out[i, base + k] = 1.0
+            elif col.unknown == "error":
+                known = ", ".join(map(str, col.categories[:20]))
+                raise ValidationError(
+                    f"row {i}, column {col.name!r}: unknown category {v!r} (known: {known})"
+                )
+
+    # --- tensors (torch, or anything with __dlpack__, e.g. CuPy) ----------------------------
+    def encode_tensor(self, x: Any, device: torch.device, width: int) -> torch.Tensor:
+        """A numeric tensor -> (N, width) float32 on ``device``, without a host round trip when
+        it already lives there."""
+        if not self.numeric_only:
+            raise ValidationError(
+                "tensor input needs an all-numeric input schema; this model has "
+                "categorical columns: pass a list of rows"
+            )
+        t = x if isinstance(x, torch.Tensor) else torch.from_dlpack(x)
+        if t.dim() != 2 or t.shape[1] != len(self.columns):
+            raise ValidationError(
+                f"expected rows of {len(self.columns)} values, got a tensor of "
+                f"shape {tuple(t.shape)}"
+            )
+        t = t.to(device=device, dtype=torch.float32)
+        if not bool(torch.isfinite(t).all()):
+            assert self._fill is not None
+            fill = torch.as_tensor(self._fill, dtype=torch.float32, device=device)
+            t = torch.where(torch.isnan(t), fill, t)
+            bad = (~torch.isfinite(t)).nonzero()
+            if bad.numel():
+                i, j = (int(v) for v in bad[0])
+                raise ValidationError(_bad_number(i, self.columns[j], float(x[i, j])))
+        if width > t.shape[1]:
+            t = torch.nn.functional.pad(t, (0, width - t.shape[1]))
+        return t.contiguous()
+
+
+@functools.lru_cache(maxsize=4096)
+def encoder_for(columns: tuple[Column, ...]) -> RowEncoder:
+    """One shared encoder per distinct schema: a million per-city models with the same
+    columns hold one encoder between them."""
+    return RowEncoder(columns)
+
+
+def _category_lookup(col: Column) -> dict[Any, int]:
+    lookup: dict[Any, int] = {}
+    for k, c in enumerate(col.categories):
+        lookup[c if isinstance(c, str) else float(c)] = k
+    return lookup
+
+
+def _find_category(lookup: dict[Any, int], v: Any) -> int | None:
+    try:
+        k = lookup.get(v)
+    except TypeError:  # unhashable (a list inside a row)
+        return None
+    if k is None and isinstance(v, str):
+        try:
+            k = lookup.get(float(v))
+        except ValueError:
+            return None
+    return k
+
+
+def _is_missing(v: Any) -> bool:
+    return (
+        v is None
+        or (isinstance(v, float) and math.isnan(v))
+        or (isinstance(v, str) and v.strip() in _MISSING_STRINGS)
+    )
+
+
+def _parse_number(i: int, col: Column, v: Any) -> float:
+    if _is_missing(v):
+        return math.nan
+    if not isinstance(v, (int, float, str, np.number)):
+        raise ValidationError(
+            f"row {i}, column {col.name!r}: expected a number, got {type(v).__name__}"
+        )
+    try:
+        return float(v)
+    except (ValueError, OverflowError):
+        raise ValidationError(f"row {i}, column {col.name!r}: {v!r} is not a number") from None
+
+
+def _bad_number(i: int, col: Column, v: Any) -> str:
+    if _is_missing(v) or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return f"row {i}, column {col.name!r}: value is missing and the model has no imputer"
+    return f"row {i}, column {col.name!r}: {v!r} is not a finite number"

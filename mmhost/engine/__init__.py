@@ -1,0 +1,5 @@
+"""The engine: micro-batching of concurrent requests into fused-op calls."""
+
+from mmhost.engine.batcher import Batcher
+
+__all__ = ["Batcher"]

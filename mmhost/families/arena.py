@@ -1,0 +1,67 @@
+"""Arena slabs: preallocated (S, K, D) parameter tensors handed out one slot per model.
+
+Bookkeeping only (which slots are free); moving a model's bytes in or out is the family's job.
+A slab grows by doubling (one copy, amortised; never on the per-request path of a warm model)
+up to the slots that its byte budget allows, so a million resident models are a million slots
+in a handful of tensors, not a million tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+F32 = 4
+
+
+def slot_bytes(k: int, d: int) -> int:
+    """Exact device bytes one model occupies: K*D weights, K biases and its link code."""
+    return (k * d + k) * F32 + 1
+
+
+def size_class(d: int) -> int:
+    """Encoded width rounded up to a power of two >= 8: few slabs, at most 2x padding."""
+    return max(8, 1 << (max(d, 1) - 1).bit_length())
+
+
+class Slab:
+    """Slots for models with K outputs over D (padded) inputs."""
+
+    def __init__(self, k: int, d: int, device: torch.device, capacity: int = 64) -> None:
+        self.k, self.d, self.device = k, d, device
+        self.weight = torch.zeros((capacity, k, d), dtype=torch.float32, device=device)  # (S,K,D)
+        self.bias = torch.zeros((capacity, k), dtype=torch.float32, device=device)  # (S, K)
+        self.link = torch.zeros((capacity,), dtype=torch.int8, device=device)  # (S,)
+        self._free = list(range(capacity - 1, -1, -1))  # a stack: low slots first
+        self.used = 0
+
+    @property
+    def capacity(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def slot_bytes(self) -> int:
+        return slot_bytes(self.k, self.d)
+
+    @property
+    def reserved_bytes(self) -> int:
+        return self.capacity * self.slot_bytes
+
+    def alloc(self) -> int:
+        if not self._free:
+            self._grow(self.capacity * 2)
+        self.used += 1
+        return self._free.pop()
+
+    def free(self, slot: int) -> None:
+        assert 0 <= slot < self.capacity, f"slot {slot} outside the slab of {self.capacity}"
+        self.used -= 1
+        self._free.append(slot)
+
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        for name in ("weight", "bias", "link"):
+            t = getattr(self, name)
+            grown = t.new_zeros((capacity, *t.shape[1:]))
+            grown[:old] = t
+            setattr(self, name, grown)
+        self._free.extend(range(capacity - 1, old - 1, -1))

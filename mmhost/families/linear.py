@@ -1,0 +1,162 @@
+"""The linear family: compose a model with its preprocessing, pack it into a slab, run it.
+
+Composition happens once, at load: with an artifact's preprocessing ``f = scale * source +
+shift`` (see ``artifacts.manifest``) in front of ``z = coef @ f + intercept``, the composed model
+over the encoded inputs (``codecs.rows``) is
+
+    W[:, slot(source_j)] += coef[:, j] * scale[j]        b = intercept + coef @ shift
+
+so scaling is folded into the weights and one-hot is a column offset: a pipeline costs the same
+as a bare model. A shared preprocessor in front is composed the same way first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmhost.artifacts import Artifact, Column, Preprocessing
+from mmhost.artifacts.manifest import ManifestError
+from mmhost.codecs import RowEncoder, encoder_for
+from mmhost.families.arena import Slab, size_class, slot_bytes
+from mmhost.kernels import LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX, linear_forward
+
+LINKS = {
+    "regressor": LINK_IDENTITY,
+    "binary_classifier": LINK_SIGMOID,
+    "multiclass_classifier": LINK_SOFTMAX,
+}
+
+
+@dataclass(eq=False)
+class LinearModel:
+    """A composed model in host memory (the ``host`` tier holds these)."""
+
+    task: str
+    classes: list[Any] | None
+    encoder: RowEncoder
+    weight: np.ndarray  # (K, E) float32, E = encoder.width
+    bias: np.ndarray  # (K,) float32
+
+    @property
+    def link(self) -> int:
+        return LINKS[self.task]
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def slab_key(self) -> tuple[int, int]:
+        return (self.n_outputs, size_class(self.encoder.width))
+
+    @property
+    def nbytes(self) -> int:
+        """Host-tier bytes: the composed parameters (the encoder is shared between models)."""
+        return int(self.weight.nbytes + self.bias.nbytes)
+
+
+def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> LinearModel:
+    """Fold ``preprocessor`` (optional, shared) and the artifact's own preprocessing into one
+    linear model over the raw inputs' encoding. ManifestError if they can't compose."""
+    if art.kind != "model" or art.algorithm != "linear":
+        raise ManifestError(
+            f"not a linear model artifact (kind={art.kind}, algorithm={art.algorithm})"
+        )
+    inputs, pre = art.inputs, art.preprocessing
+    if preprocessor is not None:
+        inputs, pre = _chain(preprocessor, art)
+    encoder = encoder_for(tuple(inputs))
+    coef = art.params["coef"].astype(np.float64)  # (K, F)
+    weight = np.zeros((coef.shape[0], encoder.width), np.float64)  # (K, E)
+    for j, f in enumerate(pre.features):
+        weight[:, encoder.offsets[f.column] + (f.category or 0)] += coef[:, j] * pre.scale[j]
+    bias = art.params["intercept"].astype(np.float64) + coef @ pre.shift  # (K,)
+    return LinearModel(
+        art.task or "regressor",
+        art.classes,
+        encoder,
+        weight.astype(np.float32),
+        bias.astype(np.float32),
+    )
+
+
+def _chain(first: Artifact, second: Artifact) -> tuple[list[Column], Preprocessing]:
+    """Preprocessing of ``second`` applied to the outputs of ``first`` (the shared stage)."""
+    p1, p2 = first.preprocessing, second.preprocessing
+    if len(second.inputs) != p1.n_features:
+        raise ManifestError(
+            f"the model takes {len(second.inputs)} inputs but the shared "
+            f"preprocessor produces {p1.n_features} features"
+        )
+    if any(c.type != "float" for c in second.inputs):
+        raise ManifestError(
+            "a model behind a shared preprocessor must take numeric inputs "
+            "(its own one-hot encoding cannot be composed)"
+        )
+    inputs = list(first.inputs)
+    feats, scale, shift = [], np.empty(p2.n_features), np.empty(p2.n_features)
+    for j, f in enumerate(p2.features):
+        m = f.column  # a feature of the first stage
+        feats.append(p1.features[m])
+        scale[j] = p2.scale[j] * p1.scale[m]
+        shift[j] = p2.scale[j] * p1.shift[m] + p2.shift[j]
+        fill = second.inputs[m].missing
+        src = p1.features[m]
+        raw = inputs[src.column]
+        if fill is not None and raw.missing is None and src.category is None:
+            # the model's own imputer sees NaN only where the raw column had no fill
+            inputs[src.column] = replace(raw, missing=(fill - p1.shift[m]) / p1.scale[m])
+    return inputs, Preprocessing(feats, scale, shift)
+
+
+class LinearFamily:
+    """Owns the linear slabs on one device: place, read back, free, and the fused forward."""
+
+    name = "linear"
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.slabs: dict[tuple[int, int], Slab] = {}
+
+    def slot_bytes(self, model: LinearModel) -> int:
+        return slot_bytes(*model.slab_key)
+
+    def place(self, model: LinearModel) -> tuple[Slab, int]:
+        """Copy the model into a free slot of its size class's slab."""
+        key = model.slab_key
+        slab = self.slabs.get(key)
+        if slab is None:
+            slab = self.slabs[key] = Slab(key[0], key[1], self.device)
+        slot = slab.alloc()
+        e = model.encoder.width
+        slab.weight[slot, :, :e] = torch.from_numpy(model.weight)
+        slab.weight[slot, :, e:] = 0.0
+        slab.bias[slot] = torch.from_numpy(model.bias)
+        slab.link[slot] = model.link
+        return slab, slot
+
+    def read_back(self, slab: Slab, slot: int, model: LinearModel) -> LinearModel:
+        """The model's parameters as they sit in the slot (demotion keeps exactly these)."""
+        e = model.encoder.width
+        w = slab.weight[slot, :, :e].cpu().numpy().copy()  # (K, E)
+        b = slab.bias[slot].cpu().numpy().copy()  # (K,)
+        return replace(model, weight=w, bias=b)
+
+    def free(self, slab: Slab, slot: int) -> None:
+        slab.free(slot)
+
+    def forward(self, slab: Slab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """x (N, D) and slots (N,) for one slab -> (N, K) scores after each model's link."""
+        return linear_forward(x, slots, slab.weight, slab.bias, slab.link)
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(s.used * s.slot_bytes for s in self.slabs.values())
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(s.reserved_bytes for s in self.slabs.values())

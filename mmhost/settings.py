@@ -1,0 +1,130 @@
+"""The one settings object, built once at start-up and passed down.
+
+Only this module reads the environment (``MMHOST_<FIELD>``). Keyword arguments to
+``mmhost.Host`` are the same fields; later the CLI flags are too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_bytes(value: str | int | None) -> int | None:
+    """'512MiB' -> 536870912; ints pass through; None stays None (= choose a default)."""
+    if value is None or isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot read {value!r} as a byte size (e.g. 512MiB, 2GB, 1048576)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+@dataclass
+class Settings:
+    """Every knob of a host. Byte fields accept ints or strings with units ('512MiB')."""
+
+    store: str = "./models"
+    """Model store: a local folder (keys are paths under it)."""
+    preprocessor: str | None = None
+    """Artifact path of a shared preprocessor put in front of every target model."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu' or 'cuda'."""
+    device_budget: int | None = None
+    """Bytes of arena slots (the device tier). None: 50% of free VRAM on cuda, 1 GiB on cpu."""
+    host_budget: int = 1024**3
+    """Bytes of decoded parameters kept in host RAM for models demoted from the device."""
+    disk_budget: int = 10 * 1024**3
+    """Bytes of artifacts kept in the disk tier (only when disk_dir is set)."""
+    disk_dir: str | None = None
+    """Folder for the disk tier; None disables it (a folder store already is on disk)."""
+    max_batch_rows: int = 65536
+    """Rows per fused call; a larger burst is split into several calls."""
+    max_delay_us: int = 0
+    """Extra wait for more requests before a batch runs; 0 = run on the next loop turn."""
+    revalidate_seconds: float = 1.0
+    """How often a resident model's artifact is checked for a change in the store (s)."""
+    capacity_wait_seconds: float = 5.0
+    """How long a load waits for in-flight batches to unpin models when the device budget is
+    full of them, before failing with InsufficientCapacity (507)."""
+    load_workers: int = 4
+    """Threads reading and decoding artifacts (cold loads run there, off the engine loop)."""
+    max_artifact_bytes: int = 256 * 1024**2
+    """Refuse artifacts (compressed or expanded) larger than this."""
+    max_rows_per_request: int = 100_000
+    """Refuse requests with more rows than this."""
+
+    _byte_fields = ("device_budget", "host_budget", "disk_budget", "max_artifact_bytes")
+
+    def __post_init__(self) -> None:
+        for name in self._byte_fields:
+            setattr(self, name, parse_bytes(getattr(self, name)))
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be >= 1, not {self.max_batch_rows}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Fields from MMHOST_* variables, then explicit overrides (flags, kwargs) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"MMHOST_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        return self.device
+
+    def resolved_device_budget(self, device: str) -> int:
+        if self.device_budget is not None:
+            return self.device_budget
+        if device == "cuda":
+            import torch
+
+            free, _total = torch.cuda.mem_get_info()
+            return free // 2
+        return 1024**3
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store)
+
+
+def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(f.type)
+    if "int" in kind and f.name not in Settings._byte_fields:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    return raw

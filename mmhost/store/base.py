@@ -1,0 +1,52 @@
+"""The store interface and model-key validation (a key is never a raw file-system path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mmhost.errors import InvalidModelName
+
+MAX_KEY = 1024
+
+
+def validate_key(name: object) -> str:
+    """A TargetModel name as the runtime allows it, and safe under a store prefix."""
+    if not isinstance(name, str):
+        raise InvalidModelName(name, "it must be a string")
+    if not 0 < len(name) <= MAX_KEY:
+        raise InvalidModelName(name[:64], f"length must be 1..{MAX_KEY} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidModelName(name, "control characters are not allowed")
+    if name.startswith(("/", "\\", " ")) or (len(name) > 1 and name[1] == ":"):
+        raise InvalidModelName(name, "it must be relative to the store prefix")
+    parts = name.replace("\\", "/").split("/")
+    if any(p in ("..", ".") for p in parts) or "" in parts:
+        raise InvalidModelName(name, "'.', '..' and empty path segments are not allowed")
+    return name
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a store hands over for one key: archive bytes or a local artifact folder."""
+
+    version: str
+    data: bytes | None = None
+    folder: Path | None = None
+
+
+class Store(Protocol):
+    """A source of truth for artifacts. Implementations must be thread-safe."""
+
+    def version(self, key: str) -> str:
+        """A string that changes when the artifact changes (ModelNotFound if absent)."""
+        ...
+
+    def fetch(self, key: str) -> Source:
+        """The artifact and the version it was read at (ModelNotFound if absent)."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Model keys under ``prefix``."""
+        ...

@@ -1,0 +1,62 @@
+"""The embedded default store: a local folder, each model a .tar.gz file or an artifact folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmhost.errors import InvalidModelName, ModelNotFound
+from mmhost.store.base import Source, validate_key
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+class FolderStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"FolderStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        p = self.root / key
+        # a symlink inside the store must not lead outside it
+        real = Path(os.path.realpath(p))
+        if real != self.root and self.root not in real.parents:
+            raise InvalidModelName(key, "it resolves outside the store")
+        if not real.exists():
+            raise ModelNotFound(key, f"the store {str(self.root)!r}")
+        return real
+
+    def version(self, key: str) -> str:
+        p = self._path(key)
+        if p.is_dir():
+            stats = [e.stat() for e in p.iterdir() if e.is_file()]
+            if not stats:
+                raise ModelNotFound(key, f"the store {str(self.root)!r} (empty folder)")
+            return f"{sum(s.st_size for s in stats)}-{max(s.st_mtime_ns for s in stats)}"
+        st = p.stat()
+        return f"{st.st_size}-{st.st_mtime_ns}"
+
+    def fetch(self, key: str) -> Source:
+        version = self.version(key)
+        p = self._path(key)
+        if p.is_dir():
+            return Source(version, folder=p)
+        return Source(version, data=p.read_bytes())
+
+    def list(self, prefix: str = "") -> list[str]:
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = Path(dirpath).relative_to(self.root)
+            if "mmhost.json" in filenames and rel != Path("."):
+                out.append(rel.as_posix())
+                dirnames.clear()
+                continue
+            out.extend(
+                (rel / f).as_posix().removeprefix("./")
+                for f in filenames
+                if f.endswith(ARCHIVE_SUFFIXES)
+            )
+        return sorted(k for k in out if k.startswith(prefix))

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from mmhost import Host
+from mmhost.convert import from_sklearn
+from mmhost.houses import COLUMNS, houses
+
+NUM = list(range(6))
+CAT = [6, 7]
+
+# float32 end to end: a composed house-price model sums ~10 products of float32 weights and
+# inputs up to ~5e3, so relative error is a few ulps of the ~1e5-1e6 result -> rtol 1e-5.
+RTOL_PRICE = 1e-5
+# probabilities are in [0, 1]; logits are float32 sums of ~10 terms -> atol 1e-5.
+ATOL_PROBA = 1e-5
+
+
+def house_pipeline(seed: int = 0, factor: float = 1.0, n: int = 300) -> Pipeline:
+    X, y = houses(n, seed, factor)
+    pre = ColumnTransformer(
+        [("num", StandardScaler(), NUM), ("cat", OneHotEncoder(handle_unknown="error"), CAT)]
+    )
+    return Pipeline([("pre", pre), ("lr", LinearRegression())]).fit(X, y)
+
+
+def house_classifier(seed: int = 0, n: int = 300) -> Pipeline:
+    X, y = houses(n, seed)
+    label = (y > np.median(y)).astype(int)
+    pre = ColumnTransformer([("num", StandardScaler(), NUM), ("cat", OneHotEncoder(), CAT)])
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000))]).fit(X, label)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def city_store(store: Path) -> Path:
+    """Three per-city house-price pipelines under the store, as <city>/<city>.tar.gz."""
+    for i, city in enumerate(["Chicago_IL", "Houston_TX", "NewYork_NY"]):
+        from_sklearn(house_pipeline(i, 1.0 + i), COLUMNS).save(store / city / f"{city}.tar.gz")
+    return store
+
+
+@pytest.fixture
+def host_factory() -> Iterator:
+    hosts: list[Host] = []
+
+    def make(**kwargs) -> Host:
+        h = Host(**kwargs)
+        hosts.append(h)
+        return h
+
+    yield make
+    for h in hosts:
+        h.close()

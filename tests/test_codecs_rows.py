@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmhost.artifacts import Column
+from mmhost.codecs import encoder_for
+from mmhost.errors import ValidationError
+
+COLS = (
+    Column("a"),
+    Column("b", missing=2.5),
+    Column("c", "category", ("x", "y", "z"), "error"),
+    Column("d", "category", (1, 2), "ignore", missing=2),
+)
+
+
+def test_layout_and_encoding():
+    enc = encoder_for(COLS)
+    assert enc.offsets == [0, 1, 2, 5] and enc.width == 7
+    out = enc.encode([[1, None, "y", 1], ["3", "", "z", "7"], [0.5, "nan", "x", None]], width=8)
+    np.testing.assert_array_equal(
+        out,
+        np.array(
+            [
+                [1, 2.5, 0, 1, 0, 1, 0, 0],
+                [3, 2.5, 0, 0, 1, 0, 0, 0],  # d=7 unknown, ignored: all zero
+                [0.5, 2.5, 1, 0, 0, 0, 1, 0],  # d missing -> 2
+            ],
+            np.float32,
+        ),
+    )
+
+
+def test_encoders_are_shared_between_equal_schemas():
+    assert encoder_for(COLS) is encoder_for(tuple(COLS))
+
+
+def test_numeric_fast_path_imputes_and_refuses_inf():
+    enc = encoder_for((Column("a"), Column("b", missing=-1.0)))
+    out = enc.encode(np.array([[1.0, np.nan]]))
+    np.testing.assert_array_equal(out, [[1.0, -1.0]])
+    with pytest.raises(ValidationError, match="row 1, column 'a'"):
+        enc.encode(np.array([[1.0, 2.0], [np.inf, 0.0]]))
+    with pytest.raises(ValidationError, match="shape"):
+        enc.encode(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "rows,match",
+    [
+        ([[1, 2, "q", 1]], "row 0, column 'c': unknown category 'q'"),
+        ([[1, 2, "x"]], "row 0: expected 4 values"),
+        ([[1, 2, "x", 1], "abcd"], "row 1: expected 4 values"),
+        ([[[1], 2, "x", 1]], "column 'a': expected a number, got list"),
+        ([[{"v": 1}, 2, "x", 1]], "column 'a': expected a number, got dict"),
+        ([[1, 2, ["x"], 1]], "unknown category"),
+        ([["1e999", 2, "x", 1]], "not a finite number"),
+        (None, "list of rows"),
+    ],
+)
+def test_errors_name_row_and_column(rows, match):
+    with pytest.raises(ValidationError, match=match):
+        encoder_for(COLS).encode(rows)
+
+
+def test_empty_request_is_empty():
+    assert encoder_for(COLS).encode([]).shape == (0, 7)

@@ -1,0 +1,193 @@
+"""End to end through mmhost.Host: artifacts in a folder store, answers equal sklearn's."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LinearRegression
+
+from mmhost import Host
+from mmhost.convert import from_sklearn
+from mmhost.errors import BadArtifact, InvalidModelName, ModelNotFound, ValidationError
+from mmhost.houses import COLUMNS, houses
+from tests.conftest import ATOL_PROBA, RTOL_PRICE, house_classifier, house_pipeline
+
+CITIES = ["Chicago_IL", "Houston_TX", "NewYork_NY"]
+
+
+def test_per_city_pipelines_match_sklearn(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    X, _ = houses(50, seed=99)
+    for i, city in enumerate(CITIES):
+        got = h.predict(f"{city}/{city}.tar.gz", X.tolist())
+        np.testing.assert_allclose(got, house_pipeline(i, 1.0 + i).predict(X), rtol=RTOL_PRICE)
+
+
+def test_csv_like_strings_are_accepted(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    row = "1992,1531,6,3.0,0.68,1,y,n".split(",")
+    X = np.array([[1992, 1531, 6, 3.0, 0.68, 1, "y", "n"]], dtype=object)
+    want = house_pipeline(0).predict(X)
+    np.testing.assert_allclose(
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", [row]), want, rtol=RTOL_PRICE
+    )
+
+
+def test_logistic_classifier_probabilities(store, host_factory):
+    clf = house_classifier()
+    from_sklearn(clf, COLUMNS).save(store / "clf.tar.gz")
+    h = host_factory(store=str(store))
+    X, _ = houses(100, seed=5)
+    np.testing.assert_allclose(
+        h.predict("clf.tar.gz", X.tolist()), clf.predict_proba(X)[:, 1], atol=ATOL_PROBA
+    )
+    assert h.describe("clf.tar.gz")["classes"] == [0, 1]
+
+
+def test_shared_preprocessor_in_front_of_bare_city_models(store, tmp_path, host_factory):
+    """An inference pipeline: one shared ColumnTransformer, bare per-city regressors behind it."""
+    pre = house_pipeline().named_steps["pre"]
+    from_sklearn(pre, COLUMNS).save(tmp_path / "pre.tar.gz")
+    models = {}
+    for i, city in enumerate(CITIES):
+        X, y = houses(300, seed=i, city_factor=1.0 + i)
+        reg = LinearRegression().fit(pre.transform(X), y)  # 6 scaled + 4 one-hot = 10 inputs
+        from_sklearn(reg).save(store / f"{city}.tar.gz")
+        models[city] = reg
+    h = host_factory(store=str(store), preprocessor=str(tmp_path / "pre.tar.gz"))
+    X, _ = houses(40, seed=42)
+    for city, reg in models.items():
+        np.testing.assert_allclose(
+            h.predict(f"{city}.tar.gz", X.tolist()), reg.predict(pre.transform(X)), rtol=RTOL_PRICE
+        )
+
+
+def test_requests_for_many_models_share_one_fused_call(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    X, _ = houses(3, seed=7)
+    for city in CITIES:  # warm up: loads happen first
+        h.load(f"{city}/{city}.tar.gz")
+    outs = h.predict_many([(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES] * 2)
+    assert h.stats()["batches"] == {"calls": 1, "rows": 18, "requests": 6}
+    for i, out in enumerate(outs):
+        np.testing.assert_allclose(
+            out, house_pipeline(i % 3, 1.0 + i % 3).predict(X), rtol=RTOL_PRICE
+        )
+
+
+def test_async_invoke_from_another_loop(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    X, _ = houses(3, seed=7)
+
+    async def burst():
+        return await asyncio.gather(*[h.invoke(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES])
+
+    for i, out in enumerate(asyncio.run(burst())):
+        np.testing.assert_allclose(out, house_pipeline(i, 1.0 + i).predict(X), rtol=RTOL_PRICE)
+
+
+def test_torch_tensor_input(store, host_factory):
+    X = np.random.default_rng(0).normal(size=(32, 5))
+    reg = LinearRegression().fit(X, X.sum(1))
+    from_sklearn(reg).save(store / "num")
+    h = host_factory(store=str(store))
+    got = h.predict("num", torch.tensor(X, dtype=torch.float32))
+    np.testing.assert_allclose(got, reg.predict(X), rtol=1e-5, atol=1e-5)
+
+
+def test_tensor_input_needs_numeric_schema(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    with pytest.raises(ValidationError, match="categorical"):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", torch.zeros((1, 8)))
+
+
+@pytest.mark.parametrize(
+    "rows,match",
+    [
+        ([[1992, 1531, 6, 3.0, 0.68, 1, "y"]], "row 0: expected 8 values"),
+        ([[1992, 1531, 6, 3.0, 0.68, 1, "y", "maybe"]], "row 0, column 'front_porch': unknown"),
+        ([[1992, "lots", 6, 3.0, 0.68, 1, "y", "n"]], "column 'square_feet': 'lots' is not"),
+        ([[1992, float("nan"), 6, 3.0, 0.68, 1, "y", "n"]], "missing and the model has no imputer"),
+        ([[1992, "inf", 6, 3.0, 0.68, 1, "y", "n"]], "not a finite number"),
+        ("not rows", "list of rows"),
+    ],
+)
+def test_bad_rows_are_validation_errors_and_host_keeps_serving(
+    city_store, host_factory, rows, match
+):
+    h = host_factory(store=str(city_store))
+    with pytest.raises(ValidationError, match=match):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", rows)
+    X, _ = houses(2)
+    assert h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist()).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "name", ["../etc/passwd", "/abs.tar.gz", "a/../../b", "nul\x00", "x" * 1025, "", "a//b"]
+)
+def test_bad_names_never_touch_the_file_system(city_store, host_factory, name):
+    h = host_factory(store=str(city_store))
+    with pytest.raises(InvalidModelName):
+        h.predict(name, [[0] * 8])
+
+
+def test_missing_model_says_which_key(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    with pytest.raises(ModelNotFound, match="Paris_FR/Paris_FR.tar.gz"):
+        h.predict("Paris_FR/Paris_FR.tar.gz", [[0] * 8])
+
+
+def test_symlink_out_of_the_store_is_refused(city_store, tmp_path, host_factory):
+    outside = tmp_path / "outside.tar.gz"
+    from_sklearn(house_pipeline(), COLUMNS).save(outside)
+    (city_store / "escape.tar.gz").symlink_to(outside)
+    h = host_factory(store=str(city_store))
+    with pytest.raises(InvalidModelName, match="outside the store"):
+        h.predict("escape.tar.gz", [[0] * 8])
+
+
+def test_new_keys_are_invokable_at_once_and_changes_are_reloaded(store, host_factory):
+    h = host_factory(store=str(store), revalidate_seconds=0)
+    X, _ = houses(5)
+    from_sklearn(house_pipeline(0), COLUMNS).save(store / "m.tar.gz")
+    first = h.predict("m.tar.gz", X.tolist())
+    from_sklearn(house_pipeline(1, 3.0), COLUMNS).save(store / "m.tar.gz")
+    second = h.predict("m.tar.gz", X.tolist())
+    np.testing.assert_allclose(second, house_pipeline(1, 3.0).predict(X), rtol=RTOL_PRICE)
+    assert not np.allclose(first, second)
+    assert h.stats()["reloads"] == 1
+    from_sklearn(house_pipeline(2), COLUMNS).save(store / "new" / "n.tar.gz")
+    assert h.predict("new/n.tar.gz", X.tolist()).shape == (5,)
+
+
+def test_a_bad_artifact_fails_its_own_load_only(city_store, host_factory):
+    (city_store / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    h = host_factory(store=str(city_store))
+    with pytest.raises(BadArtifact, match="broken.tar.gz"):
+        h.predict("broken.tar.gz", [[0] * 8])
+    X, _ = houses(2)
+    assert h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist()).shape == (2,)
+    assert h.stats()["load_failures"] == 1
+
+
+def test_load_unload_list(city_store, host_factory):
+    h = host_factory(store=str(city_store))
+    info = h.load("Houston_TX/Houston_TX.tar.gz")
+    assert info["task"] == "regressor" and [c["name"] for c in info["inputs"]] == COLUMNS
+    assert h.list_models() == {"Houston_TX/Houston_TX.tar.gz": "device"}
+    assert h.unload("Houston_TX/Houston_TX.tar.gz") is True
+    assert h.unload("Houston_TX/Houston_TX.tar.gz") is False
+    assert h.list_models() == {}
+    assert h.stats()["tiers"]["device"]["bytes"] == 0
+
+
+def test_closed_host_refuses_calls(city_store):
+    h = Host(store=str(city_store))
+    h.close()
+    from mmhost.errors import HostClosed
+
+    with pytest.raises(HostClosed):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", [[0] * 8])
