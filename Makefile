@@ -24,7 +24,9 @@ test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks -q --benchmark-columns=median,ops,rounds --benchmark-sort=name
+	$(BIN)/python -m pytest benchmarks -o python_files='bench_*.py' -q \
+		--benchmark-columns=median,ops,rounds --benchmark-sort=name --benchmark-json=.benchmarks/last.json
+	$(BIN)/python benchmarks/report.py .benchmarks/last.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmhost tests benchmarks

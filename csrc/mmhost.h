@@ -12,10 +12,12 @@
 #define MMHOST_CHECK_DIM(t, n) \
   TORCH_CHECK((t).dim() == (n), #t " must have ", (n), " dims, got shape ", (t).sizes())
 #define MMHOST_CHECK_INPUT(t, dtype, n) \
-  MMHOST_CHECK_CPU(t);                  \
-  MMHOST_CHECK_DTYPE(t, dtype);         \
-  MMHOST_CHECK_DIM(t, n);               \
-  MMHOST_CHECK_CONTIGUOUS(t)
+  do {                                  \
+    MMHOST_CHECK_CPU(t);                \
+    MMHOST_CHECK_DTYPE(t, dtype);       \
+    MMHOST_CHECK_DIM(t, n);             \
+    MMHOST_CHECK_CONTIGUOUS(t);         \
+  } while (0)
 
 namespace mmhost {
 
