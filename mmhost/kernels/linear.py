@@ -113,6 +113,14 @@ def linear_forward(
     bias: torch.Tensor,
     link: torch.Tensor,
 ) -> torch.Tensor:
-    """Score every row of ``x`` with the model in its slot. See the module docstring."""
+    """Score every row of ``x`` with the model in its slot. See the module docstring.
+
+    The hot path calls the device's implementation directly: going through the
+    ``torch.ops.mmhost.linear`` dispatcher costs ~20 us a call, more than the C++ kernel
+    spends on a thousand rows. The registered op is the same function for torch.compile users.
+    """
     check_inputs(x, slots, weight, bias, link)
-    return torch.ops.mmhost.linear(x.contiguous(), slots.contiguous(), weight, bias, link)
+    x = x.contiguous()
+    if x.device.type == "cuda":
+        return _linear_cuda(x, slots, weight, bias, link)
+    return _linear_cpu(x, slots, weight, bias, link)
