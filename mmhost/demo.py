@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ CITIES = [
 ]
 
 
-def _pipeline(seed: int, factor: float):  # type: ignore[no-untyped-def]
+def _pipeline(seed: int, factor: float) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline

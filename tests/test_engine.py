@@ -47,10 +47,7 @@ def test_bursts_larger_than_max_batch_rows_are_split(city_store, host_factory, m
     calls = warm(h)
     X, _ = houses(3)
 
-    async def burst():
-        return await asyncio.gather(*[h.invoke(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES])
-
-    outs = asyncio.run(burst())
+    outs = h.predict_many([(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES])
     for i, out in enumerate(outs):
         np.testing.assert_allclose(out, house_pipeline(i, 1.0 + i).predict(X), rtol=RTOL_PRICE)
     b = h.stats()["batches"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ class Artifact:
             out[k] = np.ascontiguousarray(v, np.float64)
         return out
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write a folder, or a .tar.gz / .tgz when the path ends so."""
         from mmhost.artifacts.archive import write_artifact
 
