@@ -57,3 +57,19 @@ def test_contract_violations_are_value_errors(bad, match):
 def test_native_extension_is_built():
     """make test builds mmhost._C; CI must exercise the C++ op, not silently the fallback."""
     assert _native.available()
+
+
+def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setattr(_native, "_loaded", None)
+    monkeypatch.setitem(sys.modules, "mmhost._C", None)  # makes the import fail
+    w, b, link = slab()
+    x = torch.randn(9, 7)
+    slots = torch.randint(0, 5, (9,))
+    with pytest.warns(RuntimeWarning, match="mmhost._C is not built"):
+        got = linear_forward(x, slots, w, b, link)
+    torch.testing.assert_close(got, linear_reference(x, slots, w, b, link))
+    linear_forward(x, slots, w, b, link)  # no second warning (warnings are errors here)
+    monkeypatch.setattr(_native, "_tried", False)

@@ -140,11 +140,15 @@ class LinearFamily:
         return slab, slot
 
     def read_back(self, slab: Slab, slot: int, model: LinearModel) -> LinearModel:
-        """The model's parameters as they sit in the slot (demotion keeps exactly these)."""
+        """The model's parameters as they sit in the slot (demotion keeps exactly these).
+        With CUDA they land in pinned host memory, so promotion is a DMA copy."""
         e = model.encoder.width
-        w = slab.weight[slot, :, :e].cpu().numpy().copy()  # (K, E)
-        b = slab.bias[slot].cpu().numpy().copy()  # (K,)
-        return replace(model, weight=w, bias=b)
+        w = slab.weight[slot, :, :e]  # (K, E)
+        b = slab.bias[slot]  # (K,)
+        pin = self.device.type == "cuda"
+        w_host = torch.empty(w.shape, dtype=w.dtype, pin_memory=pin).copy_(w)
+        b_host = torch.empty(b.shape, dtype=b.dtype, pin_memory=pin).copy_(b)
+        return replace(model, weight=w_host.numpy(), bias=b_host.numpy())
 
     def free(self, slab: Slab, slot: int) -> None:
         slab.free(slot)

@@ -6,6 +6,7 @@ plain-torch references and this module warns once.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from types import ModuleType
 
@@ -19,9 +20,7 @@ def load() -> ModuleType | None:
     if not _tried:
         _tried = True
         try:
-            from mmhost import _C  # type: ignore[attr-defined]
-
-            _loaded = _C
+            _loaded = importlib.import_module("mmhost._C")
         except ImportError as exc:
             warnings.warn(
                 f"mmhost._C is not built ({exc}); CPU ops run the plain-torch reference "
