@@ -135,7 +135,13 @@ class Host:
 
     # --- on the engine loop --------------------------------------------------------------------
     async def _invoke(self, name: str, rows: Any) -> np.ndarray:
-        r = await self.cache.acquire(validate_key(name))
+        key = validate_key(name)
+        n = _row_count(rows)
+        if n > self.settings.max_rows_per_request:
+            raise ValidationError(
+                f"{n} rows in one request; the limit is {self.settings.max_rows_per_request}"
+            )
+        r = await self.cache.acquire(key)
         try:
             model = r.meta
             width = size_class(model.encoder.width)
@@ -143,11 +149,6 @@ class Host:
                 x = model.encoder.encode_tensor(rows, self.device, width)
             else:
                 x = torch.from_numpy(model.encoder.encode(rows, width)).to(self.device)
-            if x.shape[0] > self.settings.max_rows_per_request:
-                raise ValidationError(
-                    f"{x.shape[0]} rows in one request; the limit is "
-                    f"{self.settings.max_rows_per_request}"
-                )
             if x.shape[0] == 0:
                 out = torch.zeros((0, r.slab.k))
             else:
@@ -200,6 +201,13 @@ class Host:
         if asyncio.get_running_loop() is self._loop:
             return await coro
         return await asyncio.wrap_future(self._submit(coro))
+
+
+def _row_count(rows: Any) -> int:
+    shape = getattr(rows, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    return len(rows) if isinstance(rows, (list, tuple)) else 0
 
 
 def _is_tensor(rows: Any) -> bool:

@@ -191,3 +191,25 @@ def test_closed_host_refuses_calls(city_store):
 
     with pytest.raises(HostClosed):
         h.predict("Chicago_IL/Chicago_IL.tar.gz", [[0] * 8])
+
+
+def test_too_many_rows_are_refused_before_any_work(city_store, host_factory):
+    h = host_factory(store=str(city_store), max_rows_per_request=3)
+    X, _ = houses(4)
+    with pytest.raises(ValidationError, match="4 rows in one request; the limit is 3"):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
+    assert h.stats()["loads"] == 0
+    assert h.predict("Chicago_IL/Chicago_IL.tar.gz", X[:3].tolist()).shape == (3,)
+
+
+def test_multiclass_shape(store, host_factory):
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).normal(size=(90, 4))
+    clf = LogisticRegression().fit(X, np.arange(90) % 3)
+    from_sklearn(clf).save(store / "mc.tar.gz")
+    h = host_factory(store=str(store))
+    got = h.predict("mc.tar.gz", X)
+    assert got.shape == (90, 3)
+    np.testing.assert_allclose(got, clf.predict_proba(X), atol=ATOL_PROBA)
+    np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)

@@ -31,9 +31,10 @@ LINKS = {
 }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LinearModel:
-    """A composed model in host memory (the ``host`` tier holds these)."""
+    """A composed model in host memory (the ``host`` tier holds these). Slotted: a million
+    resident models keep one of these each (with empty arrays) for their metadata."""
 
     task: str
     classes: list[Any] | None
