@@ -122,6 +122,8 @@ class Host:
         if self._closed:
             return
         self._closed = True
+        # requests still in flight end with CancelledError instead of waiting forever
+        asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -178,6 +180,13 @@ class Host:
             "version": r.version,
             "inputs": [c.to_json() for c in m.encoder.columns],
         }
+
+    async def _cancel_all(self) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return fn(*args)

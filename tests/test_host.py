@@ -213,3 +213,16 @@ def test_multiclass_shape(store, host_factory):
     assert got.shape == (90, 3)
     np.testing.assert_allclose(got, clf.predict_proba(X), atol=ATOL_PROBA)
     np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+
+
+def test_close_cancels_requests_in_flight(city_store, host_factory):
+    import concurrent.futures
+
+    h = Host(store=str(city_store), capacity_wait_seconds=60, device_budget=69)
+    pinned = h._run(h.cache.acquire("Chicago_IL/Chicago_IL.tar.gz"))
+    assert pinned.pins == 1
+    X, _ = houses(1)
+    waiting = h._submit(h._invoke("Houston_TX/Houston_TX.tar.gz", X.tolist()))  # needs room
+    h.close()
+    with pytest.raises(concurrent.futures.CancelledError):
+        waiting.result(timeout=5)
