@@ -26,15 +26,13 @@ def test_a_bad_request_fails_alone(city_store, host_factory):
     X, _ = houses(2)
     bad = [[1, 2, 3, 4, 5, 6, "y", "perhaps"]]
 
-    async def burst():
-        return await asyncio.gather(
-            h.invoke("Chicago_IL/Chicago_IL.tar.gz", X.tolist()),
-            h.invoke("Houston_TX/Houston_TX.tar.gz", bad),
-            h.invoke("NewYork_NY/NewYork_NY.tar.gz", X.tolist()),
-            return_exceptions=True,
-        )
-
-    a, b, c = asyncio.run(burst())
+    a, b, c = h.predict_many(
+        [
+            ("Chicago_IL/Chicago_IL.tar.gz", X.tolist()),
+            ("Houston_TX/Houston_TX.tar.gz", bad),
+            ("NewYork_NY/NewYork_NY.tar.gz", X.tolist()),
+        ]
+    )
     assert isinstance(b, ValidationError)
     np.testing.assert_allclose(a, house_pipeline(0).predict(X), rtol=RTOL_PRICE)
     np.testing.assert_allclose(c, house_pipeline(2, 3.0).predict(X), rtol=RTOL_PRICE)
@@ -55,7 +53,7 @@ def test_bursts_larger_than_max_batch_rows_are_split(city_store, host_factory, m
 
 
 def test_max_delay_gathers_requests_from_separate_turns(city_store, host_factory):
-    h = host_factory(store=str(city_store), max_delay_us=200_000)
+    h = host_factory(store=str(city_store), max_delay_us=500_000)
     calls = warm(h)
     X, _ = houses(1)
 

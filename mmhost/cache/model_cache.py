@@ -106,6 +106,10 @@ class ModelCache:
     async def acquire(self, name: str) -> Resident:
         """The model on the device, pinned. Call ``release`` when its batch is done."""
         r = self.resident.get(name)
+        if r is not None and self._due(r.checked_at) and self.store.local:
+            # a local stat costs microseconds: check inline and stay on the fast path
+            if self.store.version(name) == r.version:
+                r.checked_at = time.monotonic()
         if r is not None and not self._due(r.checked_at):
             r.pins += 1
             self.device.touch(r)

@@ -39,6 +39,10 @@ class Source:
 class Store(Protocol):
     """A source of truth for artifacts. Implementations must be thread-safe."""
 
+    local: bool
+    """True when ``version`` is a local stat (microseconds): the cache then calls it inline on
+    the request path instead of on a worker thread."""
+
     def version(self, key: str) -> str:
         """A string that changes when the artifact changes (ModelNotFound if absent)."""
         ...

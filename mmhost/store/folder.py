@@ -12,6 +12,8 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 class FolderStore:
+    local = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
 
