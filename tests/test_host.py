@@ -226,3 +226,14 @@ def test_close_cancels_requests_in_flight(city_store, host_factory):
     h.close()
     with pytest.raises(concurrent.futures.CancelledError):
         waiting.result(timeout=5)
+
+
+def test_a_model_deleted_from_the_store_stops_being_served(city_store, host_factory):
+    h = host_factory(store=str(city_store), revalidate_seconds=0)
+    X, _ = houses(1)
+    h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
+    (city_store / "Chicago_IL" / "Chicago_IL.tar.gz").unlink()
+    with pytest.raises(ModelNotFound):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
+    assert h.list_models() == {}
+    assert h.stats()["tiers"]["device"]["bytes"] == 0

@@ -108,8 +108,12 @@ class ModelCache:
         r = self.resident.get(name)
         if r is not None and self._due(r.checked_at) and self.store.local:
             # a local stat costs microseconds: check inline and stay on the fast path
-            if self.store.version(name) == r.version:
-                r.checked_at = time.monotonic()
+            try:
+                if self.store.version(name) == r.version:
+                    r.checked_at = time.monotonic()
+            except ModelNotFound:
+                self._forget(name)  # deleted from the store: not served stale forever
+                raise
         if r is not None and not self._due(r.checked_at):
             r.pins += 1
             self.device.touch(r)
@@ -201,6 +205,7 @@ class ModelCache:
         try:
             return await loop.run_in_executor(self.executor, self.store.version, name)
         except ModelNotFound:
+            self._forget(name)  # deleted from the store: not served stale forever
             raise
         except Exception as exc:  # the store is unreachable: keep serving what we have
             log.warning("could not revalidate %s (%s); serving the loaded version", name, exc)
