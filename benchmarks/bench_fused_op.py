@@ -10,6 +10,9 @@ Providers, all scoring the same rows with the same 1,000 models:
 - fused op via ``linear_forward``: the C++ op behind check_inputs + torch.ops dispatch, the
   call the engine makes
 
+The fused providers also report GB/s: the least bytes one call must move (x, slots, out, and
+each model's parameters once) over its median time.
+
 Targets (from the issue): fused >= 200x the bare-estimator loop; C++ >= 5x plain torch ops
 (the reference fused op on the same batch).
 """
@@ -47,6 +50,13 @@ def _label(benchmark, batch: Batch, provider: str, **extra) -> None:
     r = batch.rows_per_model
     group = f"fused op: 1000 models x {r} row{'s' if r > 1 else ''}"
     describe(benchmark, group, provider, batch.n_rows, baseline=provider in BASELINES, **extra)
+
+
+def _op_bytes(batch: Batch) -> int:
+    """Least traffic of a fused call: x, slots and out once, each model's parameters once."""
+    slab = batch.slab
+    params = (slab.weight[0].nbytes + slab.bias[0].nbytes + 1) * len(batch.slots)
+    return int(batch.x.nbytes + batch.row_slots.nbytes + 4 * batch.n_rows * slab.k + params)
 
 
 def _check(out, batch: Batch) -> None:
@@ -89,7 +99,7 @@ def test_torch_per_model_loop(benchmark, batch):
 def test_fused_reference(benchmark, batch):
     args = (batch.x, batch.row_slots, batch.slab.weight, batch.slab.bias, batch.slab.link)
     _check(linear_reference(*args), batch)
-    _label(benchmark, batch, P_REFERENCE)
+    _label(benchmark, batch, P_REFERENCE, bytes=_op_bytes(batch))
     benchmark(linear_reference, *args)
 
 
@@ -102,12 +112,12 @@ def test_fused_cpp(benchmark, batch):
         {"kind": "speedup", "vs": P_BARE, "min": 200},
         {"kind": "speedup", "vs": P_REFERENCE, "min": 5},
     ]
-    _label(benchmark, batch, P_CPP, targets=targets)
+    _label(benchmark, batch, P_CPP, targets=targets, bytes=_op_bytes(batch))
     benchmark(op, *args)
 
 
 def test_fused_dispatch(benchmark, batch):
     args = (batch.x, batch.row_slots, batch.slab.weight, batch.slab.bias, batch.slab.link)
     _check(linear_forward(*args), batch)
-    _label(benchmark, batch, P_DISPATCH)
+    _label(benchmark, batch, P_DISPATCH, bytes=_op_bytes(batch))
     benchmark(linear_forward, *args)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 # extra_info keys that label a benchmark rather than report a number
-_LABELS = {"provider", "unit", "count", "baseline", "part_of", "targets", "in_loop_p50_s"}
+_LABELS = {"provider", "unit", "count", "baseline", "part_of", "targets", "in_loop_p50_s", "bytes"}
 
 
 def fmt_time(s: float) -> str:
@@ -87,12 +87,17 @@ def table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 def group_section(group: str, benches: list[Bench]) -> list[str]:
     baselines = [b for b in benches if b.baseline]
     in_loop = any("in_loop_p50_s" in b.info for b in benches)
+    gbps = any("bytes" in b.info for b in benches)
     header = ["provider", "median", "throughput", "rounds"]
+    header += ["GB/s (least traffic)"] if gbps else []
     header += ["p50 on the engine loop"] if in_loop else []
     header += [f"× vs {b.provider}" for b in baselines]
     rows = []
     for b in benches:
         row = [b.provider, fmt_time(b.median), fmt_rate(b.rate, b.unit), str(b.rounds)]
+        if gbps:
+            nbytes = b.info.get("bytes")
+            row.append("" if nbytes is None else f"{nbytes / b.median / 1e9:.2f}")
         if in_loop:
             v = b.info.get("in_loop_p50_s")
             row.append("" if v is None else fmt_time(v))
