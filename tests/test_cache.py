@@ -163,3 +163,20 @@ def test_disk_budget_evicts_oldest_files(store, many, tmp_path, host_factory):
     assert st["tiers"]["disk"]["models"] == 2
     assert st["tiers"]["disk"]["bytes"] <= int(2.5 * size)
     assert len(list((tmp_path / "disk").iterdir())) == 2
+
+
+def test_promotion_with_a_full_host_tier_swaps_the_two_models(store, many, host_factory):
+    h = host_factory(store=str(store), device_budget=SLOT, host_budget=44)  # one model each
+    h.load(many[0])
+    h.load(many[1])  # m0 -> host
+    h.load(many[0])  # m0 back to the device, m1 down to the (just freed) host tier
+    assert h.list_models() == {many[0]: "device", many[1]: "host"}
+    assert h.stats()["hits"]["host"] == 1 and h.stats()["loads"] == 2
+
+
+def test_many_resident_models_share_one_metadata_object(store, many, host_factory):
+    h = host_factory(store=str(store))
+    for name in many:
+        h.load(name)
+    metas = {id(r.meta) for r in h.cache.resident.values()}
+    assert len(metas) == 1

@@ -99,6 +99,7 @@ class ModelCache:
         self.resident: dict[str, Resident] = {}
         self._host: dict[str, _HostEntry] = {}
         self._flights: dict[str, _Flight] = {}
+        self._metas: dict[tuple[object, ...], LinearModel] = {}
         self.counters = CacheCounters()
         self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
 
@@ -120,6 +121,9 @@ class ModelCache:
             self.counters.hits["device"] += 1
             return r
         flight = self._flights.get(name)
+        if flight is None and r is None and (r := self._promote_now(name)) is not None:
+            r.pins += 1
+            return r
         if flight is None:
             flight = self._flights[name] = _Flight()
             flight.task = asyncio.ensure_future(self._fly(name, r, flight))
@@ -132,6 +136,24 @@ class ModelCache:
             else:
                 flight.waiters -= 1
             raise
+
+    def _promote_now(self, name: str) -> Resident | None:
+        """host -> device without leaving the request path: no I/O (a local stat at most), so
+        no flight is needed. None when it can't be done now (the flight path then does it)."""
+        entry = self._host.get(name)
+        if entry is None or (self._due(entry.checked_at) and not self.store.local):
+            return None
+        if self._due(entry.checked_at) and self.store.version(name) != entry.version:
+            return None  # changed in the store: the flight path reloads it
+        # out of the host tier first: demotions made to place it may need that room
+        self.host.remove(name)
+        del self._host[name]
+        r = self._place_now(name, entry.model, entry.version)
+        if r is None:
+            self._keep_on_host(name, entry.model, entry.version, entry.checked_at)
+        else:
+            self.counters.hits["host"] += 1
+        return r
 
     async def _fly(self, name: str, current: Resident | None, flight: _Flight) -> Resident:
         """One load however many ask. The result is pinned for every waiter in the same
@@ -215,11 +237,11 @@ class ModelCache:
         return time.monotonic() - checked_at >= self.settings.revalidate_seconds
 
     async def _place(self, name: str, model: LinearModel, version: str) -> Resident:
-        need = self.family.slot_bytes(model)
         deadline = time.monotonic() + self.settings.capacity_wait_seconds
-        while (victims := self.policy.victims(self.device, need, lambda r: r.pins > 0)) is None:
+        while (r := self._place_now(name, model, version)) is None:
             # everything evictable is pinned by batches in flight: wait for one to finish
             left = deadline - time.monotonic()
+            need = self.family.slot_bytes(model)
             if need > self.device.budget or left <= 0:
                 raise InsufficientCapacity(name, need, self.device.budget)
             self._unpinned.clear()
@@ -227,14 +249,33 @@ class ModelCache:
                 await asyncio.wait_for(self._unpinned.wait(), left)
             except asyncio.TimeoutError:
                 pass
+        return r
+
+    def _place_now(self, name: str, model: LinearModel, version: str) -> Resident | None:
+        """Place ``model`` on the device, demoting LRU models; None if the room it needs is
+        pinned by batches in flight."""
+        need = self.family.slot_bytes(model)
+        victims = self.policy.victims(self.device, need, lambda r: r.pins > 0)
+        if victims is None:
+            return None
         for v in victims:
             self._demote(v)
         slab, slot = self.family.place(model)
-        meta = LinearModel(model.task, model.classes, model.encoder, _EMPTY, _EMPTY)
-        r = Resident(name, meta, slab, slot, version, time.monotonic())
+        r = Resident(name, self._meta(model), slab, slot, version, time.monotonic())
         self.device.add(r, need)
         self.resident[name] = r
         return r
+
+    def _meta(self, model: LinearModel) -> LinearModel:
+        """A parameter-less copy for the resident's bookkeeping, shared by every model with the
+        same task, classes and schema (a million city models keep one between them)."""
+        key = (model.task, None if model.classes is None else tuple(model.classes), model.encoder)
+        meta = self._metas.get(key)
+        if meta is None:
+            meta = self._metas[key] = LinearModel(
+                model.task, model.classes, model.encoder, _EMPTY, _EMPTY
+            )
+        return meta
 
     # --- demotion and eviction ---------------------------------------------------------------
     def _demote(self, r: Resident) -> None:

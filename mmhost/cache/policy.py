@@ -21,6 +21,8 @@ class LRUPolicy:
 
     def victims(self, tier: Tier[K], need: int, pinned: Callable[[K], bool]) -> list[K] | None:
         free = tier.budget - tier.used
+        if free >= need:
+            return []  # the common case costs nothing, however many entries the tier holds
         out: list[K] = []
         for key, nbytes in tier.oldest_first():
             if free >= need:

@@ -45,7 +45,8 @@ class Tier(Generic[K]):
         self._entries.move_to_end(key)
 
     def oldest_first(self) -> Iterator[tuple[K, int]]:
-        return iter(list(self._entries.items()))
+        """Entries from least to most recently used. Don't add or remove while iterating."""
+        return iter(self._entries.items())
 
     def keys(self) -> list[K]:
         return list(self._entries)

@@ -134,10 +134,19 @@ class LinearFamily:
             slab = self.slabs[key] = Slab(key[0], key[1], self.device)
         slot = slab.alloc()
         e = model.encoder.width
-        slab.weight[slot, :, :e] = torch.from_numpy(model.weight)
-        slab.weight[slot, :, e:] = 0.0
-        slab.bias[slot] = torch.from_numpy(model.bias)
-        slab.link[slot] = model.link
+        if self.device.type == "cpu":
+            # numpy views of the slab: one memcpy each, ~10x cheaper than torch indexing
+            w = slab.weight.numpy()[slot]  # (K, D)
+            w[:, :e] = model.weight
+            w[:, e:] = 0.0
+            slab.bias.numpy()[slot] = model.bias
+            slab.link.numpy()[slot] = model.link
+        else:
+            padded = np.zeros((slab.k, slab.d), np.float32)  # (K, D): one host-to-device copy
+            padded[:, :e] = model.weight
+            slab.weight[slot].copy_(torch.from_numpy(padded))
+            slab.bias[slot].copy_(torch.from_numpy(model.bias))
+            slab.link[slot] = model.link
         return slab, slot
 
     def read_back(self, slab: Slab, slot: int, model: LinearModel) -> LinearModel:
