@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,16 +21,17 @@ import torch
 
 from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
-from mmhost.cache import ModelCache
+from mmhost.cache import ModelCache, Resident
 from mmhost.engine import Batcher
 from mmhost.errors import HostClosed, ValidationError
-from mmhost.families.arena import size_class
+from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
 from mmhost.settings import Settings
 from mmhost.store import FolderStore, validate_key
 
 log = logging.getLogger("mmhost")
 T = TypeVar("T")
+_Block = tuple[Slab, list[int], torch.Tensor, torch.Tensor]  # slab, requests, rows, slots
 
 
 class Host:
@@ -137,37 +138,142 @@ class Host:
 
     # --- on the engine loop --------------------------------------------------------------------
     async def _invoke(self, name: str, rows: Any) -> np.ndarray:
+        r = await self.cache.acquire(self._checked_key(name, rows))
+        try:
+            x = self._encode(r, rows)  # (n, D)
+            out = await self._score(r.slab, x, self._slots([r], [len(x)]))  # (n, K)
+        finally:
+            self.cache.release(r)
+        return _scores(r.meta.task, out.cpu().numpy())
+
+    async def _invoke_many(self, requests: list[tuple[str, Any]]) -> list[np.ndarray | Exception]:
+        """Like one ``_invoke`` per request, but requests whose models share an input schema
+        and a slab are decoded and submitted as one block (for 1-row requests decoding, not the
+        op, is the cost)."""
+        results: list[Any] = [None] * len(requests)
+        held: dict[int, Resident] = {}
+        misses = []
+        for i, (name, rows) in enumerate(requests):
+            try:
+                key = self._checked_key(name, rows)
+            except ValidationError as exc:
+                results[i] = exc
+                continue
+            r = self.cache.acquire_now(key)  # resident: no task, no await
+            if r is None:
+                misses.append(self._acquire_into(held, results, i, key))
+            else:
+                held[i] = r
+        try:
+            if misses:
+                await asyncio.gather(*misses)
+            blocks = self._blocks(requests, held, results)
+            futures = [
+                (members, self._score(slab, x, slots, len(members)))
+                for slab, members, x, slots in blocks
+            ]
+            for members, fut in futures:
+                try:
+                    out = (await fut).cpu().numpy()  # (rows of all members, K)
+                except Exception as exc:
+                    for i in members:
+                        results[i] = exc
+                    continue
+                counts = np.cumsum([_row_count(requests[i][1]) for i in members])[:-1]
+                for i, part in zip(members, np.split(out, counts), strict=True):
+                    results[i] = _scores(held[i].meta.task, part)
+        finally:
+            for r in held.values():
+                self.cache.release(r)
+        return results
+
+    async def _acquire_into(
+        self, held: dict[int, Resident], results: list[Any], i: int, key: str
+    ) -> None:
+        try:
+            held[i] = await self.cache.acquire(key)
+        except Exception as exc:
+            results[i] = exc
+
+    def _blocks(
+        self, requests: list[tuple[str, Any]], held: dict[int, Resident], results: list[Any]
+    ) -> list[_Block]:
+        """(slab, member requests, rows, slots) per block: list rows that share an encoder and
+        a slab are decoded in one call; a block that fails to decode is split into single
+        requests so each error stays with its own request."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, r in held.items():
+            shared = isinstance(requests[i][1], list)  # arrays and tensors go alone
+            key = (id(r.meta.encoder), id(r.slab)) if shared else (i, -1)
+            groups.setdefault(key, []).append(i)
+        blocks: list[_Block] = []
+        for group in groups.values():
+            for members in _by_rows(group, requests, self.settings.max_batch_rows):
+                self._decode_block(members, requests, held, results, blocks)
+        return blocks
+
+    def _decode_block(
+        self,
+        members: list[int],
+        requests: list[tuple[str, Any]],
+        held: dict[int, Resident],
+        results: list[Any],
+        blocks: list[_Block],
+    ) -> None:
+        """Decode ``members`` together; if that fails, each alone, so an error (row numbers
+        included) belongs to its own request."""
+        attempts = ([members] if len(members) > 1 else []) + [[i] for i in members]
+        for attempt in attempts:
+            r0 = held[attempt[0]]
+            rows = (
+                [row for i in attempt for row in requests[i][1]]
+                if len(attempt) > 1
+                else (requests[attempt[0]][1])
+            )
+            try:
+                x = self._encode(r0, rows)  # (rows of all of them, D)
+            except Exception as exc:
+                if len(attempt) == 1:
+                    results[attempt[0]] = exc
+                continue
+            counts = [_row_count(requests[i][1]) for i in attempt]
+            blocks.append((r0.slab, attempt, x, self._slots([held[i] for i in attempt], counts)))
+            if len(attempt) > 1:
+                return  # all decoded together: no singles needed
+
+    def _score(
+        self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
+    ) -> Awaitable[torch.Tensor]:
+        if len(x) == 0:
+            done: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
+            done.set_result(x.new_zeros((0, slab.k)))
+            return done
+        return self.batcher.submit(slab, x, slots, requests)
+
+    def _slots(self, residents: list[Resident], counts: list[int]) -> torch.Tensor:
+        """(sum(counts),) int64: each row's slot, on the host's device."""
+        if len(residents) == 1:
+            return torch.full(
+                (counts[0],), residents[0].slot, dtype=torch.int64, device=self.device
+            )
+        slots = np.repeat(np.array([r.slot for r in residents], np.int64), counts)
+        return torch.from_numpy(slots).to(self.device)
+
+    def _checked_key(self, name: str, rows: Any) -> str:
         key = validate_key(name)
         n = _row_count(rows)
         if n > self.settings.max_rows_per_request:
             raise ValidationError(
                 f"{n} rows in one request; the limit is {self.settings.max_rows_per_request}"
             )
-        r = await self.cache.acquire(key)
-        try:
-            model = r.meta
-            width = size_class(model.encoder.width)
-            if _is_tensor(rows):
-                x = model.encoder.encode_tensor(rows, self.device, width)
-            else:
-                x = torch.from_numpy(model.encoder.encode(rows, width)).to(self.device)
-            if x.shape[0] == 0:
-                out = torch.zeros((0, r.slab.k))
-            else:
-                out = await self.batcher.submit(r, x)  # (n, K)
-        finally:
-            self.cache.release(r)
-        scores = out.cpu().numpy()
-        return scores if model.task == "multiclass_classifier" else scores[:, 0]
+        return key
 
-    async def _invoke_many(self, requests: list[tuple[str, Any]]) -> list[np.ndarray | Exception]:
-        out = await asyncio.gather(
-            *[self._invoke(n, rows) for n, rows in requests], return_exceptions=True
-        )
-        for r in out:  # cancellation and the like are not per-request results
-            if isinstance(r, BaseException) and not isinstance(r, Exception):
-                raise r
-        return out  # type: ignore[return-value]
+    def _encode(self, r: Resident, rows: Any) -> torch.Tensor:
+        """Rows -> (n, D) float32 on the device, padded to the slab's width."""
+        encoder = r.meta.encoder
+        if _is_tensor(rows):
+            return encoder.encode_tensor(rows, self.device, r.slab.d)
+        return torch.from_numpy(encoder.encode(rows, r.slab.d)).to(self.device)
 
     async def _load(self, name: str) -> dict[str, Any]:
         r = await self.cache.acquire(validate_key(name))
@@ -210,6 +316,26 @@ class Host:
         if asyncio.get_running_loop() is self._loop:
             return await coro
         return await asyncio.wrap_future(self._submit(coro))
+
+
+def _scores(task: str, scores: np.ndarray) -> np.ndarray:
+    """(n, K) -> what predict returns: (n, k) probabilities for multiclass, else (n,)."""
+    return scores if task == "multiclass_classifier" else scores[:, 0]
+
+
+def _by_rows(members: list[int], requests: list[tuple[str, Any]], max_rows: int) -> list[list[int]]:
+    """Consecutive runs of ``members`` holding at most ``max_rows`` rows (a bigger request
+    stands alone)."""
+    out: list[list[int]] = [[]]
+    rows = 0
+    for i in members:
+        n = _row_count(requests[i][1])
+        if out[-1] and rows + n > max_rows:
+            out.append([])
+            rows = 0
+        out[-1].append(i)
+        rows += n
+    return out
 
 
 def _row_count(rows: Any) -> int:

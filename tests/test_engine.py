@@ -66,3 +66,32 @@ def test_max_delay_gathers_requests_from_separate_turns(city_store, host_factory
 
     asyncio.run(staggered())
     assert h.stats()["batches"]["calls"] == calls + 1
+
+
+def test_predict_many_mixes_slabs_input_kinds_and_errors(city_store, host_factory):
+    from sklearn.linear_model import LogisticRegression
+
+    from mmhost.convert import from_sklearn
+
+    Xn = np.random.default_rng(0).normal(size=(30, 4))
+    clf = LogisticRegression().fit(Xn, np.arange(30) % 3)
+    from_sklearn(clf).save(city_store / "mc.tar.gz")
+    h = host_factory(store=str(city_store))
+    X, _ = houses(4)
+    requests = [
+        ("Chicago_IL/Chicago_IL.tar.gz", X.tolist()),
+        ("mc.tar.gz", Xn),  # an array: decoded on its own, multiclass slab (K=3)
+        ("Houston_TX/Houston_TX.tar.gz", X[:1].tolist()),
+        ("missing.tar.gz", X.tolist()),
+        ("NewYork_NY/NewYork_NY.tar.gz", []),
+        ("Houston_TX/Houston_TX.tar.gz", X[1:].tolist()),
+    ]
+    out = h.predict_many(requests)
+    np.testing.assert_allclose(out[0], house_pipeline(0).predict(X), rtol=RTOL_PRICE)
+    np.testing.assert_allclose(out[1], clf.predict_proba(Xn), atol=1e-5)
+    np.testing.assert_allclose(out[2], house_pipeline(1, 2.0).predict(X[:1]), rtol=RTOL_PRICE)
+    assert "missing.tar.gz" in str(out[3])
+    assert out[4].shape == (0,)
+    np.testing.assert_allclose(out[5], house_pipeline(1, 2.0).predict(X[1:]), rtol=RTOL_PRICE)
+    assert h.stats()["tiers"]["device"]["models"] == 4
+    assert all(r.pins == 0 for r in h.cache.resident.values())

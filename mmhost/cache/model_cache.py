@@ -104,8 +104,9 @@ class ModelCache:
         self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
 
     # --- the request path ------------------------------------------------------------------
-    async def acquire(self, name: str) -> Resident:
-        """The model on the device, pinned. Call ``release`` when its batch is done."""
+    def acquire_now(self, name: str) -> Resident | None:
+        """The model pinned, if that takes no waiting: a device hit (after a due local
+        revalidation) or a promotion from the host tier. None: use ``acquire``."""
         r = self.resident.get(name)
         if r is not None and self._due(r.checked_at) and self.store.local:
             # a local stat costs microseconds: check inline and stay on the fast path
@@ -120,13 +121,20 @@ class ModelCache:
             self.device.touch(r)
             self.counters.hits["device"] += 1
             return r
-        flight = self._flights.get(name)
-        if flight is None and r is None and (r := self._promote_now(name)) is not None:
+        if r is None and name not in self._flights and (r := self._promote_now(name)):
             r.pins += 1
             return r
+        return None
+
+    async def acquire(self, name: str) -> Resident:
+        """The model on the device, pinned. Call ``release`` when its batch is done."""
+        r = self.acquire_now(name)
+        if r is not None:
+            return r
+        flight = self._flights.get(name)
         if flight is None:
             flight = self._flights[name] = _Flight()
-            flight.task = asyncio.ensure_future(self._fly(name, r, flight))
+            flight.task = asyncio.ensure_future(self._fly(name, self.resident.get(name), flight))
         flight.waiters += 1
         try:
             return await asyncio.shield(flight.task)

@@ -1,9 +1,10 @@
 """The micro-batcher: rows of concurrent requests for many models -> one fused call per slab.
 
-Requests submitted during one turn of the event loop (plus ``max_delay_us`` if set) are run
-together: for each slab (size class) their rows are concatenated, a slot index is attached to
-every row, and the family's fused op scores all of them at once. Each request gets back its own
-rows' scores; an error in the op fails the requests of that call only.
+Submissions made during one turn of the event loop (plus ``max_delay_us`` if set) are run
+together: per slab (size class) their rows and per-row slot indices are concatenated and the
+family's fused op scores all of them at once. A submission is one request, or a group of
+requests already decoded together; each gets back its own rows' scores. An error in the op
+fails the submissions of that call only.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
-from mmhost.cache import Resident
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
 
 
 @dataclass
 class _Pending:
-    resident: Resident
-    x: torch.Tensor  # (n, D) for the resident's slab
+    slab: Slab
+    x: torch.Tensor  # (n, D) rows, padded to the slab's width
+    slots: torch.Tensor  # (n,) int64, each row's model
+    requests: int
     future: asyncio.Future[torch.Tensor]
 
 
@@ -43,12 +45,14 @@ class Batcher:
         self._scheduled = False
         self.counters = BatchCounters()
 
-    def submit(self, resident: Resident, x: torch.Tensor) -> asyncio.Future[torch.Tensor]:
-        """Queue ``x`` (already encoded and padded to the slab width) for the resident model.
-        The resident must stay pinned until the future is done."""
+    def submit(
+        self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
+    ) -> asyncio.Future[torch.Tensor]:
+        """Queue rows ``x`` (n, D) scored by the models in ``slots`` (n,); the future gets the
+        (n, K) scores. The models must stay pinned until it is done."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[torch.Tensor] = loop.create_future()
-        self._pending.append(_Pending(resident, x, fut))
+        self._pending.append(_Pending(slab, x, slots, requests, fut))
         self._rows += x.shape[0]
         if self._rows >= self.max_batch_rows:
             self._flush()
@@ -66,7 +70,7 @@ class Batcher:
         by_slab: dict[Slab, list[_Pending]] = defaultdict(list)
         for p in pending:
             if not p.future.done():  # a cancelled request needs no rows scored
-                by_slab[p.resident.slab].append(p)
+                by_slab[p.slab].append(p)
         for slab, group in by_slab.items():
             for chunk in _chunks(group, self.max_batch_rows):
                 self._run(slab, chunk)
@@ -74,11 +78,11 @@ class Batcher:
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
         try:
             counts = [p.x.shape[0] for p in group]
-            x = group[0].x if len(group) == 1 else torch.cat([p.x for p in group])  # (N, D)
-            slots = torch.repeat_interleave(
-                torch.tensor([p.resident.slot for p in group], dtype=torch.int64),
-                torch.tensor(counts),
-            ).to(slab.device)  # (N,)
+            if len(group) == 1:
+                x, slots = group[0].x, group[0].slots
+            else:
+                x = torch.cat([p.x for p in group])  # (N, D)
+                slots = torch.cat([p.slots for p in group])  # (N,)
             out = self.family.forward(slab, x, slots)  # (N, K)
         except Exception as exc:
             for p in group:
@@ -88,8 +92,9 @@ class Batcher:
         c = self.counters
         c.calls += 1
         c.rows += x.shape[0]
-        c.requests += len(group)
-        for p, part in zip(group, torch.split(out, counts), strict=True):
+        c.requests += sum(p.requests for p in group)
+        parts = (out,) if len(group) == 1 else torch.split(out, counts)
+        for p, part in zip(group, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)
 

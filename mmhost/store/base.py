@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -9,6 +10,7 @@ from typing import Protocol
 from mmhost.errors import InvalidModelName
 
 MAX_KEY = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_key(name: object) -> str:
@@ -17,7 +19,7 @@ def validate_key(name: object) -> str:
         raise InvalidModelName(name, "it must be a string")
     if not 0 < len(name) <= MAX_KEY:
         raise InvalidModelName(name[:64], f"length must be 1..{MAX_KEY} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         raise InvalidModelName(name, "control characters are not allowed")
     if name.startswith(("/", "\\", " ")) or (len(name) > 1 and name[1] == ":"):
         raise InvalidModelName(name, "it must be relative to the store prefix")
