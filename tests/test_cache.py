@@ -180,3 +180,15 @@ def test_many_resident_models_share_one_metadata_object(store, many, host_factor
         h.load(name)
     metas = {id(r.meta) for r in h.cache.resident.values()}
     assert len(metas) == 1
+
+
+def test_disk_tier_starts_clean_of_files_it_cannot_account_for(store, many, tmp_path, host_factory):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (disk / ("0" * 64 + ".artifact")).write_bytes(b"old run")
+    (disk / "half.tmp123").write_bytes(b"partial")
+    (disk / "keep.txt").write_text("not ours")
+    h = host_factory(store=str(store), disk_dir=str(disk))
+    assert sorted(p.name for p in disk.iterdir()) == ["keep.txt"]
+    h.load(many[0])
+    assert h.stats()["tiers"]["disk"]["models"] == 1

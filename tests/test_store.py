@@ -53,3 +53,8 @@ def test_listing_versions_and_fetching(store):
     assert fs.fetch("b").folder == (store / "b").resolve()
     with pytest.raises(ModelNotFound, match="'missing.tar.gz'"):
         fs.version("missing.tar.gz")
+
+
+def test_a_missing_store_folder_is_refused_at_start(tmp_path):
+    with pytest.raises(ValueError, match="is not a folder"):
+        FolderStore(tmp_path / "nope")

@@ -62,6 +62,10 @@ class DiskTier:
     def __init__(self, folder: str | os.PathLike[str], budget: int) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # files of an earlier run can't be matched to a key and version: start clean rather
+        # than hold bytes the budget doesn't see (only our own file names are touched)
+        for leftover in [*self.folder.glob("*.artifact"), *self.folder.glob("*.tmp*")]:
+            leftover.unlink(missing_ok=True)
         self.tier: Tier[str] = Tier("disk", budget)
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()

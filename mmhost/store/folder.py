@@ -16,6 +16,8 @@ class FolderStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ValueError(f"the model store {str(self.root)!r} is not a folder")
 
     def __repr__(self) -> str:
         return f"FolderStore({str(self.root)!r})"
