@@ -237,3 +237,36 @@ def test_a_model_deleted_from_the_store_stops_being_served(city_store, host_fact
         h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
     assert h.list_models() == {}
     assert h.stats()["tiers"]["device"]["bytes"] == 0
+
+
+def test_shared_preprocessor_and_the_models_own_scaler_compose(store, tmp_path, host_factory):
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pre = house_pipeline().named_steps["pre"]
+    from_sklearn(pre, COLUMNS).save(tmp_path / "pre.tar.gz")
+    X, y = houses(300, seed=4)
+    own = make_pipeline(SimpleImputer(), StandardScaler(), LinearRegression())
+    own.fit(pre.transform(X), y)
+    from_sklearn(own).save(store / "own.tar.gz")
+    h = host_factory(store=str(store), preprocessor=str(tmp_path / "pre.tar.gz"))
+    Xt, _ = houses(20, seed=8)
+    np.testing.assert_allclose(
+        h.predict("own.tar.gz", Xt.tolist()), own.predict(pre.transform(Xt)), rtol=RTOL_PRICE
+    )
+
+
+def test_a_model_that_cannot_sit_behind_the_preprocessor_fails_its_own_load(
+    city_store, tmp_path, host_factory
+):
+    pre = house_pipeline().named_steps["pre"]
+    from_sklearn(pre, COLUMNS).save(tmp_path / "pre.tar.gz")
+    h = host_factory(store=str(city_store), preprocessor=str(tmp_path / "pre.tar.gz"))
+    with pytest.raises(BadArtifact, match="takes 8 inputs but the shared preprocessor produces 10"):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", houses(1)[0].tolist())
+
+
+def test_preprocessor_must_be_a_preprocessor(city_store):
+    with pytest.raises(ValueError, match="not a preprocessor"):
+        Host(store=str(city_store), preprocessor=str(city_store / "Chicago_IL/Chicago_IL.tar.gz"))
