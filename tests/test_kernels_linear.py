@@ -73,3 +73,12 @@ def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
     torch.testing.assert_close(got, linear_reference(x, slots, w, b, link))
     linear_forward(x, slots, w, b, link)  # no second warning (warnings are errors here)
     monkeypatch.setattr(_native, "_tried", False)
+
+
+def test_registered_torch_op_is_the_same_function():
+    w, b, link = slab()
+    x = torch.randn(12, 7)
+    slots = torch.randint(0, 5, (12,))
+    torch.testing.assert_close(
+        torch.ops.mmhost.linear(x, slots, w, b, link), linear_forward(x, slots, w, b, link)
+    )
