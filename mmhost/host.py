@@ -31,7 +31,8 @@ from mmhost.store import FolderStore, validate_key
 
 log = logging.getLogger("mmhost")
 T = TypeVar("T")
-_Block = tuple[Slab, list[int], torch.Tensor, torch.Tensor]  # slab, requests, rows, slots
+# slab, member requests, their rows (N, D), slots (N,), and each member's row count
+_Block = tuple[Slab, list[int], torch.Tensor, torch.Tensor, list[int]]
 
 
 class Host:
@@ -138,7 +139,7 @@ class Host:
 
     # --- on the engine loop --------------------------------------------------------------------
     async def _invoke(self, name: str, rows: Any) -> np.ndarray:
-        r = await self.cache.acquire(self._checked_key(name, rows))
+        r = await self.cache.acquire(self._checked_key(name, rows)[0])
         try:
             x = self._encode(r, rows)  # (n, D)
             out = await self._score(r.slab, x, self._slots([r], [len(x)]))  # (n, K)
@@ -152,10 +153,11 @@ class Host:
         op, is the cost)."""
         results: list[Any] = [None] * len(requests)
         held: dict[int, Resident] = {}
+        sizes: dict[int, int] = {}
         misses = []
         for i, (name, rows) in enumerate(requests):
             try:
-                key = self._checked_key(name, rows)
+                key, sizes[i] = self._checked_key(name, rows)
             except ValidationError as exc:
                 results[i] = exc
                 continue
@@ -167,20 +169,19 @@ class Host:
         try:
             if misses:
                 await asyncio.gather(*misses)
-            blocks = self._blocks(requests, held, results)
+            blocks = self._blocks(requests, sizes, held, results)
             futures = [
-                (members, self._score(slab, x, slots, len(members)))
-                for slab, members, x, slots in blocks
+                (members, counts, self._score(slab, x, slots, len(members)))
+                for slab, members, x, slots, counts in blocks
             ]
-            for members, fut in futures:
+            for members, counts, fut in futures:
                 try:
                     out = (await fut).cpu().numpy()  # (rows of all members, K)
                 except Exception as exc:
                     for i in members:
                         results[i] = exc
                     continue
-                counts = np.cumsum([_row_count(requests[i][1]) for i in members])[:-1]
-                for i, part in zip(members, np.split(out, counts), strict=True):
+                for i, part in zip(members, np.split(out, np.cumsum(counts)[:-1]), strict=True):
                     results[i] = _scores(held[i].meta.task, part)
         finally:
             for r in held.values():
@@ -196,7 +197,11 @@ class Host:
             results[i] = exc
 
     def _blocks(
-        self, requests: list[tuple[str, Any]], held: dict[int, Resident], results: list[Any]
+        self,
+        requests: list[tuple[str, Any]],
+        sizes: dict[int, int],
+        held: dict[int, Resident],
+        results: list[Any],
     ) -> list[_Block]:
         """(slab, member requests, rows, slots) per block: list rows that share an encoder and
         a slab are decoded in one call; a block that fails to decode is split into single
@@ -208,14 +213,15 @@ class Host:
             groups.setdefault(key, []).append(i)
         blocks: list[_Block] = []
         for group in groups.values():
-            for members in _by_rows(group, requests, self.settings.max_batch_rows):
-                self._decode_block(members, requests, held, results, blocks)
+            for members in _by_rows(group, sizes, self.settings.max_batch_rows):
+                self._decode_block(members, requests, sizes, held, results, blocks)
         return blocks
 
     def _decode_block(
         self,
         members: list[int],
         requests: list[tuple[str, Any]],
+        sizes: dict[int, int],
         held: dict[int, Resident],
         results: list[Any],
         blocks: list[_Block],
@@ -236,8 +242,9 @@ class Host:
                 if len(attempt) == 1:
                     results[attempt[0]] = exc
                 continue
-            counts = [_row_count(requests[i][1]) for i in attempt]
-            blocks.append((r0.slab, attempt, x, self._slots([held[i] for i in attempt], counts)))
+            counts = [sizes[i] for i in attempt]
+            slots = self._slots([held[i] for i in attempt], counts)
+            blocks.append((r0.slab, attempt, x, slots, counts))
             if len(attempt) > 1:
                 return  # all decoded together: no singles needed
 
@@ -259,14 +266,15 @@ class Host:
         slots = np.repeat(np.array([r.slot for r in residents], np.int64), counts)
         return torch.from_numpy(slots).to(self.device)
 
-    def _checked_key(self, name: str, rows: Any) -> str:
+    def _checked_key(self, name: str, rows: Any) -> tuple[str, int]:
+        """The validated key and the request's row count (refused past the limit)."""
         key = validate_key(name)
         n = _row_count(rows)
         if n > self.settings.max_rows_per_request:
             raise ValidationError(
                 f"{n} rows in one request; the limit is {self.settings.max_rows_per_request}"
             )
-        return key
+        return key, n
 
     def _encode(self, r: Resident, rows: Any) -> torch.Tensor:
         """Rows -> (n, D) float32 on the device, padded to the slab's width."""
@@ -323,13 +331,13 @@ def _scores(task: str, scores: np.ndarray) -> np.ndarray:
     return scores if task == "multiclass_classifier" else scores[:, 0]
 
 
-def _by_rows(members: list[int], requests: list[tuple[str, Any]], max_rows: int) -> list[list[int]]:
+def _by_rows(members: list[int], sizes: dict[int, int], max_rows: int) -> list[list[int]]:
     """Consecutive runs of ``members`` holding at most ``max_rows`` rows (a bigger request
     stands alone)."""
     out: list[list[int]] = [[]]
     rows = 0
     for i in members:
-        n = _row_count(requests[i][1])
+        n = sizes[i]
         if out[-1] and rows + n > max_rows:
             out.append([])
             rows = 0
