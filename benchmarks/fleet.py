@@ -22,7 +22,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mmhost.artifacts import read_artifact
-from mmhost.cache.policy import LRUPolicy
 from mmhost.convert import from_sklearn
 from mmhost.families.arena import Slab, size_class
 from mmhost.families.linear import LinearFamily, LinearModel, compile_linear
@@ -52,20 +51,6 @@ def describe(
 
 def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
-
-
-class FreeSpaceFirstLRU(LRUPolicy):
-    """LRU that answers "no victims" without a scan when the tier has room.
-
-    The stock ``LRUPolicy.victims`` calls ``Tier.oldest_first()``, which copies every entry
-    into a list on each call, so each placement costs O(resident models). The benchmarks swap
-    this in only to fill the device with many models quickly; the cost of the stock policy is
-    measured beside it."""
-
-    def victims(self, tier, need, pinned):  # type: ignore[no-untyped-def]
-        if tier.budget - tier.used >= need:
-            return []
-        return super().victims(tier, need, pinned)
 
 
 def house_pipeline(seed: int, factor: float, n: int = FIT_ROWS) -> Pipeline:

@@ -115,7 +115,7 @@ def group_section(group: str, benches: list[Bench]) -> list[str]:
         rest = total.median - sum(p.median for p in parts)
         prow = [[p.provider, fmt_time(p.median), f"{p.median / total.median:.0%}"] for p in parts]
         prow.append(
-            ["rest, derived (batching, engine loop, futures, thread hop)", fmt_time(rest)]
+            ["rest, derived (acquire, batching, engine loop, split, thread hop)", fmt_time(rest)]
             + [f"{rest / total.median:.0%}"]
         )
         lines += [f"Where the time of **{total_name}** ({fmt_time(total.median)}) goes:", ""]
