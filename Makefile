@@ -24,6 +24,7 @@ test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks -o python_files='bench_*.py' -q \
 		--benchmark-columns=median,ops,rounds --benchmark-sort=name --benchmark-json=.benchmarks/last.json
 	$(BIN)/python benchmarks/report.py .benchmarks/last.json
