@@ -54,8 +54,9 @@ namespace {
 constexpr int64_t kBlockRows = 256;
 
 // A call uses a second thread only when each thread gets at least this many multiply-adds
-// (~60-100 us of one core on a D=16 slab). Below that, waking a helper (tens of us on an idle
-// VM core) buys little, and every parallel call risks a stall if a helper is preempted mid-chunk.
+// (~40-60 us of one core on a D=16 slab). Below that, waking a helper (tens of us on a VM) buys
+// nothing measurable (none at N=16k, D=16; 1.5x at N=40k), and every parallel call risks a stall
+// while a helper preempted mid-chunk finishes it.
 constexpr int64_t kMinMacsPerTask = 256 * 1024;
 
 // Parallel calls are cut into chunks of about this many multiply-adds (~10-20 us of one core on
@@ -79,14 +80,28 @@ struct Problem {
   int64_t s, k, d;
 };
 
-// Checks row i's slot s (one compare: negative slots wrap to huge unsigned values) and notes its
-// link in `flags`; returns the slot to read, s itself if valid, else 0.
-inline int64_t check_slot(int64_t s, uint64_t num_slots, const int8_t* link, uint32_t& flags) {
-  const bool ok = static_cast<uint64_t>(s) < num_slots;
-  const int64_t safe = ok ? s : 0;
-  flags |= (ok ? 0u : kBadSlot) | (link[safe] != kLinkIdentity ? kSomeLink : 0u);
-  return safe;
-}
+// Checks the slots of a block's rows as the kernels read them, and notes whether any row's link
+// is not identity: a few scalar ops per row, instead of passes of their own over slots and links.
+struct SlotCheck {
+  const int8_t* link;
+  uint64_t num_slots;
+  uint64_t max_slot = 0;  // as unsigned: a negative slot is a huge one
+  uint32_t links = 0;     // OR of the links seen (identity is 0)
+
+  // s itself if it is a valid slot, else 0 (no read out of bounds; flags() reports it).
+  inline int64_t operator()(int64_t s) {
+    const uint64_t u = static_cast<uint64_t>(s);
+    max_slot = u > max_slot ? u : max_slot;
+    const int64_t safe = u < num_slots ? s : 0;
+    links |= static_cast<uint8_t>(link[safe]);
+    return safe;
+  }
+
+  uint32_t flags() const {
+    static_assert(kLinkIdentity == 0, "links is the OR of the link codes");
+    return (max_slot >= num_slots ? kBadSlot : 0u) | (links != 0 ? kSomeLink : 0u);
+  }
+};
 
 // The kernels for one slab shape on this CPU.
 struct Kernels {
@@ -128,20 +143,18 @@ uint32_t z_portable(const Problem& p, int64_t b0, int64_t b1) {
   const int64_t* __restrict__ slots = p.slots;
   const float* __restrict__ weight = p.weight;
   const float* __restrict__ bias = p.bias;
-  const int8_t* __restrict__ link = p.link;
   float* __restrict__ out = p.out;
-  const uint64_t num_slots = static_cast<uint64_t>(p.s);
   const int64_t k = K1 ? 1 : p.k, d = D > 0 ? D : p.d;
-  uint32_t flags = 0;
+  SlotCheck check{p.link, static_cast<uint64_t>(p.s)};
   for (int64_t i = b0; i < b1; ++i) {
-    const int64_t s = check_slot(slots[i], num_slots, link, flags);
+    const int64_t s = check(slots[i]);
     const float* xi = x + i * d;           // (D,)
     const float* ws = weight + s * k * d;  // (K, D)
     const float* bs = bias + s * k;        // (K,)
     float* zi = out + i * k;               // (K,)
     for (int64_t j = 0; j < k; ++j) zi[j] = dot_portable<D>(ws + j * d, xi, d) + bs[j];
   }
-  return flags;
+  return check.flags();
 }
 
 void sigmoid_portable(float* z, int64_t n) {
@@ -218,26 +231,22 @@ MMHOST_AVX2 inline __m256 dot_avx2(const float* w, const float* x, int64_t d) {
   }
 }
 
-// The outputs of rows [b0, b1) are out[b0*K .. b1*K): a flat run of dot products t = i*K + j
-// (row i, output j), computed eight at a time and reduced together. K1: K == 1 at compile time.
-// Consecutive rows of one model (the usual batch layout) re-read its weights from L1.
+// Walks the dot products t = i*K + j (row i, output j) of a block of rows in order.
+// K1: K == 1 at compile time.
 template <int D, bool K1>
-MMHOST_AVX2 uint32_t z_avx2(const Problem& p, int64_t b0, int64_t b1) {
-  const float* __restrict__ x = p.x;
-  const int64_t* __restrict__ slots = p.slots;
-  const float* __restrict__ weight = p.weight;
-  const float* __restrict__ bias = p.bias;
-  const int8_t* __restrict__ link = p.link;
-  float* __restrict__ out = p.out;
-  const uint64_t num_slots = static_cast<uint64_t>(p.s);
-  const int64_t k = K1 ? 1 : p.k, d = D > 0 ? D : p.d;
-  const int64_t t1 = b1 * k;
-  int64_t t = b0 * k, i = b0, j = 0;  // t = i*K + j
-  uint32_t flags = 0;
-  int64_t s = 0;  // slot of row i
-  // the partial sums of dot product t (and its bias, in b); moves on to t + 1
-  auto next = [&](float& b) MMHOST_AVX2 {
-    if (K1 || j == 0) s = check_slot(slots[i], num_slots, link, flags);
+struct DotWalk {
+  const float* __restrict__ x;
+  const int64_t* __restrict__ slots;
+  const float* __restrict__ weight;
+  const float* __restrict__ bias;
+  SlotCheck check;
+  int64_t k, d;
+  int64_t i, j = 0;  // the next dot product
+  int64_t s = 0;     // slot of row i
+
+  // The partial sums of the next dot product, and its bias in b.
+  MMHOST_AVX2 inline __m256 next(float& b) {
+    if (K1 || j == 0) s = check(slots[i]);
     const __m256 v = dot_avx2<D>(weight + (s * k + j) * d, x + i * d, d);
     b = bias[s * k + j];
     if (K1 || ++j == k) {
@@ -245,12 +254,24 @@ MMHOST_AVX2 uint32_t z_avx2(const Problem& p, int64_t b0, int64_t b1) {
       ++i;
     }
     return v;
-  };
+  }
+};
+
+// The outputs of rows [b0, b1) are out[b0*K .. b1*K): a flat run of dot products, computed eight
+// at a time and reduced together. Consecutive rows of one model (the usual batch layout) re-read
+// its weights from L1.
+template <int D, bool K1>
+MMHOST_AVX2 uint32_t z_avx2(const Problem& p, int64_t b0, int64_t b1) {
+  const int64_t k = K1 ? 1 : p.k, d = D > 0 ? D : p.d;
+  DotWalk<D, K1> walk{p.x, p.slots, p.weight, p.bias, {p.link, static_cast<uint64_t>(p.s)}, k, d, b0};
+  float* __restrict__ out = p.out;
+  const int64_t t1 = b1 * k;
+  int64_t t = b0 * k;
   for (; t + 8 <= t1; t += 8) {
     __m256 v[8];
     float b[8];
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) v[r] = next(b[r]);
+    for (int r = 0; r < 8; ++r) v[r] = walk.next(b[r]);
     const __m256 bv = _mm256_setr_ps(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
     _mm256_storeu_ps(out + t, _mm256_add_ps(reduce8(v), bv));
   }
@@ -258,11 +279,11 @@ MMHOST_AVX2 uint32_t z_avx2(const Problem& p, int64_t b0, int64_t b1) {
     const int64_t n = t1 - t;
     __m256 v[8];
     float b[8] = {};
-    for (int r = 0; r < 8; ++r) v[r] = r < n ? next(b[r]) : _mm256_setzero_ps();
+    for (int r = 0; r < 8; ++r) v[r] = r < n ? walk.next(b[r]) : _mm256_setzero_ps();
     const __m256 z = _mm256_add_ps(reduce8(v), _mm256_loadu_ps(b));
     _mm256_maskstore_ps(out + t, first_lanes(n), z);
   }
-  return flags;
+  return walk.check.flags();
 }
 
 // exp(x) lane-wise, within ~1 ulp of expf over the whole float range: Cody-Waite reduction
