@@ -23,6 +23,7 @@ from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
 from mmhost.engine import Batcher
+from mmhost.engine.batcher import runs_of_rows
 from mmhost.errors import HostClosed, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
@@ -213,7 +214,7 @@ class Host:
             groups.setdefault(key, []).append(i)
         blocks: list[_Block] = []
         for group in groups.values():
-            for members in _by_rows(group, sizes, self.settings.max_batch_rows):
+            for members in runs_of_rows(group, sizes.__getitem__, self.settings.max_batch_rows):
                 self._decode_block(members, requests, sizes, held, results, blocks)
         return blocks
 
@@ -329,21 +330,6 @@ class Host:
 def _scores(task: str, scores: np.ndarray) -> np.ndarray:
     """(n, K) -> what predict returns: (n, k) probabilities for multiclass, else (n,)."""
     return scores if task == "multiclass_classifier" else scores[:, 0]
-
-
-def _by_rows(members: list[int], sizes: dict[int, int], max_rows: int) -> list[list[int]]:
-    """Consecutive runs of ``members`` holding at most ``max_rows`` rows (a bigger request
-    stands alone)."""
-    out: list[list[int]] = [[]]
-    rows = 0
-    for i in members:
-        n = sizes[i]
-        if out[-1] and rows + n > max_rows:
-            out.append([])
-            rows = 0
-        out[-1].append(i)
-        rows += n
-    return out
 
 
 def _row_count(rows: Any) -> int:

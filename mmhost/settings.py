@@ -10,7 +10,6 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 _UNITS = {
@@ -115,10 +114,6 @@ class Settings:
             free, _total = torch.cuda.mem_get_info()
             return free // 2
         return 1024**3
-
-    @property
-    def store_path(self) -> Path:
-        return Path(self.store)
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

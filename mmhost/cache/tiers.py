@@ -48,9 +48,6 @@ class Tier(Generic[K]):
         """Entries from least to most recently used. Don't add or remove while iterating."""
         return iter(self._entries.items())
 
-    def keys(self) -> list[K]:
-        return list(self._entries)
-
 
 class DiskTier:
     """Artifacts copied from the store into a local folder, under a byte budget (LRU).

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,7 +76,7 @@ class Batcher:
             if not p.future.done():  # a cancelled request needs no rows scored
                 by_slab[p.slab].append(p)
         for slab, group in by_slab.items():
-            for chunk in _chunks(group, self.max_batch_rows):
+            for chunk in runs_of_rows(group, lambda p: p.x.shape[0], self.max_batch_rows):
                 self._run(slab, chunk)
 
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
@@ -99,13 +103,16 @@ class Batcher:
                 p.future.set_result(part)
 
 
-def _chunks(group: list[_Pending], max_rows: int) -> list[list[_Pending]]:
-    out: list[list[_Pending]] = [[]]
-    rows = 0
-    for p in group:
-        if rows and rows + p.x.shape[0] > max_rows:
+def runs_of_rows(items: list[T], rows: Callable[[T], int], max_rows: int) -> list[list[T]]:
+    """Consecutive runs of ``items`` holding at most ``max_rows`` rows in all (an item bigger
+    than that stands alone)."""
+    out: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        n = rows(item)
+        if out[-1] and total + n > max_rows:
             out.append([])
-            rows = 0
-        out[-1].append(p)
-        rows += p.x.shape[0]
+            total = 0
+        out[-1].append(item)
+        total += n
     return out

@@ -168,9 +168,5 @@ class LinearFamily:
         return linear_forward(x, slots, slab.weight, slab.bias, slab.link)
 
     @property
-    def device_bytes(self) -> int:
-        return sum(s.used * s.slot_bytes for s in self.slabs.values())
-
-    @property
     def reserved_bytes(self) -> int:
         return sum(s.reserved_bytes for s in self.slabs.values())
