@@ -78,3 +78,60 @@ class HostClosed(MmhostError):
 
     def __init__(self) -> None:
         super().__init__("the host is closed")
+
+
+class ModelNotReady(MmhostError):
+    """A load of the target model is still running after ``load_timeout`` (boto3 retries)."""
+
+    status = 429
+    code = "ModelNotReadyException"
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(f"model {name!r} is still loading after {seconds:g} s; retry the request")
+
+
+class UnsupportedMediaType(MmhostError):
+    status = 415
+    code = "ValidationError"
+
+    def __init__(self, content_type: str, supported: tuple[str, ...]) -> None:
+        super().__init__(
+            f"content type {content_type!r} is not supported; use one of {', '.join(supported)}"
+        )
+
+
+class NotAcceptable(MmhostError):
+    status = 406
+    code = "ValidationError"
+
+    def __init__(self, accept: str, supported: tuple[str, ...]) -> None:
+        super().__init__(f"cannot answer in {accept!r}; Accept one of {', '.join(supported)}")
+
+
+class PayloadTooLarge(MmhostError):
+    status = 413
+    code = "ValidationError"
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        got = "the request body" if size is None else f"a request body of {size} bytes"
+        super().__init__(f"{got} is over the limit of {limit} bytes")
+
+
+class ModelNotLoaded(MmhostError):
+    """Container contract: the named model was never loaded (or was unloaded)."""
+
+    status = 404
+    code = "ValidationError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is not loaded")
+
+
+class ModelAlreadyLoaded(MmhostError):
+    """Container contract: ``POST /models`` for a name that is loaded already."""
+
+    status = 409
+    code = "ValidationError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is already loaded")

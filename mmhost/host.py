@@ -13,7 +13,8 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,7 +25,7 @@ from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
 from mmhost.engine import Batcher
 from mmhost.engine.batcher import runs_of_rows
-from mmhost.errors import HostClosed, ValidationError
+from mmhost.errors import HostClosed, ModelNotReady, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
 from mmhost.settings import Settings
@@ -34,6 +35,18 @@ log = logging.getLogger("mmhost")
 T = TypeVar("T")
 # slab, member requests, their rows (N, D), slots (N,), and each member's row count
 _Block = tuple[Slab, list[int], torch.Tensor, torch.Tensor, list[int]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One request's answer, with what a response encoder needs to label it."""
+
+    scores: np.ndarray
+    """As ``Host.predict`` returns them: (N,) or, for multiclass, (N, k) probabilities."""
+    task: str
+    """regressor, binary_classifier or multiclass_classifier."""
+    classes: list[Any] | None
+    """Class labels of a classifier (binary: [negative, positive])."""
 
 
 class Host:
@@ -75,13 +88,17 @@ class Host:
     # --- the public API ----------------------------------------------------------------------
     async def invoke(self, target_model: str, rows: Any) -> np.ndarray:
         """Scores for ``rows`` from ``target_model`` (see ``predict`` for shapes)."""
+        return (await self._on_engine(self._invoke(target_model, rows))).scores
+
+    async def infer(self, target_model: str, rows: Any) -> Prediction:
+        """``invoke``, with the model's task and classes beside the scores."""
         return await self._on_engine(self._invoke(target_model, rows))
 
     def predict(self, target_model: str, rows: Any, timeout: float | None = None) -> np.ndarray:
         """Regressor: (N,) values. Binary classifier: (N,) probability of the positive class.
         Multiclass: (N, k) probabilities. ``rows``: a 2-D array, a list of rows (strings for
         categorical columns), or a numeric torch/CuPy tensor (taken through DLPack)."""
-        return self._run(self._invoke(target_model, rows), timeout)
+        return self._run(self._invoke(target_model, rows), timeout).scores
 
     async def invoke_many(self, requests: list[tuple[str, Any]]) -> list[np.ndarray | Exception]:
         """Several (target_model, rows) requests submitted together: they share fused calls.
@@ -111,15 +128,28 @@ class Host:
         return self._run(self._load(name))
 
     def stats(self) -> dict[str, Any]:
-        def collect() -> dict[str, Any]:
-            b = self.batcher.counters
-            return {
-                **self.cache.stats(),
-                "device": str(self.device),
-                "batches": {"calls": b.calls, "rows": b.rows, "requests": b.requests},
-            }
+        return self._run(self._call(self._stats))
 
-        return self._run(self._call(collect))
+    # async twins of the management calls, for callers on another event loop (the HTTP app)
+    async def aload(self, name: str) -> dict[str, Any]:
+        return await self._on_engine(self._load(name))
+
+    async def aunload(self, name: str) -> bool:
+        return await self._on_engine(self._call(self.cache.unload, validate_key(name)))
+
+    async def alist_models(self) -> dict[str, str]:
+        return await self._on_engine(self._call(self.cache.loaded))
+
+    async def atier(self, name: str) -> str | None:
+        """ "device" or "host" when ``name`` is loaded, else None (never loads)."""
+        return await self._on_engine(self._call(self.cache.tier_of, validate_key(name)))
+
+    async def astats(self) -> dict[str, Any]:
+        return await self._on_engine(self._call(self._stats))
+
+    async def astore_keys(self, prefix: str = "") -> list[str]:
+        """Model keys in the store under ``prefix`` (listed on a worker thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.store.list, prefix)
 
     def close(self) -> None:
         if self._closed:
@@ -139,14 +169,25 @@ class Host:
         self.close()
 
     # --- on the engine loop --------------------------------------------------------------------
-    async def _invoke(self, name: str, rows: Any) -> np.ndarray:
-        r = await self.cache.acquire(self._checked_key(name, rows)[0])
+    async def _invoke(self, name: str, rows: Any) -> Prediction:
+        r = await self._acquire(self._checked_key(name, rows)[0])
         try:
             x = self._encode(r, rows)  # (n, D)
             out = await self._score(r.slab, x, self._slots([r], [len(x)]))  # (n, K)
         finally:
             self.cache.release(r)
-        return _scores(r.meta.task, out.cpu().numpy())
+        m = r.meta
+        return Prediction(_scores(m.task, out.cpu().numpy()), m.task, m.classes)
+
+    async def _acquire(self, key: str) -> Resident:
+        """The model pinned; a load still running after ``load_timeout`` goes on without us."""
+        r = self.cache.acquire_now(key)
+        if r is not None:
+            return r
+        try:
+            return await asyncio.wait_for(self.cache.acquire(key), self.settings.load_timeout)
+        except asyncio.TimeoutError:
+            raise ModelNotReady(key, self.settings.load_timeout) from None
 
     async def _invoke_many(self, requests: list[tuple[str, Any]]) -> list[np.ndarray | Exception]:
         """Like one ``_invoke`` per request, but requests whose models share an input schema
@@ -193,7 +234,7 @@ class Host:
         self, held: dict[int, Resident], results: list[Any], i: int, key: str
     ) -> None:
         try:
-            held[i] = await self.cache.acquire(key)
+            held[i] = await self._acquire(key)
         except Exception as exc:
             results[i] = exc
 
@@ -284,8 +325,16 @@ class Host:
             return encoder.encode_tensor(rows, self.device, r.slab.d)
         return torch.from_numpy(encoder.encode(rows, r.slab.d)).to(self.device)
 
+    def _stats(self) -> dict[str, Any]:
+        b = self.batcher.counters
+        return {
+            **self.cache.stats(),
+            "device": str(self.device),
+            "batches": {"calls": b.calls, "rows": b.rows, "requests": b.requests},
+        }
+
     async def _load(self, name: str) -> dict[str, Any]:
-        r = await self.cache.acquire(validate_key(name))
+        r = await self._acquire(validate_key(name))
         self.cache.release(r)
         m = r.meta
         return {
@@ -333,6 +382,8 @@ def _scores(task: str, scores: np.ndarray) -> np.ndarray:
 
 
 def _row_count(rows: Any) -> int:
+    if isinstance(rows, Mapping):  # columns by name
+        return max((_row_count(v) for v in rows.values()), default=0)
     shape = getattr(rows, "shape", None)
     if shape is not None and len(shape) > 0:
         return int(shape[0])

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+# the runtime's rule for an EndpointName
+_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -73,8 +76,29 @@ class Settings:
     """Refuse artifacts (compressed or expanded) larger than this."""
     max_rows_per_request: int = 100_000
     """Refuse requests with more rows than this."""
+    load_timeout: float = 30.0
+    """Seconds a request waits for its model's load before it gets ModelNotReadyException
+    (429, which boto3 retries); the load itself goes on."""
 
-    _byte_fields = ("device_budget", "host_budget", "disk_budget", "max_artifact_bytes")
+    # --- the HTTP server (``mmhost serve``) -------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address to listen on. The default keeps an unauthenticated server off the network."""
+    port: int = 8080
+    """TCP port to listen on."""
+    endpoint_name: str = "mmhost"
+    """The EndpointName that ``POST /endpoints/{name}/invocations`` answers to."""
+    max_body_bytes: int = 6 * 1024**2
+    """Largest request body accepted (bytes); the SageMaker runtime's limit is 6 MiB."""
+    log_level: str = "info"
+    """Log level of the server: debug, info, warning or error."""
+
+    _byte_fields = (
+        "device_budget",
+        "host_budget",
+        "disk_budget",
+        "max_artifact_bytes",
+        "max_body_bytes",
+    )
 
     def __post_init__(self) -> None:
         for name in self._byte_fields:
@@ -83,6 +107,17 @@ class Settings:
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be >= 1, not {self.max_batch_rows}")
+        if not _ENDPOINT_NAME.fullmatch(self.endpoint_name):
+            raise ValueError(
+                f"endpoint_name {self.endpoint_name!r} must be 1-63 letters, digits and "
+                "inner hyphens"
+            )
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, not {self.port}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError(
+                f"log_level must be debug, info, warning or error, not {self.log_level!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -92,7 +127,10 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = env.get(f"MMHOST_{f.name.upper()}")
             if raw is not None:
-                values[f.name] = _coerce(f, raw)
+                try:
+                    values[f.name] = _coerce(f, raw)
+                except ValueError as exc:
+                    raise ValueError(f"MMHOST_{f.name.upper()}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -114,6 +152,24 @@ class Settings:
             free, _total = torch.cuda.mem_get_info()
             return free // 2
         return 1024**3
+
+
+def field_help() -> dict[str, str]:
+    """Each field's docstring (the text under it in this file), for ``--help``."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(Settings)).body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
+            out[node.target.id] = " ".join(str(nxt.value.value).split())
+    return out
 
 
 def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -336,6 +336,11 @@ class ModelCache:
         out.update({name: "host" for name in self._host})
         return out
 
+    def tier_of(self, name: str) -> str | None:
+        if name in self.resident:
+            return "device"
+        return "host" if name in self._host else None
+
     def host_model(self, name: str) -> LinearModel | None:
         """The host-tier copy of a demoted model (tests and tools; None if not there)."""
         e = self._host.get(name)

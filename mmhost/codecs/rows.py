@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,8 @@ class RowEncoder:
             return self._encode_numeric(rows, width)
         if isinstance(rows, np.ndarray):
             rows = rows.tolist()
+        if isinstance(rows, Mapping):
+            rows = self._rows_of_columns(rows)
         if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
             raise ValidationError("rows must be a 2-D array or a list of rows")
         n = len(rows)
@@ -73,6 +75,34 @@ class RowEncoder:
             else:
                 self._category_column(j, col, values, out)
         return out
+
+    def _rows_of_columns(self, by_name: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """{column name: values} (one sequence per column) -> rows in the schema's order."""
+        names = [c.name for c in self.columns]
+        missing = [n for n in names if n not in by_name]
+        unknown = [str(n) for n in by_name if n not in names]
+        if missing or unknown:
+            why = []
+            if missing:
+                why.append(f"missing column(s) {', '.join(missing)}")
+            if unknown:
+                why.append(f"unknown column(s) {', '.join(unknown)}")
+            raise ValidationError(f"{'; '.join(why)}; the model takes {', '.join(names)}")
+        cols = []
+        for n in names:
+            v = by_name[n]
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            if not isinstance(v, Sequence) or isinstance(v, (str, bytes)):
+                raise ValidationError(f"column {n!r}: expected a list of values")
+            cols.append(v)
+        lengths = {len(v) for v in cols}
+        if len(lengths) > 1:
+            raise ValidationError(
+                "columns have different lengths: "
+                + ", ".join(f"{n}={len(v)}" for n, v in zip(names, cols, strict=True))
+            )
+        return list(zip(*cols, strict=True))
 
     def _encode_numeric(self, x: np.ndarray, width: int) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != len(self.columns):

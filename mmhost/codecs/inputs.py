@@ -1,0 +1,146 @@
+"""Request bodies -> raw rows for a model's input schema (``RowEncoder`` does the rest).
+
+    text/csv               1992,1531,6,3.0,0.68,1,y,n        one row per line, no header
+    application/json       {"instances": [{"features": [...]}, ...]}
+                           {"instances": [{"data": {"features": {"values": [...]}}}]}
+                           {"instances": [[...], ...]}   [[...], ...]   {"features": [...]}
+                           {"inputs": [[...], ...]}  or V2 tensors {"inputs": [{"name", ...}]}
+    application/jsonlines  one instance per line, in any of the JSON instance shapes
+    application/x-npy      a 1-D (one row) or 2-D numeric or string array; never unpickled
+
+Rows come back as a list of rows (strings allowed), a 2-D numpy array, or {column: values}.
+Every failure is a ValidationError that says what was wrong and where.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from mmhost.codecs import media
+from mmhost.codecs.v2 import decode_tensors
+from mmhost.errors import ValidationError
+
+_SHAPES = 'expected {"instances": [...]}, {"inputs": [...]}, {"features": [...]} or a list of rows'
+
+
+def decode(body: bytes, media_type: str) -> Any:
+    """The rows of a request body of ``media_type`` (one of ``media.REQUEST_TYPES``)."""
+    if media_type == media.CSV:
+        return _csv(body)
+    if media_type == media.JSON:
+        return _json(_parse_json(body, "the body"))
+    if media_type == media.JSONLINES:
+        return _jsonlines(body)
+    if media_type == media.NPY:
+        return _npy(body)
+    raise AssertionError(f"no decoder for {media_type!r}")
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"the body is not UTF-8 text (byte {exc.start})") from None
+
+
+def _csv(body: bytes) -> list[list[str]]:
+    try:
+        rows = [
+            [cell.strip() for cell in row] for row in csv.reader(io.StringIO(_text(body))) if row
+        ]
+    except csv.Error as exc:
+        raise ValidationError(f"malformed CSV: {exc}") from None
+    if not rows:
+        raise ValidationError("the CSV body has no rows")
+    return rows
+
+
+def _parse_json(text: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply") from None
+
+
+def _json(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        if "instances" in doc:
+            instances = doc["instances"]
+            if not isinstance(instances, list):
+                raise ValidationError('"instances" must be a list')
+            return [_instance(x, i) for i, x in enumerate(instances)]
+        if "inputs" in doc:
+            inputs = doc["inputs"]
+            if isinstance(inputs, list) and inputs and all(isinstance(t, dict) for t in inputs):
+                return decode_tensors(inputs)
+            if not isinstance(inputs, list):
+                raise ValidationError('"inputs" must be a list of rows or of V2 tensors')
+            return [_instance(x, i) for i, x in enumerate(inputs)]
+        if "features" in doc or "data" in doc:
+            return [_instance(doc, 0)]
+        raise ValidationError(_SHAPES)
+    if isinstance(doc, list):
+        if doc and all(not isinstance(v, (list, dict)) for v in doc):
+            return [doc]  # one flat row
+        return [_instance(x, i) for i, x in enumerate(doc)]
+    raise ValidationError(_SHAPES)
+
+
+def _instance(x: Any, i: int) -> list[Any]:
+    """One row from a list, {"features": [...]} or {"data": {"features": {"values": [...]}}}."""
+    if isinstance(x, list):
+        return x
+    if isinstance(x, dict):
+        if "features" in x:
+            return _row_list(x["features"], i)
+        data = x.get("data")
+        if isinstance(data, dict) and isinstance(data.get("features"), dict):
+            return _row_list(data["features"].get("values"), i)
+    raise ValidationError(
+        f'instance {i}: expected a list of values, {{"features": [...]}} or '
+        '{"data": {"features": {"values": [...]}}}'
+    )
+
+
+def _row_list(v: Any, i: int) -> list[Any]:
+    if not isinstance(v, list):
+        raise ValidationError(f"instance {i}: features must be a list of values")
+    return v
+
+
+def _jsonlines(body: bytes) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for n, line in enumerate(_text(body).splitlines()):
+        if line.strip():
+            rows.append(_instance(_parse_json(line, f"line {n + 1}"), len(rows)))
+    if not rows:
+        raise ValidationError("the JSON Lines body has no rows")
+    return rows
+
+
+def _npy(body: bytes) -> Any:
+    try:
+        arr = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as exc:
+        why = f"not a readable .npy array (object arrays are refused): {exc}"
+        raise ValidationError(why) from None
+    except (OSError, EOFError) as exc:
+        raise ValidationError(f"not a readable .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValidationError("expected one .npy array, not an .npz archive")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValidationError(f"expected a 1-D or 2-D array, got shape {arr.shape}")
+    if arr.dtype.kind in "fiub":
+        return arr
+    if arr.dtype.kind in "US":
+        return arr.astype(str).tolist()
+    raise ValidationError(f"unsupported .npy dtype {arr.dtype}")

@@ -1,0 +1,71 @@
+"""Media types: which request bodies we read (Content-Type) and which answers we write (Accept).
+
+Parameters after ``;`` are accepted and ignored (``text/csv; charset=utf-8``,
+``text/csv;label_size=0``, ``application/json; verbose=true``).
+"""
+
+from __future__ import annotations
+
+from mmhost.errors import NotAcceptable, UnsupportedMediaType
+
+CSV = "text/csv"
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+NPY = "application/x-npy"
+
+# aliases clients send for the same thing
+_ALIASES = {
+    "application/x-jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-ndjson": JSONLINES,
+    "application/ndjson": JSONLINES,
+    "application/csv": CSV,
+    "text/x-csv": CSV,
+    "application/npy": NPY,
+}
+REQUEST_TYPES = (CSV, JSON, JSONLINES, NPY)
+RESPONSE_TYPES = (JSON, CSV, JSONLINES)
+DEFAULT_RESPONSE = JSON
+
+
+def _bare(media_type: str) -> str:
+    t = media_type.split(";", 1)[0].strip().lower()
+    return _ALIASES.get(t, t)
+
+
+def request_type(content_type: str | None, body: bytes) -> str:
+    """The codec for a body. Without a Content-Type, JSON if it looks like JSON, else CSV."""
+    if not content_type:
+        head = body.lstrip()[:1]
+        return JSON if head in (b"{", b"[") else CSV
+    t = _bare(content_type)
+    if t not in REQUEST_TYPES:
+        raise UnsupportedMediaType(content_type, REQUEST_TYPES)
+    return t
+
+
+def response_type(accept: str | None) -> str:
+    """The best response type an Accept header allows (q-values honoured); JSON for */*."""
+    if not accept or not accept.strip():
+        return DEFAULT_RESPONSE
+    ranked = []
+    for n, part in enumerate(accept.split(",")):
+        t, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            if p.replace(" ", "").startswith("q="):
+                try:
+                    q = float(p.split("=", 1)[1])
+                except ValueError:
+                    q = 0.0
+        ranked.append((-q, n, _bare(t)))
+    for neg_q, _, t in sorted(ranked):
+        if neg_q >= 0:
+            break
+        if t in RESPONSE_TYPES:
+            return t
+        if t in ("*/*", "application/*"):
+            return DEFAULT_RESPONSE
+        if t == "text/*":
+            return CSV
+    raise NotAcceptable(accept, RESPONSE_TYPES)

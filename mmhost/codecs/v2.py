@@ -1,0 +1,306 @@
+"""KServe V2 / Open Inference Protocol tensors, in and out (JSON, and Triton's binary
+tensor extension that ``tritonclient`` uses by default).
+
+Inputs -> rows, by one rule:
+    one input of shape [N, C]          -> N rows of C values (any datatype; BYTES for strings)
+    otherwise, each input is a column  -> {input name: N values} (shape [N] or [N, 1])
+
+Outputs: ``score`` (FP32, [N] or [N, k] for multiclass probabilities) and, for classifiers,
+``predicted_label`` (INT64, FP64, BOOL or BYTES, following the class labels).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from mmhost.errors import ValidationError
+
+# V2 datatype -> numpy dtype (BYTES is handled apart)
+DTYPES = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_MAX_DIMS = 4
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """(JSON part, binary part) of a request that may use the binary tensor extension."""
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        why = f"{HEADER_LENGTH} must be an integer, not {header_length!r}"
+        raise ValidationError(why) from None
+    if not 0 <= n <= len(body):
+        raise ValidationError(f"{HEADER_LENGTH} {n} is outside the body of {len(body)} bytes")
+    return body[:n], body[n:]
+
+
+def parse_request(body: bytes, header_length: str | None = None) -> tuple[dict[str, Any], Any]:
+    """(the request document, its rows) from an infer request body."""
+    head, binary = split_binary(body, header_length)
+    try:
+        doc = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"the infer request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("the infer request is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ValidationError('an infer request is an object with "inputs"')
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ValidationError('"inputs" must be a non-empty list of tensors')
+    return doc, decode_tensors(inputs, binary)
+
+
+def decode_tensors(inputs: list[Any], binary: bytes = b"") -> Any:
+    """V2 input tensors -> a list of rows, or {column name: values} (see the module rule)."""
+    tensors: dict[str, np.ndarray | list[Any]] = {}
+    shapes = {}
+    offset = 0
+    for i, t in enumerate(inputs):
+        name, shape, datatype = _header(t, i)
+        size = _binary_size(t, name)
+        if size is not None:
+            if offset + size > len(binary):
+                raise ValidationError(
+                    f"input {name!r}: binary_data_size {size} runs past the body's binary part"
+                )
+            values = _from_bytes(binary[offset : offset + size], datatype, shape, name)
+            offset += size
+        else:
+            values = _from_json(t.get("data"), datatype, shape, name)
+        if name in tensors:
+            raise ValidationError(f"input {name!r} appears twice")
+        tensors[name], shapes[name] = values, shape
+    if offset != len(binary):
+        raise ValidationError(f"{len(binary) - offset} bytes of binary data belong to no input")
+    if len(tensors) == 1:
+        ((name, values),) = tensors.items()
+        if len(shapes[name]) == 2 and shapes[name][1] != 1:
+            return _rows(values, shapes[name])
+    columns = {}
+    n = None
+    for name, values in tensors.items():
+        shape = shapes[name]
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise ValidationError(
+                f"input {name!r}: with several inputs each is one column, shape [N] or [N, 1];"
+                f" got {shape}"
+            )
+        if n is not None and shape[0] != n:
+            raise ValidationError(f"input {name!r} has {shape[0]} rows; the others have {n}")
+        n = shape[0]
+        columns[name] = values.tolist() if isinstance(values, np.ndarray) else values
+    return columns
+
+
+def _header(t: Any, i: int) -> tuple[str, list[int], str]:
+    if not isinstance(t, dict):
+        raise ValidationError(f"input {i} must be an object with name, shape, datatype, data")
+    name, shape, datatype = t.get("name"), t.get("shape"), t.get("datatype")
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"input {i}: name must be a non-empty string")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= _MAX_DIMS
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ValidationError(f"input {name!r}: shape must be 1-{_MAX_DIMS} sizes >= 0")
+    if datatype not in DTYPES and datatype != "BYTES":
+        raise ValidationError(
+            f"input {name!r}: datatype {datatype!r} is not one of {', '.join([*DTYPES, 'BYTES'])}"
+        )
+    return name, shape, datatype
+
+
+def _binary_size(t: dict[str, Any], name: str) -> int | None:
+    params = t.get("parameters") or {}
+    if not isinstance(params, dict) or "binary_data_size" not in params:
+        return None
+    size = params["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValidationError(f"input {name!r}: binary_data_size must be an integer >= 0")
+    return size
+
+
+def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarray | list[Any]:
+    if not isinstance(data, list):
+        raise ValidationError(f"input {name!r}: data must be a list")
+    flat = _flatten(data, name)
+    if len(flat) != math.prod(shape):
+        raise ValidationError(
+            f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(flat)}"
+        )
+    if datatype == "BYTES":
+        return [v if isinstance(v, str) else _scalar(v, name) for v in flat]
+    try:
+        return np.array(flat, dtype=np.float64 if datatype != "BOOL" else np.bool_)
+    except (TypeError, ValueError):
+        raise ValidationError(f"input {name!r}: {datatype} data must be numbers") from None
+
+
+def _scalar(v: Any, name: str) -> Any:
+    if isinstance(v, (int, float)) or v is None:
+        return v
+    raise ValidationError(f"input {name!r}: BYTES data must be strings or numbers")
+
+
+def _flatten(data: list[Any], name: str) -> list[Any]:
+    if not any(isinstance(v, list) for v in data):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                if len(stack) > _MAX_DIMS:
+                    raise ValidationError(f"input {name!r}: data is nested too deeply")
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
+    return out
+
+
+def _from_bytes(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray | list[Any]:
+    n = math.prod(shape)
+    if datatype == "BYTES":
+        out, pos = [], 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise ValidationError(f"input {name!r}: truncated BYTES element")
+            (k,) = struct.unpack_from("<I", raw, pos)
+            pos += 4
+            if pos + k > len(raw):
+                raise ValidationError(f"input {name!r}: truncated BYTES element")
+            out.append(raw[pos : pos + k].decode("utf-8", errors="replace"))
+            pos += k
+        if len(out) != n:
+            raise ValidationError(f"input {name!r}: shape {shape} needs {n} values, got {len(out)}")
+        return out
+    dtype = np.dtype(DTYPES[datatype]).newbyteorder("<")
+    if len(raw) != n * dtype.itemsize:
+        raise ValidationError(
+            f"input {name!r}: shape {shape} of {datatype} needs {n * dtype.itemsize} bytes, "
+            f"got {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype).astype(np.float64)
+
+
+def _rows(values: np.ndarray | list[Any], shape: list[int]) -> Any:
+    if isinstance(values, np.ndarray):
+        return values.reshape(shape)  # (N, C)
+    c = shape[1]
+    return [values[i * c : (i + 1) * c] for i in range(shape[0])]
+
+
+# --- responses -------------------------------------------------------------------------------
+def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[dict[str, Any]]:
+    """The response tensors of one prediction (see the module docstring)."""
+    out = [
+        {
+            "name": "score",
+            "shape": list(scores.shape),
+            "datatype": "FP32",
+            "data": scores.reshape(-1).tolist(),
+        }
+    ]
+    if classes is not None:
+        labels = predicted_labels(scores, task, classes)
+        out.append(
+            {
+                "name": "predicted_label",
+                "shape": [len(labels)],
+                "datatype": _label_type(classes),
+                "data": labels,
+            }
+        )
+    return out
+
+
+def predicted_labels(scores: np.ndarray, task: str, classes: list[Any]) -> list[Any]:
+    """Binary: the positive class where P > 0.5 (as scikit-learn decides); multiclass: argmax."""
+    if task == "multiclass_classifier":
+        idx = scores.argmax(axis=1)
+    else:
+        idx = (scores > 0.5).astype(np.int64)
+    return [classes[int(i)] for i in idx]
+
+
+def _label_type(classes: list[Any]) -> str:
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+def select(tensors: list[dict[str, Any]], requested: Any) -> list[dict[str, Any]]:
+    """Only the outputs a request names (all when it names none)."""
+    if requested is None:
+        return tensors
+    if not isinstance(requested, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) for r in requested
+    ):
+        raise ValidationError('"outputs" must be a list of {"name": ...}')
+    by_name = {t["name"]: t for t in tensors}
+    unknown = [r["name"] for r in requested if r["name"] not in by_name]
+    if unknown:
+        raise ValidationError(
+            f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(by_name)}"
+        )
+    return [by_name[r["name"]] for r in requested]
+
+
+def wants_binary(doc: dict[str, Any], requested: Any) -> set[str]:
+    """Names of the outputs to send as binary (Triton's binary_data parameters)."""
+    params = doc.get("parameters") or {}
+    default = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    names = set()
+    for r in requested or []:
+        p = r.get("parameters") or {}
+        if (p.get("binary_data", default) if isinstance(p, dict) else default) is True:
+            names.add(r["name"])
+    return names if requested else ({"score", "predicted_label"} if default else set())
+
+
+def encode_binary(tensors: list[dict[str, Any]], binary: set[str]) -> tuple[list[Any], bytes]:
+    """Move the data of the ``binary`` outputs out of the JSON into a binary tail."""
+    moved, parts = [], []
+    for t in tensors:
+        if t["name"] not in binary:
+            moved.append(t)
+            continue
+        if t["datatype"] == "BYTES":
+            raw = b"".join(
+                struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in t["data"])
+            )
+        else:
+            dtype = np.dtype(DTYPES[t["datatype"]]).newbyteorder("<")
+            raw = np.asarray(t["data"], dtype).tobytes()
+        head = {k: v for k, v in t.items() if k != "data"}
+        head["parameters"] = {"binary_data_size": len(raw)}
+        moved.append(head)
+        parts.append(raw)
+    return moved, b"".join(parts)
