@@ -151,6 +151,10 @@ class Host:
         """Model keys in the store under ``prefix`` (listed on a worker thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.store.list, prefix)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

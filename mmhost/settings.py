@@ -112,8 +112,8 @@ class Settings:
                 f"endpoint_name {self.endpoint_name!r} must be 1-63 letters, digits and "
                 "inner hyphens"
             )
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1..65535, not {self.port}")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be 0..65535 (0: any free port), not {self.port}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
@@ -128,7 +128,7 @@ class Settings:
             raw = env.get(f"MMHOST_{f.name.upper()}")
             if raw is not None:
                 try:
-                    values[f.name] = _coerce(f, raw)
+                    values[f.name] = coerce(f, raw)
                 except ValueError as exc:
                     raise ValueError(f"MMHOST_{f.name.upper()}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -172,7 +172,7 @@ def field_help() -> dict[str, str]:
     return out
 
 
-def _coerce(f: dataclasses.Field[Any], raw: str) -> Any:
+def coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
     if "int" in kind and f.name not in Settings._byte_fields:
         return int(raw)

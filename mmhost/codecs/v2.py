@@ -230,7 +230,7 @@ def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[di
             {
                 "name": "predicted_label",
                 "shape": [len(labels)],
-                "datatype": _label_type(classes),
+                "datatype": label_type(classes),
                 "data": labels,
             }
         )
@@ -246,7 +246,7 @@ def predicted_labels(scores: np.ndarray, task: str, classes: list[Any]) -> list[
     return [classes[int(i)] for i in idx]
 
 
-def _label_type(classes: list[Any]) -> str:
+def label_type(classes: list[Any]) -> str:
     if all(isinstance(c, bool) for c in classes):
         return "BOOL"
     if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):

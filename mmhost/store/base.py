@@ -56,3 +56,7 @@ class Store(Protocol):
     def list(self, prefix: str = "") -> list[str]:
         """Model keys under ``prefix``."""
         ...
+
+    def key_of(self, location: str) -> str:
+        """The key of a model given by a location inside the store (a key, a path, a URL)."""
+        ...

@@ -50,6 +50,30 @@ class FolderStore:
             return Source(version, folder=p)
         return Source(version, data=p.read_bytes())
 
+    def key_of(self, location: str) -> str:
+        """The key of a model given by a location: a key, or a path (``file://`` allowed) inside
+        the store to an archive, an artifact folder, or a folder holding exactly one archive
+        (as a platform unpacks ``model.tar.gz`` into a model folder)."""
+        path = location.removeprefix("file://")
+        if os.path.isabs(path):
+            real = Path(os.path.realpath(path))
+            if real != self.root and self.root not in real.parents:
+                raise InvalidModelName(location, "it is outside the store")
+            if not real.exists():
+                raise ModelNotFound(location, f"the store {str(self.root)!r}")
+        else:
+            real = self._path(path)
+        if real.is_dir() and not (real / "mmhost.json").is_file():
+            archives = sorted(p for p in real.iterdir() if p.name.endswith(ARCHIVE_SUFFIXES))
+            if len(archives) != 1:
+                raise InvalidModelName(
+                    location, f"the folder holds {len(archives)} model archives, not one"
+                )
+            real = archives[0]
+        if real == self.root:
+            raise InvalidModelName(location, "it is the store itself")
+        return validate_key(real.relative_to(self.root).as_posix())
+
     def list(self, prefix: str = "") -> list[str]:
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root):

@@ -1,0 +1,114 @@
+"""The multi-model container contract: the platform tells the container what to load.
+
+    POST   /models                 {"model_name": ..., "url": ...}  200 | 409 loaded | 507 full
+    GET    /models                 {"models": [{"modelName", "modelUrl"}], "nextPageToken"}
+    GET    /models/{name}          that model, 404 if not loaded
+    DELETE /models/{name}          200, 404 if not loaded
+    POST   /models/{name}/invoke   the model's output, 404 if not loaded
+
+``model_name`` is an opaque name chosen by the caller; ``url`` must lie inside the store (a key
+or a path, see ``Store.key_of``): nothing outside the store is ever read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mmhost.api.invocation import invocation, read_body
+from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
+from mmhost.host import Host
+
+PAGE = 1000
+_LOADING = ("", "")  # a reservation: the name is taken while its load runs
+
+
+class Loaded:
+    """Names the platform loaded -> (store key, url it gave). Touched only on the app's loop."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, tuple[str, str]] = {}
+
+    def key(self, name: str) -> str:
+        entry = self.models.get(name)
+        if entry is None or entry is _LOADING:
+            raise ModelNotLoaded(name)
+        return entry[0]
+
+
+def router(host: Host) -> APIRouter:
+    r = APIRouter()
+    loaded = Loaded()
+
+    @r.post("/models")
+    async def load_model(request: Request) -> JSONResponse:
+        name, url = _load_request(await read_body(request, host.settings.max_body_bytes))
+        if name in loaded.models:
+            raise ModelAlreadyLoaded(name)
+        loaded.models[name] = _LOADING
+        try:
+            key = await run_in_threadpool(host.store.key_of, url)
+            await host.aload(key)
+        except BaseException:
+            del loaded.models[name]
+            raise
+        loaded.models[name] = (key, url)
+        return JSONResponse({"message": f"model {name!r} loaded"})
+
+    @r.get("/models")
+    async def list_models(next_page_token: str | None = None) -> JSONResponse:
+        start = _page_start(next_page_token)
+        names = [n for n, e in loaded.models.items() if e is not _LOADING]
+        page = names[start : start + PAGE]
+        body: dict[str, Any] = {
+            "models": [{"modelName": n, "modelUrl": loaded.models[n][1]} for n in page]
+        }
+        if start + PAGE < len(names):
+            body["nextPageToken"] = str(start + PAGE)
+        return JSONResponse(body)
+
+    @r.post("/models/{name:path}/invoke")
+    async def invoke(name: str, request: Request) -> Response:
+        return await invocation(host, loaded.key(name), request)
+
+    @r.get("/models/{name:path}")
+    async def describe(name: str) -> JSONResponse:
+        key = loaded.key(name)
+        return JSONResponse({"modelName": name, "modelUrl": loaded.models[name][1], "key": key})
+
+    @r.delete("/models/{name:path}")
+    async def unload(name: str) -> JSONResponse:
+        key = loaded.key(name)
+        del loaded.models[name]
+        if key not in (k for k, _ in loaded.models.values()):  # another name may share it
+            await host.aunload(key)
+        return JSONResponse({"message": f"model {name!r} unloaded"})
+
+    return r
+
+
+def _load_request(body: bytes) -> tuple[str, str]:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ValidationError('expected a JSON body {"model_name": ..., "url": ...}') from None
+    if not isinstance(doc, dict):
+        raise ValidationError('expected a JSON body {"model_name": ..., "url": ...}')
+    name, url = doc.get("model_name"), doc.get("url")
+    if not isinstance(name, str) or not 0 < len(name) <= 1024:
+        raise ValidationError("model_name must be a string of 1-1024 characters")
+    if not isinstance(url, str) or not url:
+        raise ValidationError("url must be a non-empty string (a location inside the store)")
+    return name, url
+
+
+def _page_start(token: str | None) -> int:
+    if token is None:
+        return 0
+    if not token.isdigit():
+        raise ValidationError(f"next_page_token {token!r} is not one this server gave out")
+    return int(token)

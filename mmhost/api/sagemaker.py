@@ -1,0 +1,49 @@
+"""SageMaker runtime and container-contract invoke routes.
+
+POST /endpoints/{endpoint}/invocations   what boto3's sagemaker-runtime client calls
+POST /invocations                        what the platform calls on a container
+GET  /ping                               container health
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from mmhost.api.invocation import invocation
+from mmhost.errors import HostClosed, ValidationError
+from mmhost.host import Host
+
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+
+
+def router(host: Host) -> APIRouter:
+    r = APIRouter()
+    endpoint_name = host.settings.endpoint_name
+
+    @r.post("/endpoints/{endpoint}/invocations")
+    async def invoke_endpoint(endpoint: str, request: Request) -> Response:
+        if endpoint != endpoint_name:
+            raise ValidationError(f"Endpoint {endpoint} not found (this server is {endpoint_name})")
+        return await invocation(host, _target(request, endpoint), request)
+
+    @r.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        return await invocation(host, _target(request, endpoint_name), request)
+
+    @r.get("/ping")
+    async def ping() -> Response:
+        if host.closed:
+            raise HostClosed()
+        return Response(b"", media_type="text/plain")
+
+    return r
+
+
+def _target(request: Request, endpoint: str) -> str:
+    target = request.headers.get(TARGET_MODEL)
+    if target is None:
+        raise ValidationError(
+            f"Endpoint {endpoint} is a multi-model endpoint: the request is missing a target "
+            f"model header ({TARGET_MODEL})"
+        )
+    return target

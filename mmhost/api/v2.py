@@ -1,0 +1,140 @@
+"""KServe V2 / Open Inference Protocol (REST), with the model repository extension.
+
+Model names may contain ``/`` (they are store keys). A model is *ready* when it is loaded
+(device or host tier); ``infer`` loads a model on first use anyway, and
+``/v2/repository/models/{name}/load`` loads one ahead of time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+import mmhost
+from mmhost.api.invocation import read_body
+from mmhost.codecs import v2
+from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError
+from mmhost.host import Host
+
+_TYPES = {"float": "FP32", "category": "BYTES"}
+
+
+def router(host: Host) -> APIRouter:
+    r = APIRouter(prefix="/v2")
+
+    @r.get("")
+    async def server_metadata() -> JSONResponse:
+        return JSONResponse(
+            {"name": "mmhost", "version": mmhost.__version__, "extensions": ["model_repository"]}
+        )
+
+    @r.get("/health/live")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @r.get("/health/ready")
+    async def ready() -> JSONResponse:
+        if host.closed:
+            raise HostClosed()
+        return JSONResponse({"ready": True})
+
+    @r.get("/models/{name:path}/ready")
+    async def model_ready(name: str) -> JSONResponse:
+        if await host.atier(name) is None:
+            raise ModelNotLoaded(name)
+        return JSONResponse({"name": name, "ready": True})
+
+    @r.post("/models/{name:path}/infer")
+    async def infer(name: str, request: Request) -> Response:
+        body = await read_body(request, host.settings.max_body_bytes)
+        doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
+        requested = doc.get("outputs")
+        p = await host.infer(name, rows)
+        tensors = v2.select(v2.outputs(p.scores, p.task, p.classes), requested)
+        head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
+        binary = v2.wants_binary(doc, requested)
+        if not binary:
+            head["outputs"] = tensors
+            return JSONResponse(head)
+        head["outputs"], tail = v2.encode_binary(tensors, binary)
+        raw = json.dumps(head, separators=(",", ":")).encode()
+        return Response(
+            raw + tail,
+            media_type="application/octet-stream",
+            headers={v2.HEADER_LENGTH: str(len(raw))},
+        )
+
+    @r.get("/models/{name:path}")
+    async def model_metadata(name: str) -> JSONResponse:
+        info = await host.aload(name)
+        return JSONResponse(_metadata(info))
+
+    @r.post("/repository/index")
+    async def index(request: Request) -> JSONResponse:
+        ready_only = _index_request(await read_body(request, host.settings.max_body_bytes))
+        loaded = await host.alist_models()
+        names = sorted(loaded) if ready_only else await host.astore_keys()
+        return JSONResponse(
+            [
+                {
+                    "name": n,
+                    "version": "",
+                    "state": "READY" if n in loaded else "UNAVAILABLE",
+                    "reason": "",
+                }
+                for n in names
+            ]
+        )
+
+    @r.post("/repository/models/{name:path}/load")
+    async def load(name: str) -> JSONResponse:
+        await host.aload(name)
+        return JSONResponse({})
+
+    @r.post("/repository/models/{name:path}/unload")
+    async def unload(name: str) -> JSONResponse:
+        if not await host.aunload(name):
+            raise ModelNotLoaded(name)
+        return JSONResponse({})
+
+    return r
+
+
+def _metadata(info: dict[str, Any]) -> dict[str, Any]:
+    k = len(info["classes"] or [])
+    outputs = [
+        {
+            "name": "score",
+            "datatype": "FP32",
+            "shape": [-1, k] if info["task"] == "multiclass_classifier" else [-1],
+        }
+    ]
+    if info["classes"] is not None:
+        label_type = v2.label_type(info["classes"])
+        outputs.append({"name": "predicted_label", "datatype": label_type, "shape": [-1]})
+    return {
+        "name": info["name"],
+        "versions": [info["version"]],
+        "platform": "mmhost",
+        "inputs": [
+            {"name": c["name"], "datatype": _TYPES[c["type"]], "shape": [-1]}
+            for c in info["inputs"]
+        ],
+        "outputs": outputs,
+        "parameters": {"task": info["task"]},
+    }
+
+
+def _index_request(body: bytes) -> bool:
+    if not body.strip():
+        return False
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ValidationError('expected a JSON body such as {"ready": true}') from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise ValidationError('expected a JSON body such as {"ready": true}')
+    return bool(doc.get("ready", False))

@@ -1,0 +1,5 @@
+import sys
+
+from mmhost.cli import main
+
+sys.exit(main())
