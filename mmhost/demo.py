@@ -1,18 +1,25 @@
-"""The walkthrough behind ``make demo``: per-city house-price models in a local folder store.
+"""The walkthrough behind ``make demo`` / ``mmhost demo``: a multi-model endpoint on the
+embedded default (a local folder store, CPU or GPU).
 
-1. Train a scikit-learn pipeline per city (scaler + one-hot + linear regression) and convert
-   each to an mmhost artifact under ./demo-store/<city>/<city>.tar.gz.
-2. Start a Host on that folder (CPU, or the GPU when there is one) and score raw rows,
-   strings for the categorical columns included; compare with scikit-learn.
-3. Send requests for many cities at once: they share one fused kernel call.
-4. Shrink the device budget: models are demoted to host RAM and promoted back on use.
-5. Bad input gets a clear error and the host keeps serving.
-6. An inference pipeline: one shared preprocessor in front of bare per-city models.
+1. Generate 1,000 synthetic houses for each of four cities (``mmhost.houses.city_houses``:
+   a linear price whose coefficients differ by city; seeded, so runs repeat).
+2. Fit one shared preprocessor (scaling + one-hot) and one linear regressor per city on its
+   output, and convert them to mmhost artifacts.
+3. Serve them as an inference pipeline (the preprocessor in front of every model) over HTTP on
+   127.0.0.1, with every city but Houston deployed as ``{City}/{City}.tar.gz``.
+4. Invoke random cities through boto3's ``sagemaker-runtime`` client; show each model's first
+   (cold: loaded from the store) and later (warm) latency.
+5. Deploy Houston while the server runs (no restart) and invoke it.
+6. A bad request gets a clear error and the server keeps serving.
+7. A summary table; every price served must equal scikit-learn's.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,124 +27,171 @@ from typing import Any
 
 import numpy as np
 
-from mmhost import Host, MmhostError
+from mmhost import Host
+from mmhost.api import ServerThread
 from mmhost.convert import from_sklearn
-from mmhost.families.arena import size_class, slot_bytes
-from mmhost.houses import COLUMNS, houses
+from mmhost.houses import COLUMNS, city_houses
 
-CITIES = [
-    "Chicago_IL",
-    "Houston_TX",
-    "NewYork_NY",
-    "LosAngeles_CA",
-    "Phoenix_AZ",
-    "Seattle_WA",
-    "Boston_MA",
-    "Denver_CO",
-]
+CITIES = ["NewYork_NY", "LosAngeles_CA", "Chicago_IL", "Houston_TX"]
+LATE = "Houston_TX"  # deployed while the server runs
+HOUSES = 1_000  # per city
+INVOCATIONS = 10
+RTOL = 1e-5  # float32 end to end, see tests/conftest.py
 
 
-def _pipeline(seed: int, factor: float) -> Any:
+def _key(city: str) -> str:
+    return f"{city}/{city}.tar.gz"
+
+
+def _client(url: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDDEMO",  # the local server takes any signed request
+        aws_secret_access_key="mmhost-demo-secret",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def _warm_up(client: Any) -> None:
+    """One request that the server refuses before touching any model: boto3's first call
+    (endpoint rules, connection) then does not count in the first model's cold latency."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.invoke_endpoint(EndpointName="warm-up", TargetModel="-", Body=b"")
+    except ClientError:
+        pass
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def _fit(root: Path) -> tuple[Any, dict[str, Any]]:
+    """Fit and convert the shared preprocessor and the per-city regressors; save all but LATE."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LinearRegression
-    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from tqdm import tqdm
 
-    X, y = houses(400, seed, factor)
+    data = {city: city_houses(city, HOUSES, seed=i) for i, city in enumerate(CITIES)}
     pre = ColumnTransformer(
         [
             ("num", StandardScaler(), list(range(6))),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), [6, 7]),
+            ("cat", OneHotEncoder(handle_unknown="error"), [6, 7]),
         ]
-    )
-    return Pipeline([("pre", pre), ("lr", LinearRegression())]).fit(X, y)
+    ).fit(np.concatenate([X for X, _ in data.values()]))
+    from_sklearn(pre, COLUMNS).save(root / "preprocessor.tar.gz")
+    regs = {}
+    for city in tqdm(CITIES, desc="fit + convert", unit="city"):
+        X, y = data[city]
+        regs[city] = LinearRegression().fit(pre.transform(X), y)
+        if city != LATE:
+            from_sklearn(regs[city]).save(root / "models" / _key(city))
+    return pre, regs
 
 
-def main(root: str = "demo-store") -> None:
-    store = Path(root)
-    shutil.rmtree(store, ignore_errors=True)
-    print(f"1. training {len(CITIES)} per-city pipelines and writing artifacts to {store}/")
-    pipes = {}
-    for i, city in enumerate(CITIES):
-        pipes[city] = _pipeline(i, 1.0 + i / 4)
-        from_sklearn(pipes[city], COLUMNS).save(store / city / f"{city}.tar.gz")
+def main(root: str | Path = "demo-store") -> dict[str, Any]:
+    from botocore.exceptions import ClientError
 
-    with Host(store=str(store)) as host:
-        print(f"\n2. Host on {store}/ (device: {host.device})")
-        row = "1992,1531,6,3.0,0.68,1,y,n".split(",")
-        for city in CITIES[:3]:
-            name = f"{city}/{city}.tar.gz"
-            got = host.predict(name, [row])[0]
-            want = pipes[city].predict(np.array([row], dtype=object))[0]
-            print(f"   {name:32s} mmhost {got:12,.2f}   scikit-learn {want:12,.2f}")
+    root = Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+    t_start = time.perf_counter()
+    print(f"1-2. {HOUSES:,} houses per city for {', '.join(CITIES)}; one shared preprocessor")
+    print(f"     and one linear regressor per city, written to {root}/")
+    pre, regs = _fit(root)
 
-        print("\n3. one request per city, all at once (the first burst loads the models)")
-        X, _ = houses(1, seed=123)
-        burst = [(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES]
-        host.predict_many(burst)
-        before = host.stats()["batches"]["calls"]
+    served: list[tuple[str, list[Any], float, float]] = []
+    latency: dict[str, list[float]] = {}
+
+    def invoke(city: str, row: list[Any]) -> None:
+        body = ",".join(str(v) for v in row) + "\n"
+        print(f"Using model {_key(city)} to predict price of this house: {row}")
         t0 = time.perf_counter()
-        outs = host.predict_many(burst)
+        reply = client.invoke_endpoint(
+            EndpointName="mmhost",
+            TargetModel=_key(city),
+            ContentType="text/csv",
+            Accept="application/json",
+            Body=body,
+        )
         ms = (time.perf_counter() - t0) * 1e3
-        calls = host.stats()["batches"]["calls"] - before
-        print(
-            f"   warm: {len(CITIES)} requests for {len(CITIES)} different models -> "
-            f"{calls} fused kernel call, {ms:.2f} ms"
-        )
-        print(
-            "   "
-            + ", ".join(
-                f"{c.split('_')[0]} {float(o[0]):,.0f}"  # type: ignore[index]
-                for c, o in zip(CITIES, outs, strict=True)
-            )
-        )
+        price = float(json.loads(reply["Body"].read())["predictions"][0]["score"])
+        print(f"${price:,.2f}, took {ms:.0f} ms")
+        want = float(regs[city].predict(pre.transform(np.array([row], dtype=object)))[0])
+        served.append((_key(city), row, price, want))
+        latency.setdefault(_key(city), []).append(ms)
 
-    slot = slot_bytes(1, size_class(10))
-    with Host(store=str(store), device_budget=3 * slot) as host:
-        print(f"\n4. device budget of 3 models ({3 * slot} bytes): LRU demotes to host RAM")
-        for city in CITIES[:5]:
-            host.load(f"{city}/{city}.tar.gz")
-        tiers = host.list_models()
-        print("   " + ", ".join(f"{n.split('/')[0]}: {t}" for n, t in sorted(tiers.items())))
-        host.load(f"{CITIES[0]}/{CITIES[0]}.tar.gz")
-        s = host.stats()
-        print(
-            f"   Chicago promoted back from host: host hits {s['hits']['host']}, "
-            f"device bytes {s['tiers']['device']['bytes']} of {s['tiers']['device']['budget']}"
-        )
+    host = Host(
+        store=str(root / "models"),
+        preprocessor=str(root / "preprocessor.tar.gz"),
+        host="127.0.0.1",
+        log_level="warning",
+    )
+    with host, ServerThread(host, port=0) as server:
+        client = _client(server.url)
+        _warm_up(client)
+        deployed = sorted(host.store.list())
+        print(f"\n3. serving {deployed} behind the preprocessor")
+        print(f"   on {server.url} (device: {host.device}), endpoint 'mmhost'\n")
+        print(f"4. {INVOCATIONS} invocations against random cities (boto3 sagemaker-runtime)")
+        rng = random.Random(7)
+        for i in range(INVOCATIONS):
+            city = rng.choice([c for c in CITIES if c != LATE])
+            invoke(city, city_houses(city, 1, seed=100 + i)[0][0].tolist())
+        print("\n   first call (cold: loads the model from the store) vs later calls (warm):")
+        for key, ms in sorted(latency.items()):
+            warm = f"{statistics.median(ms[1:]):.1f} ms median of {len(ms) - 1}" if ms[1:] else "-"
+            print(f"   {key:36s} cold {ms[0]:6.1f} ms   warm {warm}")
 
-        print("\n5. bad input: a clear error, and the host keeps serving")
-        for name, rows in [
-            ("Chicago_IL/Chicago_IL.tar.gz", [[1992, "big", 6, 3, 0.7, 1, "y", "n"]]),
-            ("../etc/passwd", [row]),
-            ("Paris_FR/Paris_FR.tar.gz", [row]),
+        print(f"\n5. deploying {_key(LATE)} into the running server's store (no restart)")
+        from_sklearn(regs[LATE]).save(root / "models" / _key(LATE))
+        for i in range(3):
+            invoke(LATE, city_houses(LATE, 1, seed=200 + i)[0][0].tolist())
+
+        print("\n6. a bad request gets a clear error, and the server keeps serving")
+        for target, body in [
+            (_key("Chicago_IL"), "1993,2728,6,3.0,0.7,1,maybe,y\n"),
+            (_key("Paris_FR"), "1993,2728,6,3.0,0.7,1,y,y\n"),
         ]:
             try:
-                host.predict(name, rows)
-            except MmhostError as exc:
-                print(f"   {exc.status} {exc.code}: {exc.message}")
-        print(f"   still serving: {host.predict('Chicago_IL/Chicago_IL.tar.gz', [row])[0]:,.2f}")
+                client.invoke_endpoint(
+                    EndpointName="mmhost", TargetModel=target, ContentType="text/csv", Body=body
+                )
+            except ClientError as exc:
+                err = exc.response["Error"]
+                print(f"   {target}: {err['Code']}: {err['Message']}")
+        invoke("Chicago_IL", [1993, 2728, 6, 3.0, 0.7, 1, "y", "y"])
 
-    print("\n6. inference pipeline: one shared preprocessor, bare per-city regressors")
-    from sklearn.linear_model import LinearRegression
-
-    pre = pipes[CITIES[0]].named_steps["pre"]
-    from_sklearn(pre, COLUMNS).save(store / "shared" / "preprocessor.tar.gz")
-    for i, city in enumerate(CITIES):
-        Xc, yc = houses(400, i, 1.0 + i / 4)
-        reg = LinearRegression().fit(pre.transform(Xc), yc)
-        from_sklearn(reg).save(store / "bare" / f"{city}.tar.gz")
-    with Host(
-        store=str(store / "bare"), preprocessor=str(store / "shared" / "preprocessor.tar.gz")
-    ) as host:
-        got = host.predict("Denver_CO.tar.gz", [row])[0]
-        want = reg.predict(pre.transform(np.array([row], dtype=object)))[0]
+    print("\n7. summary")
+    print(f"   {'model':36s} {'calls':>5s} {'cold ms':>8s} {'warm ms':>8s} "
+          f"{'last price':>14s} {'scikit-learn':>14s}")  # fmt: skip
+    for key, ms in sorted(latency.items()):
+        last = [s for s in served if s[0] == key][-1]
+        warm = f"{statistics.median(ms[1:]):8.1f}" if ms[1:] else f"{'-':>8s}"
         print(
-            f"   Denver_CO.tar.gz behind the shared preprocessor: mmhost {got:,.2f}, "
-            f"scikit-learn {want:,.2f}\n   (scaling folded into the weights, one-hot as "
-            "column offsets: the same cost as a bare model)"
+            f"   {key:36s} {len(ms):5d} {ms[0]:8.1f} {warm} "
+            f"{_money(last[2]):>14s} {_money(last[3]):>14s}"
         )
-    print("\ndone.")
+    matched = all(np.isclose(got, want, rtol=RTOL, atol=0) for _, _, got, want in served)
+    print(
+        f"\n{len(served)} prices served; "
+        + ("all match scikit-learn" if matched else "SOME DIFFER FROM scikit-learn")
+        + f" (rtol {RTOL:g}). {time.perf_counter() - t_start:.1f} s in all."
+    )
+    if not matched:
+        raise SystemExit(1)
+    return {
+        "served": served,
+        "cold_ms": {k: ms[0] for k, ms in latency.items()},
+        "warm_ms": {k: statistics.median(ms[1:]) for k, ms in latency.items() if ms[1:]},
+        "device": str(host.device),
+    }
 
 
 if __name__ == "__main__":

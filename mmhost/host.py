@@ -188,10 +188,20 @@ class Host:
         r = self.cache.acquire_now(key)
         if r is not None:
             return r
+        # shielded: the load (and our place in it) goes on when we stop waiting; the pin it
+        # brings is dropped then, so a timed-out or cancelled request leaks nothing
+        acquiring = asyncio.ensure_future(self.cache.acquire(key))
         try:
-            return await asyncio.wait_for(self.cache.acquire(key), self.settings.load_timeout)
-        except asyncio.TimeoutError:
-            raise ModelNotReady(key, self.settings.load_timeout) from None
+            return await asyncio.wait_for(asyncio.shield(acquiring), self.settings.load_timeout)
+        except BaseException as exc:
+            acquiring.add_done_callback(self._drop_pin)
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ModelNotReady(key, self.settings.load_timeout) from None
+            raise
+
+    def _drop_pin(self, acquiring: asyncio.Future[Resident]) -> None:
+        if not acquiring.cancelled() and acquiring.exception() is None:
+            self.cache.release(acquiring.result())
 
     async def _invoke_many(self, requests: list[tuple[str, Any]]) -> list[np.ndarray | Exception]:
         """Like one ``_invoke`` per request, but requests whose models share an input schema

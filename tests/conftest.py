@@ -69,3 +69,39 @@ def host_factory() -> Iterator:
     yield make
     for h in hosts:
         h.close()
+
+
+@pytest.fixture
+def serve(host_factory) -> Iterator:
+    """Start a real uvicorn server (127.0.0.1, a free port) over a new Host; ``.url`` and
+    ``.host`` on the result. Stopped before its host is closed."""
+    from mmhost.api import ServerThread
+
+    servers: list[ServerThread] = []
+
+    def start(**kwargs) -> ServerThread:
+        kwargs.setdefault("log_level", "warning")
+        h = host_factory(**kwargs)
+        s = ServerThread(h, port=0).start()
+        s.host = h  # type: ignore[attr-defined]
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def runtime_client(url: str, retries: int = 0):
+    """boto3's sagemaker-runtime client pointed at ``url`` (SigV4-signed with test keys)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        config=Config(retries={"total_max_attempts": retries + 1}),
+    )

@@ -66,3 +66,41 @@ def test_errors_name_row_and_column(rows, match):
 
 def test_empty_request_is_empty():
     assert encoder_for(COLS).encode([]).shape == (0, 7)
+
+
+def test_columns_by_name_are_encoded_in_schema_order():
+    enc = encoder_for(COLS)
+    by_name = {"d": [1, None], "c": ["y", "z"], "b": ["", 4], "a": np.array([1.0, 3.0])}
+    np.testing.assert_array_equal(
+        enc.encode(by_name), enc.encode([[1.0, "", "y", 1], [3.0, 4, "z", None]])
+    )
+
+
+def test_columns_by_name_numeric_schema():
+    enc = encoder_for((Column("a"), Column("b")))
+    out = enc.encode({"b": (2.5, 4.0), "a": [1, 3]})
+    np.testing.assert_array_equal(out, np.array([[1, 2.5], [3, 4]], np.float32))
+
+
+def test_columns_by_name_with_no_rows_is_empty():
+    assert encoder_for(COLS).encode({"a": [], "b": [], "c": [], "d": []}).shape == (0, 7)
+
+
+@pytest.mark.parametrize(
+    "by_name,match",
+    [
+        ({"a": [1], "b": [2], "c": ["x"]}, r"missing column\(s\) d; the model takes a, b, c, d"),
+        (
+            {"a": [1], "b": [2], "c": ["x"], "d": [1], "e": [0]},
+            r"unknown column\(s\) e; the model takes",
+        ),
+        ({"a": [1], "b": [2], "c": ["x"], "e": [0]}, r"missing column\(s\) d; unknown column"),
+        ({"a": 1, "b": [2], "c": ["x"], "d": [1]}, "column 'a': expected a list of values"),
+        ({"a": "12", "b": [2], "c": ["x"], "d": [1]}, "column 'a': expected a list of values"),
+        ({"a": [1, 2], "b": [2], "c": ["x"], "d": [1]}, "different lengths: a=2, b=1, c=1, d=1"),
+        ({"a": [1], "b": [2], "c": ["q"], "d": [1]}, "row 0, column 'c': unknown category 'q'"),
+    ],
+)
+def test_columns_by_name_errors(by_name, match):
+    with pytest.raises(ValidationError, match=match):
+        encoder_for(COLS).encode(by_name)

@@ -7,9 +7,13 @@ finish (up to ``GRACE`` seconds), then returns; the caller closes the Host after
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -21,10 +25,10 @@ GRACE = 30  # seconds in-flight requests get to finish on shutdown
 log = logging.getLogger("mmhost.api")
 
 
-def config(host: Host) -> uvicorn.Config:
+def config(host: Host, app: Any = None) -> uvicorn.Config:
     s = host.settings
     return uvicorn.Config(
-        create_app(host),
+        app or create_app(host),
         host=s.host,
         port=s.port,
         log_level=s.log_level,
@@ -34,20 +38,37 @@ def config(host: Host) -> uvicorn.Config:
     )
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's (first signal: graceful stop; second: force), but the signal is not
+        raised again afterwards, so the host is closed and a graceful stop exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def serve(host: Host) -> None:
-    """Serve until SIGINT/SIGTERM, then close the host."""
+    """Serve until SIGINT/SIGTERM (requests in flight finish), then close the host."""
     try:
-        uvicorn.Server(config(host)).run()
+        _Server(config(host)).run()
     finally:
         host.close()
 
 
 class ServerThread:
-    """A real uvicorn server on a background thread. ``port=0`` in the settings picks a free
-    port; ``url`` says which."""
+    """A real uvicorn server on a background thread. ``port=0`` picks a free port; ``url``
+    says which. ``app``: serve this app (made by ``create_app(host)``) instead of a new one."""
 
-    def __init__(self, host: Host, port: int | None = None) -> None:
-        cfg = config(host)
+    def __init__(self, host: Host, port: int | None = None, app: Any = None) -> None:
+        cfg = config(host, app)
         if port is not None:
             cfg.port = port
         self.server = uvicorn.Server(cfg)

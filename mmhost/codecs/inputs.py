@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,9 @@ def _text(body: bytes) -> str:
 def _csv(body: bytes) -> list[list[str]]:
     try:
         rows = [
-            [cell.strip() for cell in row] for row in csv.reader(io.StringIO(_text(body))) if row
+            [cell.strip() for cell in row]
+            for row in csv.reader(io.StringIO(_text(body)))
+            if row and not (len(row) == 1 and not row[0].strip())  # blank lines; ",," is a row
         ]
     except csv.Error as exc:
         raise ValidationError(f"malformed CSV: {exc}") from None
@@ -117,20 +120,25 @@ def _row_list(v: Any, i: int) -> list[Any]:
 
 def _jsonlines(body: bytes) -> list[list[Any]]:
     rows: list[list[Any]] = []
-    for n, line in enumerate(_text(body).splitlines()):
+    # only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped
+    for n, line in enumerate(_text(body).split("\n")):
         if line.strip():
-            rows.append(_instance(_parse_json(line, f"line {n + 1}"), len(rows)))
+            doc = _parse_json(line, f"line {n + 1}")
+            try:
+                rows.append(_instance(doc, len(rows)))
+            except ValidationError as exc:
+                raise ValidationError(f"line {n + 1}: {exc.message}") from None
     if not rows:
         raise ValidationError("the JSON Lines body has no rows")
     return rows
 
 
 def _npy(body: bytes) -> Any:
+    _check_npy_header(body)
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
     except ValueError as exc:
-        why = f"not a readable .npy array (object arrays are refused): {exc}"
-        raise ValidationError(why) from None
+        raise ValidationError(f"not a readable .npy array: {exc}") from None
     except (OSError, EOFError) as exc:
         raise ValidationError(f"not a readable .npy array: {exc}") from None
     if not isinstance(arr, np.ndarray):
@@ -141,6 +149,31 @@ def _npy(body: bytes) -> Any:
         raise ValidationError(f"expected a 1-D or 2-D array, got shape {arr.shape}")
     if arr.dtype.kind in "fiub":
         return arr
-    if arr.dtype.kind in "US":
-        return arr.astype(str).tolist()
+    if arr.dtype.kind == "U":
+        return arr.tolist()
+    if arr.dtype.kind == "S":
+        try:
+            return np.char.decode(arr, "utf-8").tolist()
+        except UnicodeDecodeError:
+            raise ValidationError("a bytes .npy array must hold UTF-8 text") from None
     raise ValidationError(f"unsupported .npy dtype {arr.dtype}")
+
+
+def _check_npy_header(body: bytes) -> None:
+    """Refuse a header that claims more data than the body holds before numpy allocates it
+    (numpy sizes its buffer from the header alone)."""
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(body)
+    try:
+        version = npy.read_magic(stream)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _fortran, dtype = read(stream)
+    except (ValueError, TypeError, EOFError, SyntaxError, OSError):
+        return  # not a plain .npy header: np.load says why
+    need = math.prod(shape) * dtype.itemsize
+    have = len(body) - stream.tell()
+    if need > have:
+        raise ValidationError(
+            f"the .npy header claims shape {shape} ({need} bytes) but the body holds {have}"
+        )

@@ -35,8 +35,8 @@ def _bare(media_type: str) -> str:
 
 def request_type(content_type: str | None, body: bytes) -> str:
     """The codec for a body. Without a Content-Type, JSON if it looks like JSON, else CSV."""
-    if not content_type:
-        head = body.lstrip()[:1]
+    if not content_type or not content_type.strip():
+        head = body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
         return JSON if head in (b"{", b"[") else CSV
     t = _bare(content_type)
     if t not in REQUEST_TYPES:
@@ -53,10 +53,12 @@ def response_type(accept: str | None) -> str:
         t, *params = (p.strip() for p in part.split(";"))
         q = 1.0
         for p in params:
-            if p.replace(" ", "").startswith("q="):
+            if p.replace(" ", "").lower().startswith("q="):
                 try:
                     q = float(p.split("=", 1)[1])
                 except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:  # also NaN
                     q = 0.0
         ranked.append((-q, n, _bare(t)))
     for neg_q, _, t in sorted(ranked):

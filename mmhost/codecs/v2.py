@@ -102,8 +102,8 @@ def decode_tensors(inputs: list[Any], binary: bytes = b"") -> Any:
         shape = shapes[name]
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise ValidationError(
-                f"input {name!r}: with several inputs each is one column, shape [N] or [N, 1];"
-                f" got {shape}"
+                f"input {name!r}: expected rows [N, C] (one input) or one column per input "
+                f"([N] or [N, 1]); got shape {shape}"
             )
         if n is not None and shape[0] != n:
             raise ValidationError(f"input {name!r} has {shape[0]} rows; the others have {n}")
@@ -151,10 +151,13 @@ def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndar
         )
     if datatype == "BYTES":
         return [v if isinstance(v, str) else _scalar(v, name) for v in flat]
-    try:
-        return np.array(flat, dtype=np.float64 if datatype != "BOOL" else np.bool_)
-    except (TypeError, ValueError):
-        raise ValidationError(f"input {name!r}: {datatype} data must be numbers") from None
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in flat):
+            raise ValidationError(f"input {name!r}: BOOL data must be true or false")
+        return np.array(flat, dtype=np.bool_)
+    if not all(isinstance(v, (int, float)) or v is None for v in flat):
+        raise ValidationError(f"input {name!r}: {datatype} data must be numbers")
+    return np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
 
 
 def _scalar(v: Any, name: str) -> Any:
