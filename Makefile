@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m mmhost.demo
+	$(BIN)/mmhost demo
 
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q

@@ -15,6 +15,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mmhost.api import ServerThread, create_app
 from mmhost.convert import from_sklearn
 from mmhost.houses import COLUMNS, houses
 
@@ -245,7 +246,10 @@ def test_a_load_past_the_timeout_is_model_not_ready_then_serves(serve, city_stor
     np.testing.assert_allclose(_scores(reply), _want(house_pipeline(0), [ROW]), rtol=RTOL_PRICE)
 
 
-def test_a_closed_host_is_service_unavailable(server, client):
-    server.host.close()
-    code, status, _ = _error(lambda: _invoke(client, _csv([ROW])))
+def test_a_closed_host_is_service_unavailable(host_factory, city_store):
+    # the app's host is closed while the server (on another host's loop) keeps running
+    served = host_factory(store=str(city_store))
+    with ServerThread(host_factory(store=str(city_store)), port=0, app=create_app(served)) as s:
+        served.close()
+        code, status, _ = _error(lambda: _invoke(runtime_client(s.url), _csv([ROW])))
     assert (code, status) == ("ServiceUnavailable", 503)

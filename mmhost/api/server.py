@@ -1,18 +1,16 @@
-"""Running the app under uvicorn: in the foreground (``mmhost serve``) or on a background
-thread (the demo, tests, benchmarks).
+"""Running the app under uvicorn, on the host's engine loop: in the foreground
+(``mmhost serve``) or in the background (the demo, tests, benchmarks).
 
-uvicorn owns SIGINT/SIGTERM in the foreground: it stops accepting, lets requests in flight
-finish (up to ``GRACE`` seconds), then returns; the caller closes the Host after that.
+On SIGINT/SIGTERM the server stops accepting, lets requests in flight finish (up to ``GRACE``
+seconds), then the host is closed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import logging
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -38,47 +36,46 @@ def config(host: Host, app: Any = None) -> uvicorn.Config:
     )
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """As uvicorn's (first signal: graceful stop; second: force), but the signal is not
-        raised again afterwards, so the host is closed and a graceful stop exits 0."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        signals = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
 def serve(host: Host) -> None:
-    """Serve until SIGINT/SIGTERM (requests in flight finish), then close the host."""
+    """Serve until SIGINT/SIGTERM (requests in flight finish), then close the host.
+
+    The server runs on the host's engine loop (see ``Host.submit``); this thread only waits
+    and turns signals into uvicorn's exit flags (first: graceful stop; second: force)."""
+    server = uvicorn.Server(config(host))
+    original = {
+        sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        _Server(config(host)).run()
+        done = host.submit(server.serve())
+        while True:
+            try:
+                done.result(timeout=0.5)
+                break
+            except concurrent.futures.TimeoutError:
+                continue
     finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
         host.close()
 
 
 class ServerThread:
-    """A real uvicorn server on a background thread. ``port=0`` picks a free port; ``url``
-    says which. ``app``: serve this app (made by ``create_app(host)``) instead of a new one."""
+    """A real uvicorn server in the background, on the host's engine loop. ``port=0`` picks a
+    free port; ``url`` says which. ``app``: serve this app (made by ``create_app(host)``)."""
 
     def __init__(self, host: Host, port: int | None = None, app: Any = None) -> None:
         cfg = config(host, app)
         if port is not None:
             cfg.port = port
+        self.host = host
         self.server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self.server.run, name="mmhost-http", daemon=True)
+        self._done: concurrent.futures.Future[None] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerThread:
-        self._thread.start()
+        self._done = self.host.submit(self.server.serve())
         deadline = time.monotonic() + timeout
         while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if self._done.done() or time.monotonic() > deadline:
                 raise RuntimeError("the HTTP server did not start (see the log)")
             time.sleep(0.01)
         return self
@@ -91,7 +88,8 @@ class ServerThread:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=GRACE + 5)
+        if self._done is not None and not self.host.closed:
+            self._done.result(timeout=GRACE + 5)
 
     def __enter__(self) -> ServerThread:
         return self.start()
