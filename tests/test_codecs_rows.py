@@ -104,3 +104,25 @@ def test_columns_by_name_with_no_rows_is_empty():
 def test_columns_by_name_errors(by_name, match):
     with pytest.raises(ValidationError, match=match):
         encoder_for(COLS).encode(by_name)
+
+
+def test_small_and_large_batches_encode_the_same():
+    cols = (
+        Column("a", "float", missing=2.5),
+        Column("b", "category", categories=("y", "n"), unknown="ignore", missing="n"),
+        Column("c", "float"),
+    )
+    enc = encoder_for(cols)
+    rows = [[1, "y", "3"], ["", None, 4.5], ["nan", "zz", 0], [True, "n", "-1e3"]] * 10
+    big = enc.encode(rows)  # 40 rows: the column path
+    small = np.concatenate([enc.encode(rows[i : i + 4]) for i in range(0, 40, 4)])
+    np.testing.assert_array_equal(big, small)
+
+
+@pytest.mark.parametrize("n", [1, 40])
+def test_numbers_beyond_float32_are_refused(n):
+    enc = encoder_for((Column("a", "float"),))
+    with pytest.raises(ValidationError, match="float32's range"):
+        enc.encode([[1.0]] * (n - 1) + [[1e39]])
+    with pytest.raises(ValidationError, match="float32's range"):
+        enc.encode(np.array([[1e39]] * n))

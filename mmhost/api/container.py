@@ -71,9 +71,10 @@ def router(host: Host) -> APIRouter:
             body["nextPageToken"] = str(start + PAGE)
         return JSONResponse(body)
 
-    @r.post("/models/{name:path}/invoke")
-    async def invoke(name: str, request: Request) -> Response:
-        return await invocation(host, loaded.key(name), request)
+    async def invoke(request: Request) -> Response:  # a plain route, as in sagemaker.py
+        return await invocation(host, loaded.key(request.path_params["name"]), request)
+
+    r.add_route("/models/{name:path}/invoke", invoke, methods=["POST"])
 
     @r.get("/models/{name:path}")
     async def describe(name: str) -> JSONResponse:

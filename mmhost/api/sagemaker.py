@@ -20,15 +20,19 @@ def router(host: Host) -> APIRouter:
     r = APIRouter()
     endpoint_name = host.settings.endpoint_name
 
-    @r.post("/endpoints/{endpoint}/invocations")
-    async def invoke_endpoint(endpoint: str, request: Request) -> Response:
+    # the invoke routes are plain Starlette routes: FastAPI's dependency solving would cost
+    # more than decoding the row (they take nothing but the request)
+    async def invoke_endpoint(request: Request) -> Response:
+        endpoint = request.path_params["endpoint"]
         if endpoint != endpoint_name:
             raise ValidationError(f"Endpoint {endpoint} not found (this server is {endpoint_name})")
         return await invocation(host, _target(request, endpoint), request)
 
-    @r.post("/invocations")
     async def invocations(request: Request) -> Response:
         return await invocation(host, _target(request, endpoint_name), request)
+
+    r.add_route("/endpoints/{endpoint}/invocations", invoke_endpoint, methods=["POST"])
+    r.add_route("/invocations", invocations, methods=["POST"])
 
     @r.get("/ping")
     async def ping() -> Response:

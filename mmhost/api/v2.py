@@ -47,8 +47,8 @@ def router(host: Host) -> APIRouter:
             raise ModelNotLoaded(name)
         return JSONResponse({"name": name, "ready": True})
 
-    @r.post("/models/{name:path}/infer")
-    async def infer(name: str, request: Request) -> Response:
+    async def infer(request: Request) -> Response:  # a plain route, as in sagemaker.py
+        name = request.path_params["name"]
         body = await read_body(request, host.settings.max_body_bytes)
         doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
         requested = doc.get("outputs")
@@ -66,6 +66,8 @@ def router(host: Host) -> APIRouter:
             media_type="application/octet-stream",
             headers={v2.HEADER_LENGTH: str(len(raw))},
         )
+
+    r.add_route(r.prefix + "/models/{name:path}/infer", infer, methods=["POST"])  # (no prefix)
 
     @r.get("/models/{name:path}")
     async def model_metadata(name: str) -> JSONResponse:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from mmhost.errors import InvalidModelName, ModelNotFound
 from mmhost.store.base import Source, validate_key
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_RESOLVED_MAX = 1_000_000  # resolved paths kept (about 200 B each)
 
 
 class FolderStore:
@@ -18,6 +20,9 @@ class FolderStore:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ValueError(f"the model store {str(self.root)!r} is not a folder")
+        # key -> its resolved path: revalidation stats it on the request path, and resolving
+        # (realpath, the inside-the-store check) costs ~10x the stat
+        self._resolved: dict[str, Path] = {}
 
     def __repr__(self) -> str:
         return f"FolderStore({str(self.root)!r})"
@@ -34,13 +39,23 @@ class FolderStore:
         return real
 
     def version(self, key: str) -> str:
-        p = self._path(key)
-        if p.is_dir():
+        p = self._resolved.get(key)
+        try:
+            if p is None:
+                p = self._path(key)
+                if len(self._resolved) >= _RESOLVED_MAX:
+                    self._resolved.clear()
+                self._resolved[key] = p
+            st = os.stat(p)
+        except FileNotFoundError:  # gone since it was resolved: resolve again (or not found)
+            self._resolved.pop(key, None)
+            p = self._path(key)
+            st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
             stats = [e.stat() for e in p.iterdir() if e.is_file()]
             if not stats:
                 raise ModelNotFound(key, f"the store {str(self.root)!r} (empty folder)")
             return f"{sum(s.st_size for s in stats)}-{max(s.st_mtime_ns for s in stats)}"
-        st = p.stat()
         return f"{st.st_size}-{st.st_mtime_ns}"
 
     def fetch(self, key: str) -> Source:
