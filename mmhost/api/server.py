@@ -39,11 +39,12 @@ def config(host: Host, app: Any = None) -> uvicorn.Config:
     )
 
 
-def settle_gc(host: Host) -> None:
+def settle_gc(host: Host) -> concurrent.futures.Future[None]:
     """Take what is alive now (modules, models) out of the collector's view, now and then
     again every ``FREEZE_SECONDS``. Full collections otherwise walk every long-lived object
     (~110 ms for 1,000 resident models, longer with more) about once a second under load,
-    stalling every request in flight. Cyclic garbage still young is collected first."""
+    stalling every request in flight. Cyclic garbage still young is collected first.
+    Cancel the returned future to stop; ``unsettle_gc`` hands everything back."""
     gc.collect()
     gc.freeze()
 
@@ -53,7 +54,12 @@ def settle_gc(host: Host) -> None:
             gc.collect(1)
             gc.freeze()
 
-    host.submit(refreeze())
+    return host.submit(refreeze())
+
+
+def unsettle_gc(refreezing: concurrent.futures.Future[None]) -> None:
+    refreezing.cancel()
+    gc.unfreeze()  # so everything is collected (and finalised) normally from here on
 
 
 def serve(host: Host) -> None:
@@ -67,13 +73,16 @@ def serve(host: Host) -> None:
     }
     try:
         done = host.submit(server.serve())
-        settle_gc(host)
-        while True:
-            try:
-                done.result(timeout=0.5)
-                break
-            except concurrent.futures.TimeoutError:
-                continue
+        refreezing = settle_gc(host)
+        try:
+            while True:  # a timed wait, so this (main) thread gets to run signal handlers
+                try:
+                    done.result(timeout=0.5)
+                    break
+                except concurrent.futures.TimeoutError:
+                    continue
+        finally:
+            unsettle_gc(refreezing)
     finally:
         for sig, handler in original.items():
             signal.signal(sig, handler)
@@ -91,10 +100,11 @@ class ServerThread:
         self.host = host
         self.server = uvicorn.Server(cfg)
         self._done: concurrent.futures.Future[None] | None = None
+        self._refreezing: concurrent.futures.Future[None] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerThread:
         self._done = self.host.submit(self.server.serve())
-        settle_gc(self.host)
+        self._refreezing = settle_gc(self.host)
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if self._done.done() or time.monotonic() > deadline:
@@ -112,6 +122,8 @@ class ServerThread:
         self.server.should_exit = True
         if self._done is not None and not self.host.closed:
             self._done.result(timeout=GRACE + 5)
+        if self._refreezing is not None:
+            unsettle_gc(self._refreezing)
 
     def __enter__(self) -> ServerThread:
         return self.start()
