@@ -141,3 +141,11 @@ def test_a_bug_is_a_500_without_a_stack_trace(host_factory, city_store):
     assert r.status_code == 500
     assert r.headers["x-amzn-ErrorType"] == "InternalFailure"
     assert "secret" not in r.text and "Traceback" not in r.text
+
+
+def test_a_model_that_cannot_fit_is_507(serve, city_store):
+    server = serve(store=str(city_store), device_budget=16, capacity_wait_seconds=0.1)
+    r = httpx.post(server.url + "/models", json={"model_name": "c", "url": CHICAGO}, timeout=30)
+    assert r.status_code == 507
+    assert "device budget" in r.json()["message"]
+    assert httpx.get(server.url + "/models").json() == {"models": []}
