@@ -186,7 +186,7 @@ class Host:
         finally:
             self.cache.release(r)
         m = r.meta
-        return Prediction(_scores(m.task, out.cpu().numpy()), m.task, m.classes)
+        return Prediction(_scores(m.task, out), m.task, m.classes)
 
     async def _acquire(self, key: str) -> Resident:
         """The model pinned; a load still running after ``load_timeout`` goes on without us."""
@@ -237,7 +237,7 @@ class Host:
             ]
             for members, counts, fut in futures:
                 try:
-                    out = (await fut).cpu().numpy()  # (rows of all members, K)
+                    out = await fut  # (rows of all members, K)
                 except Exception as exc:
                     for i in members:
                         results[i] = exc
@@ -311,10 +311,10 @@ class Host:
 
     def _score(
         self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
-    ) -> Awaitable[torch.Tensor]:
+    ) -> Awaitable[np.ndarray]:
         if len(x) == 0:
-            done: asyncio.Future[torch.Tensor] = asyncio.get_running_loop().create_future()
-            done.set_result(x.new_zeros((0, slab.k)))
+            done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+            done.set_result(np.zeros((0, slab.k), np.float32))
             return done
         return self.batcher.submit(slab, x, slots, requests)
 

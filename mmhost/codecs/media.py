@@ -6,6 +6,8 @@ Parameters after ``;`` are accepted and ignored (``text/csv; charset=utf-8``,
 
 from __future__ import annotations
 
+import functools
+
 from mmhost.errors import NotAcceptable, UnsupportedMediaType
 
 CSV = "text/csv"
@@ -44,6 +46,7 @@ def request_type(content_type: str | None, body: bytes) -> str:
     return t
 
 
+@functools.lru_cache(maxsize=256)
 def response_type(accept: str | None) -> str:
     """The best response type an Accept header allows (q-values honoured); JSON for */*."""
     if not accept or not accept.strip():

@@ -3,8 +3,9 @@
 Submissions made during one turn of the event loop (plus ``max_delay_us`` if set) are run
 together: per slab (size class) their rows and per-row slot indices are concatenated and the
 family's fused op scores all of them at once. A submission is one request, or a group of
-requests already decoded together; each gets back its own rows' scores. An error in the op
-fails the submissions of that call only.
+requests already decoded together; each gets back its own rows' scores, as a view of ONE host
+copy of the call's output (one device-to-host copy per call, not per request). An error in
+the op fails the submissions of that call only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 from mmhost.families.arena import Slab
@@ -29,7 +31,7 @@ class _Pending:
     x: torch.Tensor  # (n, D) rows, padded to the slab's width
     slots: torch.Tensor  # (n,) int64, each row's model
     requests: int
-    future: asyncio.Future[torch.Tensor]
+    future: asyncio.Future[np.ndarray]
 
 
 @dataclass
@@ -51,11 +53,11 @@ class Batcher:
 
     def submit(
         self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
-    ) -> asyncio.Future[torch.Tensor]:
+    ) -> asyncio.Future[np.ndarray]:
         """Queue rows ``x`` (n, D) scored by the models in ``slots`` (n,); the future gets the
-        (n, K) scores. The models must stay pinned until it is done."""
+        (n, K) float32 scores in host memory. The models must stay pinned until it is done."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[torch.Tensor] = loop.create_future()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append(_Pending(slab, x, slots, requests, fut))
         self._rows += x.shape[0]
         if self._rows >= self.max_batch_rows:
@@ -87,7 +89,7 @@ class Batcher:
             else:
                 x = torch.cat([p.x for p in group])  # (N, D)
                 slots = torch.cat([p.slots for p in group])  # (N,)
-            out = self.family.forward(slab, x, slots)  # (N, K)
+            out = self.family.forward(slab, x, slots).cpu().numpy()  # (N, K)
         except Exception as exc:
             for p in group:
                 if not p.future.done():
@@ -97,10 +99,11 @@ class Batcher:
         c.calls += 1
         c.rows += x.shape[0]
         c.requests += sum(p.requests for p in group)
-        parts = (out,) if len(group) == 1 else torch.split(out, counts)
-        for p, part in zip(group, parts, strict=True):
+        start = 0
+        for p, n in zip(group, counts, strict=True):
             if not p.future.done():
-                p.future.set_result(part)
+                p.future.set_result(out[start : start + n])
+            start += n
 
 
 def runs_of_rows(items: list[T], rows: Callable[[T], int], max_rows: int) -> list[list[T]]:
