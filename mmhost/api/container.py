@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Route
 
 from mmhost.api.invocation import invocation, read_body
 from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
@@ -40,11 +41,9 @@ class Loaded:
         return entry[0]
 
 
-def router(host: Host) -> APIRouter:
-    r = APIRouter()
+def routes(host: Host) -> list[BaseRoute]:
     loaded = Loaded()
 
-    @r.post("/models")
     async def load_model(request: Request) -> JSONResponse:
         name, url = _load_request(await read_body(request, host.settings.max_body_bytes))
         if name in loaded.models:
@@ -59,9 +58,8 @@ def router(host: Host) -> APIRouter:
         loaded.models[name] = (key, url)
         return JSONResponse({"message": f"model {name!r} loaded"})
 
-    @r.get("/models")
-    async def list_models(next_page_token: str | None = None) -> JSONResponse:
-        start = _page_start(next_page_token)
+    async def list_models(request: Request) -> JSONResponse:
+        start = _page_start(request.query_params.get("next_page_token"))
         names = [n for n, e in loaded.models.items() if e is not _LOADING]
         page = names[start : start + PAGE]
         body: dict[str, Any] = {
@@ -71,25 +69,29 @@ def router(host: Host) -> APIRouter:
             body["nextPageToken"] = str(start + PAGE)
         return JSONResponse(body)
 
-    async def invoke(request: Request) -> Response:  # a plain route, as in sagemaker.py
+    async def invoke(request: Request) -> Response:
         return await invocation(host, loaded.key(request.path_params["name"]), request)
 
-    r.add_route("/models/{name:path}/invoke", invoke, methods=["POST"])
-
-    @r.get("/models/{name:path}")
-    async def describe(name: str) -> JSONResponse:
+    async def describe(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         key = loaded.key(name)
         return JSONResponse({"modelName": name, "modelUrl": loaded.models[name][1], "key": key})
 
-    @r.delete("/models/{name:path}")
-    async def unload(name: str) -> JSONResponse:
+    async def unload(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         key = loaded.key(name)
         del loaded.models[name]
         if key not in (k for k, _ in loaded.models.values()):  # another name may share it
             await host.aunload(key)
         return JSONResponse({"message": f"model {name!r} unloaded"})
 
-    return r
+    return [
+        Route("/models", load_model, methods=["POST"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/models/{name:path}/invoke", invoke, methods=["POST"]),
+        Route("/models/{name:path}", describe, methods=["GET"]),
+        Route("/models/{name:path}", unload, methods=["DELETE"]),
+    ]
 
 
 def _load_request(body: bytes) -> tuple[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -44,10 +43,6 @@ def install(app: FastAPI) -> None:
             exc.message,
         )
         return error_response(request, exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _fastapi(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 400, "ValidationError", f"bad request: {exc.errors()}")
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -7,7 +7,8 @@ GET  /ping                               container health
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
+from starlette.routing import BaseRoute, Route
 
 from mmhost.api.invocation import invocation
 from mmhost.errors import HostClosed, ValidationError
@@ -16,12 +17,9 @@ from mmhost.host import Host
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 
 
-def router(host: Host) -> APIRouter:
-    r = APIRouter()
+def routes(host: Host) -> list[BaseRoute]:
     endpoint_name = host.settings.endpoint_name
 
-    # the invoke routes are plain Starlette routes: FastAPI's dependency solving would cost
-    # more than decoding the row (they take nothing but the request)
     async def invoke_endpoint(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
         if endpoint != endpoint_name:
@@ -31,16 +29,16 @@ def router(host: Host) -> APIRouter:
     async def invocations(request: Request) -> Response:
         return await invocation(host, _target(request, endpoint_name), request)
 
-    r.add_route("/endpoints/{endpoint}/invocations", invoke_endpoint, methods=["POST"])
-    r.add_route("/invocations", invocations, methods=["POST"])
-
-    @r.get("/ping")
-    async def ping() -> Response:
+    async def ping(request: Request) -> Response:
         if host.closed:
             raise HostClosed()
         return Response(b"", media_type="text/plain")
 
-    return r
+    return [
+        Route("/endpoints/{endpoint}/invocations", invoke_endpoint, methods=["POST"]),
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/ping", ping, methods=["GET"]),
+    ]
 
 
 def _target(request: Request, endpoint: str) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
 
 import mmhost
 from mmhost.api.invocation import read_body
@@ -22,32 +23,27 @@ from mmhost.host import Host
 _TYPES = {"float": "FP32", "category": "BYTES"}
 
 
-def router(host: Host) -> APIRouter:
-    r = APIRouter(prefix="/v2")
-
-    @r.get("")
-    async def server_metadata() -> JSONResponse:
+def routes(host: Host) -> list[BaseRoute]:
+    async def server_metadata(request: Request) -> JSONResponse:
         return JSONResponse(
             {"name": "mmhost", "version": mmhost.__version__, "extensions": ["model_repository"]}
         )
 
-    @r.get("/health/live")
-    async def live() -> JSONResponse:
+    async def live(request: Request) -> JSONResponse:
         return JSONResponse({"live": True})
 
-    @r.get("/health/ready")
-    async def ready() -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
         if host.closed:
             raise HostClosed()
         return JSONResponse({"ready": True})
 
-    @r.get("/models/{name:path}/ready")
-    async def model_ready(name: str) -> JSONResponse:
+    async def model_ready(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         if await host.atier(name) is None:
             raise ModelNotLoaded(name)
         return JSONResponse({"name": name, "ready": True})
 
-    async def infer(request: Request) -> Response:  # a plain route, as in sagemaker.py
+    async def infer(request: Request) -> Response:
         name = request.path_params["name"]
         body = await read_body(request, host.settings.max_body_bytes)
         doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
@@ -67,14 +63,11 @@ def router(host: Host) -> APIRouter:
             headers={v2.HEADER_LENGTH: str(len(raw))},
         )
 
-    r.add_route(r.prefix + "/models/{name:path}/infer", infer, methods=["POST"])  # (no prefix)
-
-    @r.get("/models/{name:path}")
-    async def model_metadata(name: str) -> JSONResponse:
+    async def model_metadata(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         info = await host.aload(name)
         return JSONResponse(_metadata(info))
 
-    @r.post("/repository/index")
     async def index(request: Request) -> JSONResponse:
         ready_only = _index_request(await read_body(request, host.settings.max_body_bytes))
         loaded = await host.alist_models()
@@ -91,18 +84,28 @@ def router(host: Host) -> APIRouter:
             ]
         )
 
-    @r.post("/repository/models/{name:path}/load")
-    async def load(name: str) -> JSONResponse:
+    async def load(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         await host.aload(name)
         return JSONResponse({})
 
-    @r.post("/repository/models/{name:path}/unload")
-    async def unload(name: str) -> JSONResponse:
+    async def unload(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
         if not await host.aunload(name):
             raise ModelNotLoaded(name)
         return JSONResponse({})
 
-    return r
+    return [
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{name:path}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name:path}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name:path}", model_metadata, methods=["GET"]),
+        Route("/v2/repository/index", index, methods=["POST"]),
+        Route("/v2/repository/models/{name:path}/load", load, methods=["POST"]),
+        Route("/v2/repository/models/{name:path}/unload", unload, methods=["POST"]),
+    ]
 
 
 def _metadata(info: dict[str, Any]) -> dict[str, Any]:
