@@ -24,7 +24,7 @@ from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
 from mmhost.engine import Batcher
-from mmhost.engine.batcher import runs_of_rows
+from mmhost.engine.batcher import Rows, Slots, runs_of_rows
 from mmhost.errors import HostClosed, ModelNotReady, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
@@ -34,7 +34,7 @@ from mmhost.store import FolderStore, validate_key
 log = logging.getLogger("mmhost")
 T = TypeVar("T")
 # slab, member requests, their rows (N, D), slots (N,), and each member's row count
-_Block = tuple[Slab, list[int], torch.Tensor, torch.Tensor, list[int]]
+_Block = tuple[Slab, list[int], "Rows", np.ndarray, list[int]]
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class Host:
         r = await self._acquire(self._checked_key(name, rows)[0])
         try:
             x = self._encode(r, rows)  # (n, D)
-            out = await self._score(r.slab, x, self._slots([r], [len(x)]))  # (n, K)
+            out = await self._score(r.slab, x, r.slot)  # (n, K)
         finally:
             self.cache.release(r)
         m = r.meta
@@ -304,28 +304,17 @@ class Host:
                     results[attempt[0]] = exc
                 continue
             counts = [sizes[i] for i in attempt]
-            slots = self._slots([held[i] for i in attempt], counts)
+            slots = np.repeat(np.array([held[i].slot for i in attempt], np.int64), counts)
             blocks.append((r0.slab, attempt, x, slots, counts))
             if len(attempt) > 1:
                 return  # all decoded together: no singles needed
 
-    def _score(
-        self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
-    ) -> Awaitable[np.ndarray]:
-        if len(x) == 0:
+    def _score(self, slab: Slab, x: Rows, slots: Slots, requests: int = 1) -> Awaitable[np.ndarray]:
+        if x.shape[0] == 0:
             done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
             done.set_result(np.zeros((0, slab.k), np.float32))
             return done
         return self.batcher.submit(slab, x, slots, requests)
-
-    def _slots(self, residents: list[Resident], counts: list[int]) -> torch.Tensor:
-        """(sum(counts),) int64: each row's slot, on the host's device."""
-        if len(residents) == 1:
-            return torch.full(
-                (counts[0],), residents[0].slot, dtype=torch.int64, device=self.device
-            )
-        slots = np.repeat(np.array([r.slot for r in residents], np.int64), counts)
-        return torch.from_numpy(slots).to(self.device)
 
     def _checked_key(self, name: str, rows: Any) -> tuple[str, int]:
         """The validated key and the request's row count (refused past the limit)."""
@@ -337,12 +326,13 @@ class Host:
             )
         return key, n
 
-    def _encode(self, r: Resident, rows: Any) -> torch.Tensor:
-        """Rows -> (n, D) float32 on the device, padded to the slab's width."""
+    def _encode(self, r: Resident, rows: Any) -> Rows:
+        """Rows -> (n, D) float32 padded to the slab's width: a tensor input stays a tensor on
+        the device; anything else is a host array (the batcher moves a whole batch at once)."""
         encoder = r.meta.encoder
         if _is_tensor(rows):
             return encoder.encode_tensor(rows, self.device, r.slab.d)
-        return torch.from_numpy(encoder.encode(rows, r.slab.d)).to(self.device)
+        return encoder.encode(rows, r.slab.d)
 
     def _stats(self) -> dict[str, Any]:
         b = self.batcher.counters

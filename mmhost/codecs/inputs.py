@@ -50,6 +50,9 @@ def _text(body: bytes) -> str:
 
 
 def _csv(body: bytes) -> list[list[str]]:
+    line = body.strip()
+    if line and b'"' not in line and b"\n" not in line and b"\r" not in line:
+        return [[cell.strip() for cell in _text(line).split(",")]]  # one plain row: no parser
     try:
         rows = [
             [cell.strip() for cell in row]

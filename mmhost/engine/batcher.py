@@ -23,13 +23,15 @@ from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
 
 T = TypeVar("T")
+Rows = np.ndarray | torch.Tensor  # (n, D) float32: host rows, or a tensor on the device
+Slots = int | np.ndarray  # one model's slot for every row, or (n,) int64 per row
 
 
 @dataclass
 class _Pending:
     slab: Slab
-    x: torch.Tensor  # (n, D) rows, padded to the slab's width
-    slots: torch.Tensor  # (n,) int64, each row's model
+    x: Rows  # (n, D) rows, padded to the slab's width
+    slots: Slots
     requests: int
     future: asyncio.Future[np.ndarray]
 
@@ -52,10 +54,11 @@ class Batcher:
         self.counters = BatchCounters()
 
     def submit(
-        self, slab: Slab, x: torch.Tensor, slots: torch.Tensor, requests: int = 1
+        self, slab: Slab, x: Rows, slots: Slots, requests: int = 1
     ) -> asyncio.Future[np.ndarray]:
-        """Queue rows ``x`` (n, D) scored by the models in ``slots`` (n,); the future gets the
-        (n, K) float32 scores in host memory. The models must stay pinned until it is done."""
+        """Queue rows ``x`` (n, D) scored by the models in ``slots`` (one slot, or (n,)); the
+        future gets the (n, K) float32 scores in host memory. The models must stay pinned until
+        it is done. Host rows are moved to the device once per call, not once per request."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append(_Pending(slab, x, slots, requests, fut))
@@ -84,12 +87,15 @@ class Batcher:
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
         try:
             counts = [p.x.shape[0] for p in group]
-            if len(group) == 1:
-                x, slots = group[0].x, group[0].slots
-            else:
-                x = torch.cat([p.x for p in group])  # (N, D)
-                slots = torch.cat([p.slots for p in group])  # (N,)
-            out = self.family.forward(slab, x, slots).cpu().numpy()  # (N, K)
+            x = _device_rows(group, self.family.device)  # (N, D)
+            slots = np.concatenate(
+                [
+                    np.full(n, p.slots, np.int64) if isinstance(p.slots, int) else p.slots
+                    for p, n in zip(group, counts, strict=True)
+                ]
+            )  # (N,)
+            device_slots = torch.from_numpy(slots).to(x.device)
+            out = self.family.forward(slab, x, device_slots).cpu().numpy()  # (N, K)
         except Exception as exc:
             for p in group:
                 if not p.future.done():
@@ -104,6 +110,17 @@ class Batcher:
             if not p.future.done():
                 p.future.set_result(out[start : start + n])
             start += n
+
+
+def _device_rows(group: list[_Pending], device: torch.device) -> torch.Tensor:
+    """The group's rows as one (N, D) tensor on ``device``: host rows are joined on the host
+    and copied once; tensors (already on the device) are joined there."""
+    xs = [p.x for p in group]
+    if all(isinstance(x, np.ndarray) for x in xs):
+        host = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        return torch.from_numpy(host).to(device)
+    parts = [torch.from_numpy(x).to(device) if isinstance(x, np.ndarray) else x for x in xs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def runs_of_rows(items: list[T], rows: Callable[[T], int], max_rows: int) -> list[list[T]]:

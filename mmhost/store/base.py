@@ -10,11 +10,15 @@ from typing import Protocol
 from mmhost.errors import InvalidModelName
 
 MAX_KEY = 1024
+_VALID: dict[str, None] = {}  # names already checked (the hot path sees the same ones again)
+_VALID_MAX = 100_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_key(name: object) -> str:
     """A TargetModel name as the runtime allows it, and safe under a store prefix."""
+    if type(name) is str and name in _VALID:
+        return name
     if not isinstance(name, str):
         raise InvalidModelName(name, "it must be a string")
     if not 0 < len(name) <= MAX_KEY:
@@ -26,6 +30,9 @@ def validate_key(name: object) -> str:
     parts = name.replace("\\", "/").split("/")
     if any(p in ("..", ".") for p in parts) or "" in parts:
         raise InvalidModelName(name, "'.', '..' and empty path segments are not allowed")
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[name] = None
     return name
 
 
