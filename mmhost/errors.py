@@ -135,3 +135,27 @@ class ModelAlreadyLoaded(MmhostError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"model {name!r} is already loaded")
+
+
+class StoreUnavailable(MmhostError):
+    """The store could not be reached (or broke off): a cold load fails fast; resident models
+    keep serving."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+    def __init__(self, store: str, why: str) -> None:
+        super().__init__(f"the model store {store} is unavailable: {why}")
+
+
+class StoreAccessDenied(MmhostError):
+    """The store refused mmhost's own credentials for a key (a deployment problem, named)."""
+
+    status = 424
+    code = "ModelError"
+
+    def __init__(self, store: str, key: str) -> None:
+        super().__init__(
+            f"the model store {store} denied access to {key!r}: check mmhost's credentials "
+            "and the bucket policy"
+        )

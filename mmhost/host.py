@@ -29,7 +29,7 @@ from mmhost.errors import HostClosed, ModelNotReady, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
 from mmhost.settings import Settings
-from mmhost.store import FolderStore, validate_key
+from mmhost.store import open_store, validate_key
 
 log = logging.getLogger("mmhost")
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class Host:
             raise TypeError("pass either settings= or keyword settings, not both")
         self.settings = settings
         self.device = torch.device(settings.resolved_device())
-        self.store = FolderStore(settings.store)
+        self.store = open_store(settings)
         self.preprocessor = _read_preprocessor(settings.preprocessor)
         self.family = LinearFamily(self.device)
         self._pool = concurrent.futures.ThreadPoolExecutor(

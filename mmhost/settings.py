@@ -48,7 +48,7 @@ class Settings:
     """Every knob of a host. Byte fields accept ints or strings with units ('512MiB')."""
 
     store: str = "./models"
-    """Model store: a local folder (keys are paths under it)."""
+    """Model store: a local folder, or s3://bucket/prefix/ (keys are paths under it)."""
     preprocessor: str | None = None
     """Artifact path of a shared preprocessor put in front of every target model."""
     device: str = "auto"
@@ -79,6 +79,17 @@ class Settings:
     load_timeout: float = 30.0
     """Seconds a request waits for its model's load before it gets ModelNotReadyException
     (429, which boto3 retries); the load itself goes on."""
+
+    # --- the S3 store ----------------------------------------------------------------------
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible server (MinIO, Ceph, R2); None: AWS S3. Credentials and
+    region come from boto3's standard chain (env, ~/.aws, instance role)."""
+    s3_connect_timeout: float = 2.0
+    """Seconds to wait for a connection to the store before an attempt fails."""
+    s3_read_timeout: float = 10.0
+    """Seconds to wait for bytes from the store before an attempt fails."""
+    s3_max_attempts: int = 3
+    """Attempts per store request (botocore's standard retry mode, with backoff)."""
 
     # --- the HTTP server (``mmhost serve``) -------------------------------------------------
     host: str = "127.0.0.1"

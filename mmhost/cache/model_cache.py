@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -108,15 +109,21 @@ class ModelCache:
         """The model pinned, if that takes no waiting: a device hit (after a due local
         revalidation) or a promotion from the host tier. None: use ``acquire``."""
         r = self.resident.get(name)
-        if r is not None and self._due(r.checked_at) and self.store.local:
-            # a local stat costs microseconds: check inline and stay on the fast path
-            try:
-                if self.store.version(name) == r.version:
-                    r.checked_at = time.monotonic()
-            except ModelNotFound:
-                self._forget(name)  # deleted from the store: not served stale forever
-                raise
-        if r is not None and not self._due(r.checked_at):
+        remote = not self.store.local
+        if r is not None and self._due(r.checked_at):
+            if remote:
+                # a remote check may be slow or fail: serve what we have, check beside it
+                if name not in self._flights:
+                    self._revalidate_beside(name, r)
+            else:
+                # a local stat costs microseconds: check inline and stay on the fast path
+                try:
+                    if self.store.version(name) == r.version:
+                        r.checked_at = time.monotonic()
+                except ModelNotFound:
+                    self._forget(name)  # deleted from the store: not served stale forever
+                    raise
+        if r is not None and (remote or not self._due(r.checked_at)):
             r.pins += 1
             self.device.touch(r)
             self.counters.hits["device"] += 1
@@ -144,6 +151,13 @@ class ModelCache:
             else:
                 flight.waiters -= 1
             raise
+
+    def _revalidate_beside(self, name: str, r: Resident) -> None:
+        """A flight nobody waits on: it checks the version and, if it changed, loads the new
+        one before the old is dropped. A store that is down leaves ``r`` serving."""
+        flight = self._flights[name] = _Flight()
+        flight.task = asyncio.ensure_future(self._fly(name, r, flight))
+        flight.task.add_done_callback(_log_failure(name))
 
     def _promote_now(self, name: str) -> Resident | None:
         """host -> device without leaving the request path: no I/O (a local stat at most), so
@@ -381,3 +395,11 @@ class ModelCache:
             },
             "loading": len(self._flights),
         }
+
+
+def _log_failure(name: str) -> Callable[[asyncio.Future[Resident]], None]:
+    def done(task: asyncio.Future[Resident]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("revalidating %s failed: %s", name, task.exception())
+
+    return done

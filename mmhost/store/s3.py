@@ -1,0 +1,135 @@
+"""The S3 store: artifacts under ``s3://bucket/prefix/`` (AWS S3 or any S3-compatible server:
+MinIO, Ceph, R2), read through boto3.
+
+Credentials and region come from boto3's standard chain. Timeouts and retries are explicit
+(settings), so an unreachable store fails a cold load in seconds, as ``StoreUnavailable``
+(503), and never hangs a request. The version of a key is its ETag; a download is checked
+against the size S3 reports and, for single-part uploads (an ETag that is a plain MD5),
+against the MD5 of the bytes, so a truncated or corrupted download is never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from mmhost.errors import InvalidModelName, ModelNotFound, StoreAccessDenied, StoreUnavailable
+from mmhost.store.base import Source, validate_key
+from mmhost.store.folder import ARCHIVE_SUFFIXES
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """'s3://bucket/a/b/' -> ('bucket', 'a/b/'); the prefix is '' or ends with '/'."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"an S3 store URL starts with s3://, not {url!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in the S3 store URL {url!r}")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return bucket, prefix
+
+
+class S3Store:
+    local = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 10.0,
+        max_attempts: int = 3,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = parse_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}"
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
+                max_pool_connections=64,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def version(self, key: str) -> str:
+        head = self._call(key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
+        return str(head["ETag"]).strip('"')
+
+    def fetch(self, key: str) -> Source:
+        reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        etag = str(reply["ETag"]).strip('"')
+        try:
+            data = reply["Body"].read()
+        except Exception as exc:  # the connection broke mid-body
+            raise StoreUnavailable(self.url, f"the download of {key!r} broke off: {exc}") from None
+        if len(data) != reply["ContentLength"]:
+            raise StoreUnavailable(
+                self.url,
+                f"the download of {key!r} was incomplete ({len(data)} of "
+                f"{reply['ContentLength']} bytes)",
+            )
+        if "-" not in etag and len(etag) == 32 and hashlib.md5(data).hexdigest() != etag:
+            raise StoreUnavailable(self.url, f"the download of {key!r} does not match its ETag")
+        return Source(etag, data=data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix
+        )
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    k = obj["Key"][len(self.prefix) :]
+                    if k.endswith(ARCHIVE_SUFFIXES):
+                        keys.append(k)
+        except Exception as exc:
+            raise _translate(exc, prefix or "(listing)", self.url) from None
+        return sorted(keys)
+
+    def key_of(self, location: str) -> str:
+        if location.startswith("s3://"):
+            bucket, rest = parse_url(location.rstrip("/") + "/")
+            rest = rest.rstrip("/")
+            if bucket != self.bucket or not rest.startswith(self.prefix):
+                raise InvalidModelName(location, f"it is outside the store {self.url}")
+            location = rest[len(self.prefix) :]
+        return validate_key(location)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _call(self, key: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            raise _translate(exc, key, self.url) from None
+
+
+def _translate(exc: Exception, key: str, url: str) -> Exception:
+    """botocore's errors -> ours: not found, access denied, or the store is unavailable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _NOT_FOUND:
+            return ModelNotFound(key, url)
+        if code in _DENIED:
+            return StoreAccessDenied(url, key)
+        return StoreUnavailable(url, f"{code or 'error'} for {key!r}")
+    if isinstance(exc, BotoCoreError):
+        return StoreUnavailable(url, str(exc))
+    return exc

@@ -1,0 +1,197 @@
+"""The S3 store against a real S3-compatible server on loopback (moto's server mode), with real
+boto3 clients on both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from types import SimpleNamespace
+
+import boto3
+import httpx
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from conftest import RTOL_PRICE, house_pipeline, runtime_client
+from sklearn.linear_model import LinearRegression
+
+from mmhost.convert import from_sklearn
+from mmhost.errors import ModelNotFound, StoreAccessDenied, StoreUnavailable
+from mmhost.houses import COLUMNS
+from mmhost.store.s3 import S3Store, _translate, parse_url
+
+ROW = "1992,1531,6,3.0,0.68,1,y,n"
+PREFIX = "s3://models/prod/"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_moto(port: int):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = _free_port()
+    box = SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}", server=_start_moto(port))
+    box.client = boto3.client("s3", endpoint_url=box.url)
+    box.client.create_bucket(Bucket="models")
+
+    def upload(key: str, estimator) -> None:
+        path = tmp_path / "upload.tar.gz"
+        cols = COLUMNS if hasattr(estimator, "steps") else None
+        (from_sklearn(estimator, cols) if cols else from_sklearn(estimator)).save(path)
+        box.client.put_object(Bucket="models", Key="prod/" + key, Body=path.read_bytes())
+
+    box.upload = upload
+    yield box
+    box.server.stop()
+
+
+def _invoke(client, target: str, body: str = ROW) -> float:
+    reply = client.invoke_endpoint(
+        EndpointName="mmhost", TargetModel=target, ContentType="text/csv", Body=body
+    )
+    return json.loads(reply["Body"].read())["predictions"][0]["score"]
+
+
+def _want(seed: int, factor: float) -> float:
+    return float(house_pipeline(seed, factor).predict(np.array([ROW.split(",")], dtype=object))[0])
+
+
+def test_parse_url():
+    assert parse_url("s3://b") == ("b", "")
+    assert parse_url("s3://b/a/c") == ("b", "a/c/")
+    with pytest.raises(ValueError, match="s3://"):
+        parse_url("http://b/")
+
+
+def test_per_city_models_from_s3_give_scikit_learns_prices(s3, serve):
+    for i, city in enumerate(["Chicago_IL", "Houston_TX"]):
+        s3.upload(f"{city}/{city}.tar.gz", house_pipeline(i, 1.0 + i))
+    server = serve(store=PREFIX, s3_endpoint_url=s3.url)
+    client = runtime_client(server.url)
+    for i, city in enumerate(["Chicago_IL", "Houston_TX"]):
+        got = _invoke(client, f"{city}/{city}.tar.gz")
+        assert got == pytest.approx(_want(i, 1.0 + i), rel=RTOL_PRICE)
+    index = httpx.post(server.url + "/v2/repository/index").json()
+    assert [m["name"] for m in index] == [
+        "Chicago_IL/Chicago_IL.tar.gz",
+        "Houston_TX/Houston_TX.tar.gz",
+    ]
+
+
+def test_a_missing_key_names_the_key(s3, serve):
+    client = runtime_client(serve(store=PREFIX, s3_endpoint_url=s3.url).url)
+    with pytest.raises(ClientError) as info:
+        _invoke(client, "Paris_FR/Paris_FR.tar.gz")
+    err = info.value.response["Error"]
+    assert err["Code"] == "ValidationError"
+    assert "'Paris_FR/Paris_FR.tar.gz' was not found in s3://models/prod/" in err["Message"]
+
+
+def test_concurrent_cold_requests_download_each_artifact_once(s3, serve):
+    rng = np.random.default_rng(1)
+    for m in range(100):
+        X = rng.normal(size=(10, 3))
+        s3.upload(f"m{m:03d}.tar.gz", LinearRegression().fit(X, X @ rng.normal(size=3) + m))
+    server = serve(store=PREFIX, s3_endpoint_url=s3.url)
+    gets: list[str] = []
+    server.host.store.client.meta.events.register(
+        "before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["url_path"])
+    )
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+            hdr = {"content-type": "text/csv"}
+            return await asyncio.gather(
+                *(
+                    c.post(
+                        "/invocations",
+                        content="0.1,0.2,0.3",
+                        headers={**hdr, "x-amzn-sagemaker-target-model": f"m{i % 100:03d}.tar.gz"},
+                    )
+                    for i in range(300)
+                )
+            )
+
+    replies = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies[:3]]
+    assert len(gets) == 100 and len(set(gets)) == 100
+
+
+def test_store_down_hot_models_serve_cold_ones_503_then_recover(s3, serve):
+    s3.upload("hot.tar.gz", house_pipeline(0))
+    s3.upload("cold.tar.gz", house_pipeline(1, 2.0))
+    server = serve(
+        store=PREFIX,
+        s3_endpoint_url=s3.url,
+        revalidate_seconds=0.0,
+        s3_connect_timeout=0.5,
+        s3_read_timeout=1.0,
+        s3_max_attempts=1,
+    )
+    client = runtime_client(server.url)
+    want = _want(0, 1.0)
+    assert _invoke(client, "hot.tar.gz") == pytest.approx(want, rel=RTOL_PRICE)
+    s3.server.stop()
+    for _ in range(5):  # every use is due for revalidation: it runs beside, not in the way
+        assert _invoke(client, "hot.tar.gz") == pytest.approx(want, rel=RTOL_PRICE)
+    with pytest.raises(ClientError) as info:
+        _invoke(client, "cold.tar.gz")
+    assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert "s3://models/prod/ is unavailable" in info.value.response["Error"]["Message"]
+    s3.server = _start_moto(s3.port)  # back (moto starts empty: the bucket is made again)
+    s3.client.create_bucket(Bucket="models")
+    s3.upload("cold.tar.gz", house_pipeline(1, 2.0))
+    assert _invoke(client, "cold.tar.gz") == pytest.approx(_want(1, 2.0), rel=RTOL_PRICE)
+
+
+def test_an_overwritten_artifact_is_served_after_revalidation(s3, serve):
+    s3.upload("city.tar.gz", house_pipeline(0, 1.0))
+    server = serve(store=PREFIX, s3_endpoint_url=s3.url, revalidate_seconds=0.2)
+    client = runtime_client(server.url)
+    old, new = _want(0, 1.0), _want(0, 3.0)
+    assert _invoke(client, "city.tar.gz") == pytest.approx(old, rel=RTOL_PRICE)
+    s3.upload("city.tar.gz", house_pipeline(0, 3.0))
+    deadline = time.monotonic() + 20
+    seen = []
+    while time.monotonic() < deadline:  # every request answers, old or new, never fails
+        seen.append(_invoke(client, "city.tar.gz"))
+        if seen[-1] == pytest.approx(new, rel=RTOL_PRICE):
+            break
+        assert seen[-1] == pytest.approx(old, rel=RTOL_PRICE)
+        time.sleep(0.05)
+    assert seen[-1] == pytest.approx(new, rel=RTOL_PRICE)
+
+
+def test_store_errors_are_translated():
+    def client_error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "x"}}, "GetObject")
+
+    assert isinstance(_translate(client_error("NoSuchKey"), "k", "s3://b/"), ModelNotFound)
+    denied = _translate(client_error("AccessDenied"), "k", "s3://b/")
+    assert isinstance(denied, StoreAccessDenied) and "'k'" in str(denied)
+    assert isinstance(_translate(client_error("SlowDown"), "k", "s3://b/"), StoreUnavailable)
+
+
+def test_key_of_accepts_urls_inside_the_store_only(s3):
+    store = S3Store(PREFIX, endpoint_url=s3.url)
+    assert store.key_of("s3://models/prod/a/b.tar.gz") == "a/b.tar.gz"
+    assert store.key_of("a/b.tar.gz") == "a/b.tar.gz"
+    with pytest.raises(Exception, match="outside the store"):
+        store.key_of("s3://other/prod/a.tar.gz")
