@@ -162,7 +162,7 @@ def test_disk_budget_evicts_oldest_files(store, many, tmp_path, host_factory):
     st = h.stats()
     assert st["tiers"]["disk"]["models"] == 2
     assert st["tiers"]["disk"]["bytes"] <= int(2.5 * size)
-    assert len(list((tmp_path / "disk").iterdir())) == 2
+    assert len(list((tmp_path / "disk").glob("*.artifact"))) == 2  # each with its .json record
 
 
 def test_promotion_with_a_full_host_tier_swaps_the_two_models(store, many, host_factory):

@@ -195,3 +195,65 @@ def test_key_of_accepts_urls_inside_the_store_only(s3):
     assert store.key_of("a/b.tar.gz") == "a/b.tar.gz"
     with pytest.raises(Exception, match="outside the store"):
         store.key_of("s3://other/prod/a.tar.gz")
+
+
+def _count_gets(host) -> list[str]:
+    gets: list[str] = []
+    host.store.client.meta.events.register(
+        "before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["url_path"])
+    )
+    return gets
+
+
+def test_a_restart_with_a_warm_disk_dir_downloads_nothing(s3, host_factory, tmp_path):
+    for i in range(3):
+        s3.upload(f"c{i}.tar.gz", house_pipeline(i, 1.0 + i))
+    disk = str(tmp_path / "disk")
+    rows = [ROW.split(",")]
+    first = host_factory(store=PREFIX, s3_endpoint_url=s3.url, disk_dir=disk)
+    gets = _count_gets(first)
+    want = [first.predict(f"c{i}.tar.gz", rows)[0] for i in range(3)]
+    assert len(gets) == 3
+    first.close()
+    again = host_factory(store=PREFIX, s3_endpoint_url=s3.url, disk_dir=disk)
+    gets = _count_gets(again)
+    assert [again.predict(f"c{i}.tar.gz", rows)[0] for i in range(3)] == want
+    assert gets == []  # re-indexed from disk; the ETag (a HEAD) said it is current
+    assert again.stats()["hits"]["disk"] == 3
+
+
+def test_a_damaged_disk_copy_is_never_served(s3, host_factory, tmp_path):
+    s3.upload("c.tar.gz", house_pipeline(0))
+    disk = tmp_path / "disk"
+    rows = [ROW.split(",")]
+    first = host_factory(store=PREFIX, s3_endpoint_url=s3.url, disk_dir=str(disk))
+    want = first.predict("c.tar.gz", rows)[0]
+    first.close()
+    (artifact,) = disk.glob("*.artifact")
+    data = artifact.read_bytes()
+    artifact.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))  # same size
+    (disk / "leftover.artifact.tmp77").write_bytes(b"half a download")
+    again = host_factory(store=PREFIX, s3_endpoint_url=s3.url, disk_dir=str(disk))
+    assert not list(disk.glob("*.tmp*"))  # a partial download is gone after restart
+    gets = _count_gets(again)
+    assert again.predict("c.tar.gz", rows)[0] == want
+    assert len(gets) == 1  # the bad copy failed its sha256: deleted and fetched again
+
+
+def test_a_disk_copy_serves_while_the_store_is_down(s3, host_factory, tmp_path):
+    s3.upload("c.tar.gz", house_pipeline(0))
+    disk = str(tmp_path / "disk")
+    rows = [ROW.split(",")]
+    first = host_factory(store=PREFIX, s3_endpoint_url=s3.url, disk_dir=disk)
+    want = first.predict("c.tar.gz", rows)[0]
+    first.close()
+    s3.server.stop()
+    again = host_factory(
+        store=PREFIX,
+        s3_endpoint_url=s3.url,
+        disk_dir=disk,
+        s3_connect_timeout=0.5,
+        s3_max_attempts=1,
+    )
+    assert again.predict("c.tar.gz", rows)[0] == want
+    s3.server = _start_moto(s3.port)  # for the fixture's teardown

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -11,6 +12,7 @@ from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from mmhost.errors import StoreUnavailable
 from mmhost.store.base import Source, Store
 
 K = TypeVar("K", bound=Hashable)
@@ -52,35 +54,80 @@ class Tier(Generic[K]):
 class DiskTier:
     """Artifacts copied from the store into a local folder, under a byte budget (LRU).
 
-    Thread-safe: loads run on worker threads. Files are written to a temp name and renamed
-    into place, so a reader never sees half an artifact.
+    Thread-safe: loads run on worker threads. Each artifact is written to a temp name and
+    renamed into place, then its record (``.json``: key, version, size, sha256) is renamed in
+    beside it, so a record always describes a whole file. At start the folder is re-indexed
+    from the records (a restart re-uses what is on disk); a file whose size disagrees is
+    deleted, and every read is checked against its sha256 (a bad copy is deleted and fetched
+    again, never served). When the store can't be reached, a copy here is served as is.
     """
 
     def __init__(self, folder: str | os.PathLike[str], budget: int) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        # files of an earlier run can't be matched to a key and version: start clean rather
-        # than hold bytes the budget doesn't see (only our own file names are touched)
-        for leftover in [*self.folder.glob("*.artifact"), *self.folder.glob("*.tmp*")]:
-            leftover.unlink(missing_ok=True)
         self.tier: Tier[str] = Tier("disk", budget)
         self._versions: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.evictions = 0
+        self._reindex()
+
+    def _reindex(self) -> None:
+        for tmp in self.folder.glob("*.tmp*"):  # a write that never finished
+            tmp.unlink(missing_ok=True)
+        records = []
+        for meta in self.folder.glob("*.json"):
+            try:
+                rec = json.loads(meta.read_text())
+                path = self._file(rec["key"])
+                ok = path.stat().st_size == rec["size"] and meta == self._meta(rec["key"])
+            except (OSError, ValueError, KeyError, TypeError):
+                ok, path = False, meta.with_suffix(".artifact")
+            if not ok:
+                meta.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+                continue
+            records.append((path.stat().st_mtime, rec))
+        for _, rec in sorted(records, key=lambda r: r[0]):  # oldest first: LRU order
+            if self.tier.used + rec["size"] > self.tier.budget:
+                self._delete(rec["key"])
+                continue
+            self.tier.add(rec["key"], rec["size"])
+            self._versions[rec["key"]] = rec["version"]
+            self._digests[rec["key"]] = rec["sha256"]
+        known = {self._file(k).name for k in self._versions}
+        for orphan in self.folder.glob("*.artifact"):  # no record: unknown key or version
+            if orphan.name not in known:
+                orphan.unlink(missing_ok=True)
 
     def _file(self, key: str) -> Path:
         return self.folder / (hashlib.sha256(key.encode()).hexdigest() + ".artifact")
 
+    def _meta(self, key: str) -> Path:
+        return self._file(key).with_suffix(".json")
+
+    def _delete(self, key: str) -> None:
+        self._file(key).unlink(missing_ok=True)
+        self._meta(key).unlink(missing_ok=True)
+
     def fetch(self, key: str, store: Store) -> tuple[Source, bool]:
         """The artifact from this tier when it holds the store's current version, else from the
         store (kept here for next time). Returns (source, was_a_disk_hit)."""
-        version = store.version(key)
+        try:
+            version = store.version(key)
+        except StoreUnavailable:
+            version = None  # serve what we hold, if anything
+            if key not in self._versions:
+                raise
         with self._lock:
-            if self._versions.get(key) == version:
-                self.tier.touch(key)
-                self.hits += 1
-                return Source(version, data=self._file(key).read_bytes()), True
+            have = self._versions.get(key)
+            if have is not None and version in (have, None):
+                data = self._read(key)
+                if data is not None:
+                    self.tier.touch(key)
+                    self.hits += 1
+                    return Source(have, data=data), True
         src = store.fetch(key)
         if src.data is None or len(src.data) > self.tier.budget:
             return src, False  # folders are read in place; oversized artifacts aren't kept
@@ -93,16 +140,39 @@ class DiskTier:
                 old, _ = next(self.tier.oldest_first())
                 self.tier.remove(old)
                 self._versions.pop(old, None)
-                self._file(old).unlink(missing_ok=True)
+                self._digests.pop(old, None)
+                self._delete(old)
                 self.evictions += 1
+            digest = hashlib.sha256(src.data).hexdigest()
+            record = {"key": key, "version": src.version, "size": len(src.data), "sha256": digest}
+            meta_tmp = tmp.with_name(tmp.name + ".json")
+            meta_tmp.write_text(json.dumps(record))
             os.replace(tmp, self._file(key))
+            os.replace(meta_tmp, self._meta(key))  # last: the record commits the file
             self.tier.add(key, len(src.data))
             self._versions[key] = src.version
+            self._digests[key] = digest
         return src, False
+
+    def _read(self, key: str) -> bytes | None:
+        """The file's bytes if they match their record; else it is deleted (caller holds the
+        lock) and None."""
+        try:
+            data = self._file(key).read_bytes()
+        except OSError:
+            data = None
+        if data is None or hashlib.sha256(data).hexdigest() != self._digests.get(key):
+            self.tier.remove(key)
+            self._versions.pop(key, None)
+            self._digests.pop(key, None)
+            self._delete(key)
+            return None
+        return data
 
     def drop(self, key: str) -> None:
         with self._lock:
             if key in self.tier:
                 self.tier.remove(key)
                 self._versions.pop(key, None)
-                self._file(key).unlink(missing_ok=True)
+                self._digests.pop(key, None)
+                self._delete(key)
