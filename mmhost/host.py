@@ -66,8 +66,13 @@ class Host:
         self.store = open_store(settings)
         self.preprocessor = _read_preprocessor(settings.preprocessor)
         self.family = LinearFamily(self.device)
+        # loads from a remote store wait on the network: enough threads to keep every
+        # allowed download going
+        workers = settings.load_workers
+        if not self.store.local:
+            workers = max(workers, settings.max_concurrent_downloads)
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            settings.load_workers, thread_name_prefix="mmhost-load"
+            workers, thread_name_prefix="mmhost-load"
         )
         self.cache = ModelCache(
             settings,

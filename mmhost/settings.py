@@ -90,6 +90,9 @@ class Settings:
     """Seconds to wait for bytes from the store before an attempt fails."""
     s3_max_attempts: int = 3
     """Attempts per store request (botocore's standard retry mode, with backoff)."""
+    max_concurrent_downloads: int = 16
+    """Downloads from a remote store in flight at once (its connections); a burst of cold
+    loads beyond this waits its turn instead of opening a connection each."""
 
     # --- the HTTP server (``mmhost serve``) -------------------------------------------------
     host: str = "127.0.0.1"

@@ -257,3 +257,29 @@ def test_a_disk_copy_serves_while_the_store_is_down(s3, host_factory, tmp_path):
     )
     assert again.predict("c.tar.gz", rows)[0] == want
     s3.server = _start_moto(s3.port)  # for the fixture's teardown
+
+
+def test_downloads_in_flight_are_bounded(s3, host_factory):
+    import threading
+
+    rng = np.random.default_rng(2)
+    for m in range(20):
+        X = rng.normal(size=(10, 3))
+        s3.upload(f"m{m:02d}.tar.gz", LinearRegression().fit(X, X @ rng.normal(size=3)))
+    host = host_factory(store=PREFIX, s3_endpoint_url=s3.url, max_concurrent_downloads=2)
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def start(**kw) -> None:
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+
+    def end(**kw) -> None:
+        with lock:
+            now[0] -= 1
+
+    host.store.client.meta.events.register("before-call.s3.GetObject", start)
+    host.store.client.meta.events.register("after-call.s3.GetObject", end)
+    out = host.predict_many([(f"m{m:02d}.tar.gz", [[0.1, 0.2, 0.3]]) for m in range(20)])
+    assert all(isinstance(o, np.ndarray) for o in out)
+    assert 1 <= peak[0] <= 2

@@ -23,5 +23,6 @@ def open_store(settings: Settings) -> Store:
             connect_timeout=settings.s3_connect_timeout,
             read_timeout=settings.s3_read_timeout,
             max_attempts=settings.s3_max_attempts,
+            max_downloads=settings.max_concurrent_downloads,
         )
     return FolderStore(settings.store)

@@ -11,6 +11,7 @@ against the MD5 of the bytes, so a truncated or corrupted download is never serv
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 from mmhost.errors import InvalidModelName, ModelNotFound, StoreAccessDenied, StoreUnavailable
@@ -44,6 +45,7 @@ class S3Store:
         connect_timeout: float = 2.0,
         read_timeout: float = 10.0,
         max_attempts: int = 3,
+        max_downloads: int = 16,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -57,9 +59,10 @@ class S3Store:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 retries={"total_max_attempts": max_attempts, "mode": "standard"},
-                max_pool_connections=64,
+                max_pool_connections=max_downloads + 4,  # the rest: HEADs and listings
             ),
         )
+        self._downloads = threading.BoundedSemaphore(max_downloads)
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -69,12 +72,14 @@ class S3Store:
         return str(head["ETag"]).strip('"')
 
     def fetch(self, key: str) -> Source:
-        reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
-        etag = str(reply["ETag"]).strip('"')
-        try:
-            data = reply["Body"].read()
-        except Exception as exc:  # the connection broke mid-body
-            raise StoreUnavailable(self.url, f"the download of {key!r} broke off: {exc}") from None
+        with self._downloads:
+            reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+            etag = str(reply["ETag"]).strip('"')
+            try:
+                data = reply["Body"].read()
+            except Exception as exc:  # the connection broke mid-body
+                why = f"the download of {key!r} broke off: {exc}"
+                raise StoreUnavailable(self.url, why) from None
         if len(data) != reply["ContentLength"]:
             raise StoreUnavailable(
                 self.url,
