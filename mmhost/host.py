@@ -154,9 +154,6 @@ class Host:
         """ "device" or "host" when ``name`` is loaded, else None (never loads)."""
         return await self._on_engine(self._call(self.cache.tier_of, validate_key(name)))
 
-    async def astats(self) -> dict[str, Any]:
-        return await self._on_engine(self._call(self._stats))
-
     async def astore_keys(self, prefix: str = "") -> list[str]:
         """Model keys in the store under ``prefix`` (listed on a worker thread)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.store.list, prefix)

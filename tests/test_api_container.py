@@ -149,3 +149,9 @@ def test_a_model_that_cannot_fit_is_507(serve, city_store):
     assert r.status_code == 507
     assert "device budget" in r.json()["message"]
     assert httpx.get(server.url + "/models").json() == {"models": []}
+
+
+def test_a_load_request_that_is_not_json_is_400(http):
+    r = http.post("/models", content=b'{"model_name": ')
+    assert r.status_code == 400
+    assert "the load request is not valid JSON" in r.json()["message"]

@@ -125,3 +125,9 @@ def test_errors_are_v2_shaped_and_name_the_problem(client, server):
     assert r.status_code == 400
     assert r.json() == {"error": '"inputs" must be a non-empty list of tensors'}
     assert "x-amzn-ErrorType" not in r.headers
+
+
+def test_a_bad_index_request_is_400(server):
+    r = httpx.post(f"{server.url}/v2/repository/index", content=b"{nope")
+    assert r.status_code == 400
+    assert "the index request is not valid JSON" in r.json()["error"]

@@ -72,6 +72,14 @@ def _want(seed: int, factor: float) -> float:
     return float(house_pipeline(seed, factor).predict(np.array([ROW.split(",")], dtype=object))[0])
 
 
+def _count_gets(host) -> list[str]:
+    gets: list[str] = []
+    host.store.client.meta.events.register(
+        "before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["url_path"])
+    )
+    return gets
+
+
 def test_parse_url():
     assert parse_url("s3://b") == ("b", "")
     assert parse_url("s3://b/a/c") == ("b", "a/c/")
@@ -109,10 +117,7 @@ def test_concurrent_cold_requests_download_each_artifact_once(s3, serve):
         X = rng.normal(size=(10, 3))
         s3.upload(f"m{m:03d}.tar.gz", LinearRegression().fit(X, X @ rng.normal(size=3) + m))
     server = serve(store=PREFIX, s3_endpoint_url=s3.url)
-    gets: list[str] = []
-    server.host.store.client.meta.events.register(
-        "before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["url_path"])
-    )
+    gets = _count_gets(server.host)
 
     async def burst():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
@@ -195,14 +200,6 @@ def test_key_of_accepts_urls_inside_the_store_only(s3):
     assert store.key_of("a/b.tar.gz") == "a/b.tar.gz"
     with pytest.raises(Exception, match="outside the store"):
         store.key_of("s3://other/prod/a.tar.gz")
-
-
-def _count_gets(host) -> list[str]:
-    gets: list[str] = []
-    host.store.client.meta.events.register(
-        "before-call.s3.GetObject", lambda **kw: gets.append(kw["params"]["url_path"])
-    )
-    return gets
 
 
 def test_a_restart_with_a_warm_disk_dir_downloads_nothing(s3, host_factory, tmp_path):

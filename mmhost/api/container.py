@@ -12,7 +12,6 @@ or a path, see ``Store.key_of``): nothing outside the store is ever read.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request, Response
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Route
 
 from mmhost.api.invocation import invocation, read_body
+from mmhost.codecs.documents import parse_json
 from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
 from mmhost.host import Host
 
@@ -95,10 +95,7 @@ def routes(host: Host) -> list[BaseRoute]:
 
 
 def _load_request(body: bytes) -> tuple[str, str]:
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ValidationError('expected a JSON body {"model_name": ..., "url": ...}') from None
+    doc = parse_json(body, "the load request")
     if not isinstance(doc, dict):
         raise ValidationError('expected a JSON body {"model_name": ..., "url": ...}')
     name, url = doc.get("model_name"), doc.get("url")

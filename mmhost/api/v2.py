@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 import mmhost
 from mmhost.api.invocation import read_body
 from mmhost.codecs import v2
+from mmhost.codecs.documents import parse_json
 from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError
 from mmhost.host import Host
 
@@ -136,10 +137,7 @@ def _metadata(info: dict[str, Any]) -> dict[str, Any]:
 def _index_request(body: bytes) -> bool:
     if not body.strip():
         return False
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise ValidationError('expected a JSON body such as {"ready": true}') from None
+    doc = parse_json(body, "the index request")
     if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
         raise ValidationError('expected a JSON body such as {"ready": true}')
     return bool(doc.get("ready", False))

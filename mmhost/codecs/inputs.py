@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from typing import Any
 
 import numpy as np
 
 from mmhost.codecs import media
+from mmhost.codecs.documents import parse_json
 from mmhost.codecs.v2 import decode_tensors
 from mmhost.errors import ValidationError
 
@@ -34,7 +34,7 @@ def decode(body: bytes, media_type: str) -> Any:
     if media_type == media.CSV:
         return _csv(body)
     if media_type == media.JSON:
-        return _json(_parse_json(body, "the body"))
+        return _json(parse_json(body, "the body"))
     if media_type == media.JSONLINES:
         return _jsonlines(body)
     if media_type == media.NPY:
@@ -64,15 +64,6 @@ def _csv(body: bytes) -> list[list[str]]:
     if not rows:
         raise ValidationError("the CSV body has no rows")
     return rows
-
-
-def _parse_json(text: bytes | str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError(f"{what} is nested too deeply") from None
 
 
 def _json(doc: Any) -> Any:
@@ -126,7 +117,7 @@ def _jsonlines(body: bytes) -> list[list[Any]]:
     # only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped
     for n, line in enumerate(_text(body).split("\n")):
         if line.strip():
-            doc = _parse_json(line, f"line {n + 1}")
+            doc = parse_json(line, f"line {n + 1}")
             try:
                 rows.append(_instance(doc, len(rows)))
             except ValidationError as exc:

@@ -11,13 +11,13 @@ Outputs: ``score`` (FP32, [N] or [N, k] for multiclass probabilities) and, for c
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from typing import Any
 
 import numpy as np
 
+from mmhost.codecs.documents import parse_json
 from mmhost.errors import ValidationError
 
 # V2 datatype -> numpy dtype (BYTES is handled apart)
@@ -56,12 +56,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def parse_request(body: bytes, header_length: str | None = None) -> tuple[dict[str, Any], Any]:
     """(the request document, its rows) from an infer request body."""
     head, binary = split_binary(body, header_length)
-    try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the infer request is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ValidationError("the infer request is nested too deeply") from None
+    doc = parse_json(head, "the infer request")
     if not isinstance(doc, dict):
         raise ValidationError('an infer request is an object with "inputs"')
     inputs = doc.get("inputs")
