@@ -65,8 +65,9 @@ class Settings:
     """Rows per fused call; a larger burst is split into several calls."""
     max_delay_us: int = 0
     """Extra wait for more requests before a batch runs; 0 = run on the next loop turn."""
-    revalidate_seconds: float = 1.0
-    """How often a resident model's artifact is checked for a change in the store (s)."""
+    revalidate_seconds: float = 60.0
+    """How often a loaded model's artifact is checked for a change in the store (s); the new
+    version is loaded before the old one is dropped. 0 = only when a model is loaded cold."""
     capacity_wait_seconds: float = 5.0
     """How long a load waits for in-flight batches to unpin models when the device budget is
     full of them, before failing with InsufficientCapacity (507)."""

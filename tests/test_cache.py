@@ -136,7 +136,7 @@ def test_disk_tier_keeps_downloads_and_drops_stale_ones(store, many, tmp_path, h
         disk_dir=str(tmp_path / "disk"),
         device_budget=SLOT,
         host_budget=0,
-        revalidate_seconds=0,
+        revalidate_seconds=1e-6,
     )
     h.load(many[0])
     h.load(many[1])  # m0: device -> (host budget 0) -> disk

@@ -150,7 +150,7 @@ def test_symlink_out_of_the_store_is_refused(city_store, tmp_path, host_factory)
 
 
 def test_new_keys_are_invokable_at_once_and_changes_are_reloaded(store, host_factory):
-    h = host_factory(store=str(store), revalidate_seconds=0)
+    h = host_factory(store=str(store), revalidate_seconds=1e-6)
     X, _ = houses(5)
     from_sklearn(house_pipeline(0), COLUMNS).save(store / "m.tar.gz")
     first = h.predict("m.tar.gz", X.tolist())
@@ -161,6 +161,19 @@ def test_new_keys_are_invokable_at_once_and_changes_are_reloaded(store, host_fac
     assert h.stats()["reloads"] == 1
     from_sklearn(house_pipeline(2), COLUMNS).save(store / "new" / "n.tar.gz")
     assert h.predict("new/n.tar.gz", X.tolist()).shape == (5,)
+
+
+def test_revalidate_zero_checks_only_on_cold_loads(store, host_factory):
+    h = host_factory(store=str(store), revalidate_seconds=0)
+    X, _ = houses(5)
+    from_sklearn(house_pipeline(0), COLUMNS).save(store / "m.tar.gz")
+    first = h.predict("m.tar.gz", X.tolist())
+    from_sklearn(house_pipeline(1, 3.0), COLUMNS).save(store / "m.tar.gz")
+    np.testing.assert_array_equal(h.predict("m.tar.gz", X.tolist()), first)  # resident: kept
+    h.unload("m.tar.gz")
+    np.testing.assert_allclose(  # the next cold load reads the store's current version
+        h.predict("m.tar.gz", X.tolist()), house_pipeline(1, 3.0).predict(X), rtol=RTOL_PRICE
+    )
 
 
 def test_a_bad_artifact_fails_its_own_load_only(city_store, host_factory):
@@ -229,7 +242,7 @@ def test_close_cancels_requests_in_flight(city_store, host_factory):
 
 
 def test_a_model_deleted_from_the_store_stops_being_served(city_store, host_factory):
-    h = host_factory(store=str(city_store), revalidate_seconds=0)
+    h = host_factory(store=str(city_store), revalidate_seconds=1e-6)
     X, _ = houses(1)
     h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
     (city_store / "Chicago_IL" / "Chicago_IL.tar.gz").unlink()

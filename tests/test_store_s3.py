@@ -144,7 +144,7 @@ def test_store_down_hot_models_serve_cold_ones_503_then_recover(s3, serve):
     server = serve(
         store=PREFIX,
         s3_endpoint_url=s3.url,
-        revalidate_seconds=0.0,
+        revalidate_seconds=1e-6,
         s3_connect_timeout=0.5,
         s3_read_timeout=1.0,
         s3_max_attempts=1,

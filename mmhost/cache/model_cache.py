@@ -256,7 +256,8 @@ class ModelCache:
             return have
 
     def _due(self, checked_at: float) -> bool:
-        return time.monotonic() - checked_at >= self.settings.revalidate_seconds
+        every = self.settings.revalidate_seconds
+        return every > 0 and time.monotonic() - checked_at >= every
 
     async def _place(self, name: str, model: LinearModel, version: str) -> Resident:
         deadline = time.monotonic() + self.settings.capacity_wait_seconds
