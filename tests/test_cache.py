@@ -192,3 +192,16 @@ def test_disk_tier_starts_clean_of_files_it_cannot_account_for(store, many, tmp_
     assert sorted(p.name for p in disk.iterdir()) == ["keep.txt"]
     h.load(many[0])
     assert h.stats()["tiers"]["disk"]["models"] == 1
+
+
+def test_load_time_is_split_into_fetch_decode_and_place(store, many, host_factory):
+    h = host_factory(store=str(store))
+    for name in many[:3]:
+        h.load(name)
+    t = h.stats()["load_seconds"]
+    assert t["count"] == 3
+    parts = [t["fetch_sum"], t["decode_sum"], t["place_sum"]]
+    assert all(p > 0 for p in parts)
+    assert sum(parts) <= t["sum"]
+    h.load(many[0])  # a device hit is not a load: nothing moves
+    assert h.stats()["load_seconds"] == t

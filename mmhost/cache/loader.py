@@ -3,6 +3,7 @@ threads; every way an artifact can be bad ends as BadArtifact naming the model."
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from mmhost.artifacts import Artifact, read_artifact, read_artifact_bytes
@@ -18,15 +19,21 @@ class Loaded:
     model: LinearModel
     version: str
     from_disk: bool
+    fetch_seconds: float
+    """Reading the artifact's bytes: the download, or the disk tier's checked read."""
+    decode_seconds: float
+    """Unpacking, validating and composing it into a model."""
 
 
 def load_model(
     key: str, store: Store, disk: DiskTier | None, preprocessor: Artifact | None, max_bytes: int
 ) -> Loaded:
+    t0 = time.perf_counter()
     if disk is not None:
         src, from_disk = disk.fetch(key, store)
     else:
         src, from_disk = store.fetch(key), False
+    t1 = time.perf_counter()
     try:
         if src.folder is not None:
             art = read_artifact(src.folder, max_bytes)
@@ -42,4 +49,4 @@ def load_model(
         if disk is not None:
             disk.drop(key)  # never keep serving a bad copy from the disk tier
         raise BadArtifact(key, str(exc)) from None
-    return Loaded(model, src.version, from_disk)
+    return Loaded(model, src.version, from_disk, t1 - t0, time.perf_counter() - t1)

@@ -75,6 +75,10 @@ class CacheCounters:
     evictions: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
     load_seconds_sum: float = 0.0
     load_seconds_max: float = 0.0
+    # where cold-load time goes: fetching the bytes, decoding them, placing them on the device
+    fetch_seconds_sum: float = 0.0
+    decode_seconds_sum: float = 0.0
+    place_seconds_sum: float = 0.0
 
 
 class ModelCache:
@@ -230,20 +234,25 @@ class ModelCache:
         except Exception:
             self.counters.load_failures += 1
             raise
-        elapsed = time.perf_counter() - t0
+        # a newer copy replaces whatever is in the tiers now; requests in flight on the old
+        # one finish on it (its slot is freed on their last release)
+        self._forget(name)
+        t1 = time.perf_counter()
+        r = await self._place(name, loaded.model, loaded.version)
+        t2 = time.perf_counter()
         c = self.counters
         c.loads += 1
-        c.load_seconds_sum += elapsed
-        c.load_seconds_max = max(c.load_seconds_max, elapsed)
+        c.load_seconds_sum += t2 - t0
+        c.load_seconds_max = max(c.load_seconds_max, t2 - t0)
+        c.fetch_seconds_sum += loaded.fetch_seconds
+        c.decode_seconds_sum += loaded.decode_seconds
+        c.place_seconds_sum += t2 - t1
         if loaded.from_disk:
             c.hits["disk"] += 1
         else:
             c.misses += 1
-        log.info("loaded %s (version %s) in %.1f ms", name, loaded.version, elapsed * 1e3)
-        # a newer copy replaces whatever is in the tiers now; requests in flight on the old
-        # one finish on it (its slot is freed on their last release)
-        self._forget(name)
-        return await self._place(name, loaded.model, loaded.version)
+        log.info("loaded %s (version %s) in %.1f ms", name, loaded.version, (t2 - t0) * 1e3)
+        return r
 
     async def _version(self, loop: asyncio.AbstractEventLoop, name: str, have: str) -> str:
         try:
@@ -393,6 +402,9 @@ class ModelCache:
                 "count": c.loads,
                 "sum": c.load_seconds_sum,
                 "max": c.load_seconds_max,
+                "fetch_sum": c.fetch_seconds_sum,
+                "decode_sum": c.decode_seconds_sum,
+                "place_sum": c.place_seconds_sum,
             },
             "loading": len(self._flights),
         }
