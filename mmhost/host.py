@@ -154,9 +154,14 @@ class Host:
         """ "device" or "host" when ``name`` is loaded, else None (never loads)."""
         return await self._on_engine(self._call(self.cache.tier_of, validate_key(name)))
 
-    async def astore_keys(self, prefix: str = "") -> list[str]:
-        """Model keys in the store under ``prefix`` (listed on a worker thread)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.store.list, prefix)
+    async def astore_keys(
+        self, prefix: str = "", start_after: str = "", limit: int | None = None
+    ) -> list[str]:
+        """Model keys in the store under ``prefix`` (listed on a worker thread); see
+        ``Store.list`` for the paging arguments."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.store.list, prefix, start_after, limit
+        )
 
     @property
     def closed(self) -> bool:

@@ -107,6 +107,37 @@ def test_the_model_list_is_paged(http, monkeypatch):
     assert http.get("/models", params={"next_page_token": "zz"}).status_code == 400
 
 
+def _list_all(http, **params) -> list[str]:
+    names, token = [], None
+    while True:
+        page = http.get(
+            "/models", params={**params, **({"next_page_token": token} if token else {})}
+        )
+        assert page.status_code == 200, page.text
+        names += [m["modelName"] for m in page.json()["models"]]
+        token = page.json().get("nextPageToken")
+        if token is None:
+            return names
+
+
+def test_the_store_can_be_listed_page_by_page(http, monkeypatch):
+    import mmhost.api.container as container
+
+    monkeypatch.setattr(container, "PAGE", 2)
+    everything = sorted(p.relative_to(http.store).as_posix() for p in http.store.rglob("*.tar.gz"))
+    assert len(everything) > 2
+    assert _list_all(http, source="store") == everything
+    assert _list_all(http, source="store", prefix="Chicago") == [CHICAGO]
+    assert _list_all(http) == []  # nothing loaded: the default lists loaded models
+    listed = http.get("/models", params={"source": "store"}).json()["models"][0]
+    assert (
+        http.post("/models", json={"model_name": "x", "url": listed["modelUrl"]}).status_code == 200
+    )
+    assert http.get("/models", params={"source": "bucket"}).status_code == 400
+    bad = http.get("/models", params={"source": "store", "prefix": "a\x01"})
+    assert bad.status_code == 400 and "printable" in bad.json()["message"]
+
+
 def test_invocations_route_uses_the_target_model_header(http):
     r = http.post(
         "/invocations",

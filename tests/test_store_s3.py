@@ -47,6 +47,7 @@ def s3(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     port = _free_port()
     box = SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}", server=_start_moto(port))
+    httpx.post(box.url + "/moto-api/reset")  # moto's state outlives a server: start empty
     box.client = boto3.client("s3", endpoint_url=box.url)
     box.client.create_bucket(Bucket="models")
 
@@ -100,6 +101,28 @@ def test_per_city_models_from_s3_give_scikit_learns_prices(s3, serve):
         "Chicago_IL/Chicago_IL.tar.gz",
         "Houston_TX/Houston_TX.tar.gz",
     ]
+
+
+def test_get_models_lists_the_store_prefix_page_by_page(s3, serve, monkeypatch):
+    import mmhost.api.container as container
+
+    monkeypatch.setattr(container, "PAGE", 2)
+    keys = [f"{c}/{c}.tar.gz" for c in ("a", "b", "c", "d", "e")]
+    for k in keys:
+        s3.upload(k, house_pipeline(0))
+    s3.client.put_object(Bucket="models", Key="prod/notes.txt", Body=b"not a model")
+    s3.client.put_object(Bucket="models", Key="other/z.tar.gz", Body=b"outside the prefix")
+    server = serve(store=PREFIX, s3_endpoint_url=s3.url)
+    names, token = [], None
+    while True:
+        params = {"source": "store", **({"next_page_token": token} if token else {})}
+        page = httpx.get(server.url + "/models", params=params).json()
+        names += [m["modelName"] for m in page["models"]]
+        if (token := page.get("nextPageToken")) is None:
+            break
+    assert names == keys
+    page = httpx.get(server.url + "/models", params={"source": "store", "prefix": "c/"}).json()
+    assert [m["modelName"] for m in page["models"]] == ["c/c.tar.gz"]
 
 
 def test_a_missing_key_names_the_key(s3, serve):
@@ -160,9 +183,7 @@ def test_store_down_hot_models_serve_cold_ones_503_then_recover(s3, serve):
     assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert "s3://models/prod/ is unavailable" in info.value.response["Error"]["Message"]
-    s3.server = _start_moto(s3.port)  # back (moto starts empty: the bucket is made again)
-    s3.client.create_bucket(Bucket="models")
-    s3.upload("cold.tar.gz", house_pipeline(1, 2.0))
+    s3.server = _start_moto(s3.port)  # back, with its objects
     assert _invoke(client, "cold.tar.gz") == pytest.approx(_want(1, 2.0), rel=RTOL_PRICE)
 
 

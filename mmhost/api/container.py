@@ -2,6 +2,7 @@
 
     POST   /models                 {"model_name": ..., "url": ...}  200 | 409 loaded | 507 full
     GET    /models                 {"models": [{"modelName", "modelUrl"}], "nextPageToken"}
+    GET    /models?source=store    the same shape for the keys in the store (``prefix=`` narrows)
     GET    /models/{name}          that model, 404 if not loaded
     DELETE /models/{name}          200, 404 if not loaded
     POST   /models/{name}/invoke   the model's output, 404 if not loaded
@@ -23,6 +24,7 @@ from mmhost.api.invocation import invocation, read_body
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
 from mmhost.host import Host
+from mmhost.store.base import CONTROL_CHARS, MAX_KEY
 
 PAGE = 1000
 _LOADING = ("", "")  # a reservation: the name is taken while its load runs
@@ -59,7 +61,13 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"message": f"model {name!r} loaded"})
 
     async def list_models(request: Request) -> JSONResponse:
-        start = _page_start(request.query_params.get("next_page_token"))
+        query = request.query_params
+        source = query.get("source", "loaded")
+        if source == "store":
+            return await list_store(query.get("prefix", ""), query.get("next_page_token", ""))
+        if source != "loaded":
+            raise ValidationError(f"source must be 'loaded' or 'store', not {source!r}")
+        start = _page_start(query.get("next_page_token"))
         names = [n for n, e in loaded.models.items() if e is not _LOADING]
         page = names[start : start + PAGE]
         body: dict[str, Any] = {
@@ -67,6 +75,17 @@ def routes(host: Host) -> list[BaseRoute]:
         }
         if start + PAGE < len(names):
             body["nextPageToken"] = str(start + PAGE)
+        return JSONResponse(body)
+
+    async def list_store(prefix: str, after: str) -> JSONResponse:
+        """A page of the store's keys; the token is the last key of the previous page."""
+        for what, value in (("prefix", prefix), ("next_page_token", after)):
+            if len(value) > MAX_KEY or CONTROL_CHARS.search(value):
+                raise ValidationError(f"{what} must be up to {MAX_KEY} printable characters")
+        keys = await host.astore_keys(prefix, after, PAGE + 1)
+        body: dict[str, Any] = {"models": [{"modelName": k, "modelUrl": k} for k in keys[:PAGE]]}
+        if len(keys) > PAGE:
+            body["nextPageToken"] = keys[PAGE - 1]
         return JSONResponse(body)
 
     async def invoke(request: Request) -> Response:

@@ -12,7 +12,7 @@ from mmhost.errors import InvalidModelName
 MAX_KEY = 1024
 _VALID: dict[str, None] = {}  # names already checked (the hot path sees the same ones again)
 _VALID_MAX = 100_000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_key(name: object) -> str:
@@ -23,7 +23,7 @@ def validate_key(name: object) -> str:
         raise InvalidModelName(name, "it must be a string")
     if not 0 < len(name) <= MAX_KEY:
         raise InvalidModelName(name[:64], f"length must be 1..{MAX_KEY} characters")
-    if _CONTROL.search(name):
+    if CONTROL_CHARS.search(name):
         raise InvalidModelName(name, "control characters are not allowed")
     if name.startswith(("/", "\\", " ")) or (len(name) > 1 and name[1] == ":"):
         raise InvalidModelName(name, "it must be relative to the store prefix")
@@ -60,8 +60,9 @@ class Store(Protocol):
         """The artifact and the version it was read at (ModelNotFound if absent)."""
         ...
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Model keys under ``prefix``."""
+    def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
+        """Model keys under ``prefix`` in sorted order: those after ``start_after``, at most
+        ``limit`` of them (a page)."""
         ...
 
     def key_of(self, location: str) -> str:

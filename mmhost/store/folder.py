@@ -89,7 +89,7 @@ class FolderStore:
             raise InvalidModelName(location, "it is the store itself")
         return validate_key(real.relative_to(self.root).as_posix())
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root)
@@ -102,4 +102,5 @@ class FolderStore:
                 for f in filenames
                 if f.endswith(ARCHIVE_SUFFIXES)
             )
-        return sorted(k for k in out if k.startswith(prefix))
+        keys = sorted(k for k in out if k.startswith(prefix) and k > start_after)
+        return keys if limit is None else keys[:limit]

@@ -90,20 +90,22 @@ class S3Store:
             raise StoreUnavailable(self.url, f"the download of {key!r} does not match its ETag")
         return Source(etag, data=data)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
         keys: list[str] = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix
-        )
+        args = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if start_after:
+            args["StartAfter"] = self.prefix + start_after
         try:
-            for page in pages:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
                 for obj in page.get("Contents", []):
                     k = obj["Key"][len(self.prefix) :]
                     if k.endswith(ARCHIVE_SUFFIXES):
                         keys.append(k)
+                if limit is not None and len(keys) >= limit:
+                    return keys[:limit]  # S3 lists in key order: stop reading pages
         except Exception as exc:
             raise _translate(exc, prefix or "(listing)", self.url) from None
-        return sorted(keys)
+        return keys
 
     def key_of(self, location: str) -> str:
         if location.startswith("s3://"):
