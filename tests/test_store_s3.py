@@ -4,9 +4,12 @@ boto3 clients on both sides."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import boto3
@@ -60,6 +63,101 @@ def s3(monkeypatch, tmp_path):
     box.upload = upload
     yield box
     box.server.stop()
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of the S3 server that breaks chosen keys for real
+    clients: ``truncate`` sends a GET's headers and half its body, then drops the connection;
+    ``deny`` answers S3's own 403 AccessDenied. ``faults[key] = [mode, times]`` (None: always)."""
+
+    DENIED = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+        b"<Message>Access Denied</Message></Error>"
+    )
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.faults: dict[str, list] = {}
+        self.gets: list[str] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+        self._server.proxy = self  # type: ignore[attr-defined]
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def take(self, method: str, path: str) -> str | None:
+        with self._lock:
+            if method == "GET" and "list-type" not in path:
+                self.gets.append(path)
+            for key, fault in self.faults.items():
+                mode, times = fault
+                if path.split("?")[0].endswith("/" + key) and (method == "GET" or mode == "deny"):
+                    if times is not None:
+                        if times == 0:
+                            continue
+                        fault[1] = times - 1
+                    return mode
+        return None
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        proxy: FaultyProxy = self.server.proxy  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        fault = proxy.take(self.command, self.path)
+        if fault == "deny":
+            self._reply(403, [("Content-Type", "application/xml")], proxy.DENIED)
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=10)
+        conn.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+        up = conn.getresponse()
+        data = up.read()
+        conn.close()
+        skip = {"transfer-encoding", "connection", "content-length"}
+        headers = [(k, v) for k, v in up.getheaders() if k.lower() not in skip]
+        if self.command == "HEAD":  # no body here, but the object's length stands
+            headers.append(("Content-Length", up.getheader("Content-Length", "0")))
+        if fault == "truncate":
+            self.send_response(up.status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self._reply(up.status, headers, data)
+
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+
+    def _reply(self, status: int, headers: list, data: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def faulty(s3):
+    proxy = FaultyProxy(s3.port)
+    yield proxy
+    proxy.stop()
 
 
 def _invoke(client, target: str, body: str = ROW) -> float:
@@ -278,8 +376,6 @@ def test_a_disk_copy_serves_while_the_store_is_down(s3, host_factory, tmp_path):
 
 
 def test_downloads_in_flight_are_bounded(s3, host_factory):
-    import threading
-
     rng = np.random.default_rng(2)
     for m in range(20):
         X = rng.normal(size=(10, 3))
@@ -301,3 +397,38 @@ def test_downloads_in_flight_are_bounded(s3, host_factory):
     out = host.predict_many([(f"m{m:02d}.tar.gz", [[0.1, 0.2, 0.3]]) for m in range(20)])
     assert all(isinstance(o, np.ndarray) for o in out)
     assert 1 <= peak[0] <= 2
+
+
+def test_a_download_broken_off_halfway_is_never_kept_or_served(s3, faulty, host_factory, tmp_path):
+    s3.upload("t.tar.gz", house_pipeline(0))
+    disk = tmp_path / "disk"
+    rows = [ROW.split(",")]
+    opts = {"store": PREFIX, "s3_endpoint_url": faulty.url, "disk_dir": str(disk)}
+    faulty.faults["t.tar.gz"] = ["truncate", None]
+    first = host_factory(**opts, s3_max_attempts=3)
+    with pytest.raises(StoreUnavailable, match="'t.tar.gz' broke off"):
+        first.predict("t.tar.gz", rows)
+    assert len(faulty.gets) == 3  # every attempt broke off; each was a fresh GET
+    assert list(disk.iterdir()) == []  # nothing of the partial bodies is on disk
+    faulty.faults["t.tar.gz"] = ["truncate", 1]  # the next body breaks off, the one after not
+    want = first.predict("t.tar.gz", rows)[0]
+    assert want == pytest.approx(_want(0, 1.0), rel=RTOL_PRICE)
+    first.close()
+    faulty.gets.clear()
+    again = host_factory(**opts)
+    assert again.predict("t.tar.gz", rows)[0] == want
+    assert faulty.gets == []  # the complete copy on disk was re-used
+
+
+def test_access_denied_by_s3_names_the_key(s3, faulty, serve):
+    s3.upload("secret.tar.gz", house_pipeline(0))
+    s3.upload("open.tar.gz", house_pipeline(1, 2.0))
+    faulty.faults["secret.tar.gz"] = ["deny", None]
+    client = runtime_client(serve(store=PREFIX, s3_endpoint_url=faulty.url).url)
+    with pytest.raises(ClientError) as info:
+        _invoke(client, "secret.tar.gz")
+    err = info.value.response["Error"]
+    assert err["Code"] == "ModelError"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "'secret.tar.gz'" in err["Message"] and "denied" in err["Message"]
+    assert _invoke(client, "open.tar.gz") == pytest.approx(_want(1, 2.0), rel=RTOL_PRICE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any
 
 from mmhost.errors import InvalidModelName, ModelNotFound, StoreAccessDenied, StoreUnavailable
@@ -62,6 +63,7 @@ class S3Store:
                 max_pool_connections=max_downloads + 4,  # the rest: HEADs and listings
             ),
         )
+        self.max_attempts = max(1, max_attempts)
         self._downloads = threading.BoundedSemaphore(max_downloads)
 
     def __repr__(self) -> str:
@@ -72,22 +74,32 @@ class S3Store:
         return str(head["ETag"]).strip('"')
 
     def fetch(self, key: str) -> Source:
-        with self._downloads:
-            reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
-            etag = str(reply["ETag"]).strip('"')
-            try:
-                data = reply["Body"].read()
-            except Exception as exc:  # the connection broke mid-body
-                why = f"the download of {key!r} broke off: {exc}"
-                raise StoreUnavailable(self.url, why) from None
+        """The object's bytes, checked. A body that breaks off or fails its check is fetched
+        again (botocore retries the request, not the body), up to ``max_attempts`` in all."""
+        for attempt in range(1, self.max_attempts + 1):
+            with self._downloads:
+                try:
+                    return self._download(key)
+                except _BrokenBody as exc:
+                    if attempt == self.max_attempts:
+                        raise StoreUnavailable(self.url, str(exc)) from None
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
+
+    def _download(self, key: str) -> Source:
+        reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        etag = str(reply["ETag"]).strip('"')
+        try:
+            data = reply["Body"].read()
+        except Exception as exc:  # the connection broke mid-body
+            raise _BrokenBody(f"the download of {key!r} broke off: {exc}") from None
         if len(data) != reply["ContentLength"]:
-            raise StoreUnavailable(
-                self.url,
+            raise _BrokenBody(
                 f"the download of {key!r} was incomplete ({len(data)} of "
-                f"{reply['ContentLength']} bytes)",
+                f"{reply['ContentLength']} bytes)"
             )
         if "-" not in etag and len(etag) == 32 and hashlib.md5(data).hexdigest() != etag:
-            raise StoreUnavailable(self.url, f"the download of {key!r} does not match its ETag")
+            raise _BrokenBody(f"the download of {key!r} does not match its ETag")
         return Source(etag, data=data)
 
     def list(self, prefix: str = "", start_after: str = "", limit: int | None = None) -> list[str]:
@@ -124,6 +136,10 @@ class S3Store:
             return fn(**kwargs)
         except Exception as exc:
             raise _translate(exc, key, self.url) from None
+
+
+class _BrokenBody(Exception):
+    """A download whose body broke off or failed its size/MD5 check (worth another try)."""
 
 
 def _translate(exc: Exception, key: str, url: str) -> Exception:
