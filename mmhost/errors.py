@@ -159,3 +159,41 @@ class StoreAccessDenied(MmhostError):
             f"the model store {store} denied access to {key!r}: check mmhost's credentials "
             "and the bucket policy"
         )
+
+
+class NotAuthenticated(MmhostError):
+    """No valid credentials: missing, unknown, badly signed, or stale. The code says which
+    (the runtime's own: MissingAuthenticationTokenException, UnrecognizedClientException,
+    InvalidSignatureException, IncompleteSignatureException)."""
+
+    status = 403
+
+    def __init__(self, code: str, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class AccessDenied(MmhostError):
+    """An authenticated caller whose policies don't allow this action on this model."""
+
+    status = 403
+    code = "AccessDeniedException"
+
+    def __init__(self, principal: str, action: str, resource: str, explicit: bool) -> None:
+        why = (
+            "with an explicit deny in an identity-based policy"
+            if explicit
+            else f"because no identity-based policy allows the {action} action"
+        )
+        super().__init__(
+            f"User: {principal} is not authorized to perform: {action} on resource: "
+            f"{resource} {why}"
+        )
+
+
+class Throttled(MmhostError):
+    """A caller over its request rate or its cold-load rate."""
+
+    status = 429
+    code = "ThrottlingException"

@@ -107,6 +107,35 @@ class Settings:
     log_level: str = "info"
     """Log level of the server: debug, info, warning or error."""
 
+    # --- security (``mmhost serve``): who may call, and how much ----------------------------
+    auth_config: str | None = None
+    """A JSON or YAML file of principals (access keys for SigV4, API keys for Bearer) and their
+    IAM policies. None: the server is open to anyone who can reach it (keep it on loopback)."""
+    auth_regions: str = "us-east-1"
+    """Comma-separated regions a SigV4 signature may be scoped to; the first is the region of
+    the endpoint ARN for API-key callers."""
+    account_id: str = "000000000000"
+    """The account in this endpoint's ARN (arn:aws:sagemaker:<region>:<account>:endpoint/...),
+    which policies' Resource patterns match."""
+    clock_skew_seconds: float = 300.0
+    """How far a SigV4 request's X-Amz-Date may be from the server's clock (s)."""
+    reject_replays: bool = False
+    """Refuse a SigV4 signature seen before within the clock-skew window (a replayed request).
+    Off by default, as AWS: boto3 signs two identical calls made in the same second
+    identically, so callers must then make each call unique (InvokeEndpoint's InferenceId,
+    which is signed); a failed request may always be sent again."""
+    rate_limit: float = 0.0
+    """Requests per second per principal (token bucket; 0 = unlimited), unless the principal's
+    own ``limits`` in the auth config say otherwise."""
+    rate_burst: int = 0
+    """Requests a principal may send at once above its rate (0: one second's worth)."""
+    cold_load_limit: float = 0.0
+    """Cold model loads per second a principal may cause (0 = unlimited): one caller can't
+    thrash the cache for everyone."""
+    audit_log: str | None = None
+    """File the audit log (JSON lines: denied, unauthenticated, throttled) is appended to;
+    None: stderr."""
+
     _byte_fields = (
         "device_budget",
         "host_budget",
@@ -129,6 +158,10 @@ class Settings:
             )
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be 0..65535 (0: any free port), not {self.port}")
+        if not [r for r in self.auth_regions.split(",") if r.strip()]:
+            raise ValueError("auth_regions must name at least one region (e.g. us-east-1)")
+        if not re.fullmatch(r"\d{12}", self.account_id):
+            raise ValueError(f"account_id must be 12 digits, not {self.account_id!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"
@@ -189,6 +222,11 @@ def field_help() -> dict[str, str]:
 
 def coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
+    if kind == "bool":
+        value = raw.strip().lower()
+        if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected true or false, not {raw!r}")
+        return value in ("1", "true", "yes", "on")
     if "int" in kind and f.name not in Settings._byte_fields:
         return int(raw)
     if "float" in kind:

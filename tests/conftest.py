@@ -92,7 +92,13 @@ def serve(host_factory) -> Iterator:
         s.stop()
 
 
-def runtime_client(url: str, retries: int = 0):
+def runtime_client(
+    url: str,
+    retries: int = 0,
+    key_id: str = "AKIDEXAMPLE",
+    secret: str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    region: str = "us-east-1",
+):
     """boto3's sagemaker-runtime client pointed at ``url`` (SigV4-signed with test keys)."""
     import boto3
     from botocore.config import Config
@@ -100,8 +106,8 @@ def runtime_client(url: str, retries: int = 0):
     return boto3.client(
         "sagemaker-runtime",
         endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        region_name=region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(retries={"total_max_attempts": retries + 1}),
     )

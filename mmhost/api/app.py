@@ -7,10 +7,12 @@ from fastapi import FastAPI
 import mmhost
 from mmhost.api import container, errors, sagemaker, v2
 from mmhost.host import Host
+from mmhost.security import Guard
 
 
-def create_app(host: Host) -> FastAPI:
-    """A FastAPI app over ``host``; the caller owns the host (and closes it)."""
+def create_app(host: Host, guard: Guard | None = None) -> FastAPI:
+    """A FastAPI app over ``host``; the caller owns the host (and closes it). ``guard``: who
+    may call (default: from the host's settings: ``auth_config`` and the limits)."""
     # Plain Starlette routes, each taking the request: FastAPI's dependency solving and
     # included-router dispatch cost more per request than decoding and scoring a row.
     app = FastAPI(
@@ -22,5 +24,6 @@ def create_app(host: Host) -> FastAPI:
         routes=[*sagemaker.routes(host), *container.routes(host), *v2.routes(host)],
     )
     app.state.host = host
+    app.state.guard = guard or Guard.from_settings(host.settings)
     errors.install(app)
     return app

@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import invocation, read_body
+from mmhost.api.invocation import admit, authorize, invocation
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
 from mmhost.host import Host
+from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
 from mmhost.store.base import CONTROL_CHARS, MAX_KEY
 
 PAGE = 1000
@@ -36,6 +37,12 @@ class Loaded:
     def __init__(self) -> None:
         self.models: dict[str, tuple[str, str]] = {}
 
+    def target(self, name: str) -> str:
+        """What policies see as the target model: the store key when ``name`` is loaded,
+        else the name itself (so a denied caller learns nothing about what is loaded)."""
+        entry = self.models.get(name)
+        return name if entry is None or entry is _LOADING else entry[0]
+
     def key(self, name: str) -> str:
         entry = self.models.get(name)
         if entry is None or entry is _LOADING:
@@ -47,12 +54,14 @@ def routes(host: Host) -> list[BaseRoute]:
     loaded = Loaded()
 
     async def load_model(request: Request) -> JSONResponse:
-        name, url = _load_request(await read_body(request, host.settings.max_body_bytes))
+        body, caller = await admit(host, request)
+        name, url = _load_request(body)
+        key = await run_in_threadpool(host.store.key_of, url)
+        await authorize(host, request, caller, LOAD, key, loads=True)
         if name in loaded.models:
             raise ModelAlreadyLoaded(name)
         loaded.models[name] = _LOADING
         try:
-            key = await run_in_threadpool(host.store.key_of, url)
             await host.aload(key)
         except BaseException:
             del loaded.models[name]
@@ -61,6 +70,8 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"message": f"model {name!r} loaded"})
 
     async def list_models(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
+        await authorize(host, request, caller, LIST)
         query = request.query_params
         source = query.get("source", "loaded")
         if source == "store":
@@ -89,15 +100,23 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse(body)
 
     async def invoke(request: Request) -> Response:
-        return await invocation(host, loaded.key(request.path_params["name"]), request)
+        body, caller = await admit(host, request)
+        name = request.path_params["name"]
+        await authorize(host, request, caller, INVOKE, loaded.target(name))
+        key = loaded.key(name)
+        return await invocation(host, request, body, caller, key, host.settings.endpoint_name)
 
     async def describe(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, DESCRIBE, loaded.target(name))
         key = loaded.key(name)
         return JSONResponse({"modelName": name, "modelUrl": loaded.models[name][1], "key": key})
 
     async def unload(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, UNLOAD, loaded.target(name))
         key = loaded.key(name)
         del loaded.models[name]
         if key not in (k for k, _ in loaded.models.values()):  # another name may share it

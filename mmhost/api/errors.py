@@ -23,6 +23,9 @@ _HTTP_CODES = {404: "UnknownOperationException", 405: "UnknownOperationException
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    caller = getattr(request.state, "caller", None)
+    if caller is not None:  # a failed signed request may be sent again as it was
+        request.app.state.guard.forget(caller)
     if request.url.path.startswith("/v2"):
         return JSONResponse({"error": message}, status)
     body: dict[str, object] = {"message": message}

@@ -1,8 +1,8 @@
-"""The request path every invoke route shares, in one short function:
+"""The request path every route shares, in two short functions:
 
-    read the body -> decode rows (codecs) -> infer (host: cache, batcher, fused op) -> encode
-
-Authorization (issue: security) plugs in between decoding and inference.
+admit:       read the body -> authenticate (and rate-limit) the caller
+invocation:  authorize the target -> decode rows (codecs) -> infer (host: cache, batcher,
+             fused op) -> encode
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from fastapi import Request, Response
 from mmhost.codecs import inputs, media, outputs
 from mmhost.errors import PayloadTooLarge, ValidationError
 from mmhost.host import Host
+from mmhost.security import Guard
+from mmhost.security.guard import INVOKE, Caller
 
 PRODUCTION_VARIANT = "AllTraffic"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -32,8 +34,38 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def invocation(host: Host, target: str, request: Request) -> Response:
+async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
+    """The body, and who sent it (NotAuthenticated, Throttled). Every guarded route starts
+    here, before it looks at anything the caller sent."""
     body = await read_body(request, host.settings.max_body_bytes)
+    guard: Guard = request.app.state.guard
+    caller = guard.authenticate(request, body)
+    request.state.caller = caller  # the error handler lets a failed request be retried
+    return body, caller
+
+
+async def authorize(
+    host: Host,
+    request: Request,
+    caller: Caller,
+    action: str,
+    target: str | None = None,
+    endpoint: str | None = None,
+    loads: bool = False,
+) -> None:
+    """May ``caller`` do ``action`` on ``target`` (AccessDenied)? ``loads``: the action loads
+    ``target`` if it is cold, which counts against the caller's cold-load limit (Throttled)."""
+    guard: Guard = request.app.state.guard
+    guard.authorize(caller, action, target, endpoint or host.settings.endpoint_name)
+    if loads and target is not None and guard.limits_cold_loads(caller):
+        if await host.atier(target) is None:
+            guard.admit_cold_load(caller, target)
+
+
+async def invocation(
+    host: Host, request: Request, body: bytes, caller: Caller, target: str, endpoint: str
+) -> Response:
+    await authorize(host, request, caller, INVOKE, target, endpoint, loads=True)
     headers = request.headers
     accept = media.response_type(headers.get("accept"))
     reply = _reply_headers(headers.get(CUSTOM_ATTRIBUTES))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request, Response
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import invocation
+from mmhost.api.invocation import admit, invocation
 from mmhost.errors import HostClosed, ValidationError
 from mmhost.host import Host
 
@@ -21,13 +21,17 @@ def routes(host: Host) -> list[BaseRoute]:
     endpoint_name = host.settings.endpoint_name
 
     async def invoke_endpoint(request: Request) -> Response:
+        body, caller = await admit(host, request)
         endpoint = request.path_params["endpoint"]
         if endpoint != endpoint_name:
             raise ValidationError(f"Endpoint {endpoint} not found (this server is {endpoint_name})")
-        return await invocation(host, _target(request, endpoint), request)
+        target = _target(request, endpoint)
+        return await invocation(host, request, body, caller, target, endpoint)
 
     async def invocations(request: Request) -> Response:
-        return await invocation(host, _target(request, endpoint_name), request)
+        body, caller = await admit(host, request)
+        target = _target(request, endpoint_name)
+        return await invocation(host, request, body, caller, target, endpoint_name)
 
     async def ping(request: Request) -> Response:
         if host.closed:

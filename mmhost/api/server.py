@@ -19,6 +19,7 @@ import uvicorn
 
 from mmhost.api.app import create_app
 from mmhost.host import Host
+from mmhost.security import Guard
 
 GRACE = 30  # seconds in-flight requests get to finish on shutdown
 FREEZE_SECONDS = 30.0  # how often objects that became long-lived are frozen (see settle_gc)
@@ -28,10 +29,10 @@ _GC_DEFAULTS = gc.get_threshold()
 log = logging.getLogger("mmhost.api")
 
 
-def config(host: Host, app: Any = None) -> uvicorn.Config:
+def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.Config:
     s = host.settings
     return uvicorn.Config(
-        app or create_app(host),
+        app or create_app(host, guard),
         host=s.host,
         port=s.port,
         log_level=s.log_level,
@@ -68,12 +69,12 @@ def unsettle_gc(refreezing: concurrent.futures.Future[None]) -> None:
     gc.unfreeze()  # so everything is collected (and finalised) normally from here on
 
 
-def serve(host: Host) -> None:
+def serve(host: Host, guard: Guard | None = None) -> None:
     """Serve until SIGINT/SIGTERM (requests in flight finish), then close the host.
 
     The server runs on the host's engine loop (see ``Host.submit``); this thread only waits
     and turns signals into uvicorn's exit flags (first: graceful stop; second: force)."""
-    server = uvicorn.Server(config(host))
+    server = uvicorn.Server(config(host, guard=guard))
     original = {
         sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
     }

@@ -15,11 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 import mmhost
-from mmhost.api.invocation import read_body
+from mmhost.api.invocation import admit, authorize
 from mmhost.codecs import v2
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError
 from mmhost.host import Host
+from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
 
 _TYPES = {"float": "FP32", "category": "BYTES"}
 
@@ -39,14 +40,17 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"ready": True})
 
     async def model_ready(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, DESCRIBE, name)
         if await host.atier(name) is None:
             raise ModelNotLoaded(name)
         return JSONResponse({"name": name, "ready": True})
 
     async def infer(request: Request) -> Response:
+        body, caller = await admit(host, request)
         name = request.path_params["name"]
-        body = await read_body(request, host.settings.max_body_bytes)
+        await authorize(host, request, caller, INVOKE, name, loads=True)
         doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
         requested = doc.get("outputs")
         p = await host.infer(name, rows)
@@ -65,12 +69,16 @@ def routes(host: Host) -> list[BaseRoute]:
         )
 
     async def model_metadata(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, DESCRIBE, name, loads=True)
         info = await host.aload(name)
         return JSONResponse(_metadata(info))
 
     async def index(request: Request) -> JSONResponse:
-        ready_only = _index_request(await read_body(request, host.settings.max_body_bytes))
+        body, caller = await admit(host, request)
+        await authorize(host, request, caller, LIST)
+        ready_only = _index_request(body)
         loaded = await host.alist_models()
         names = sorted(loaded) if ready_only else await host.astore_keys()
         return JSONResponse(
@@ -86,12 +94,16 @@ def routes(host: Host) -> list[BaseRoute]:
         )
 
     async def load(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, LOAD, name, loads=True)
         await host.aload(name)
         return JSONResponse({})
 
     async def unload(request: Request) -> JSONResponse:
+        _, caller = await admit(host, request)
         name = request.path_params["name"]
+        await authorize(host, request, caller, UNLOAD, name)
         if not await host.aunload(name):
             raise ModelNotLoaded(name)
         return JSONResponse({})

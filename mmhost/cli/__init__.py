@@ -72,12 +72,27 @@ def _typed(raw: dict[str, str]) -> dict[str, Any]:
 def _serve(settings: Settings) -> int:
     from mmhost.api import serve
     from mmhost.host import Host
+    from mmhost.security import Guard
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    guard = Guard.from_settings(settings)  # a bad auth config stops here, before any load
+    log = logging.getLogger("mmhost")
+    if guard.open:
+        loopback = settings.host in ("127.0.0.1", "localhost", "::1")
+        log.warning(
+            "no --auth-config: every caller that can reach %s may invoke every model%s",
+            settings.host,
+            "" if loopback else " (this address is not loopback: anyone on the network)",
+        )
+    else:
+        assert guard.config is not None
+        log.info(
+            "auth: %d principal(s) from %s", len(guard.config.principals), settings.auth_config
+        )
     host = Host(settings=settings)
-    logging.getLogger("mmhost").info(
+    log.info(
         "serving store %s on http://%s:%d (endpoint %s, device %s)",
         settings.store,
         settings.host,
@@ -85,7 +100,7 @@ def _serve(settings: Settings) -> int:
         settings.endpoint_name,
         host.device,
     )
-    serve(host)
+    serve(host, guard)
     return 0
 
 

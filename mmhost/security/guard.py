@@ -1,0 +1,200 @@
+"""The guard every route passes: who is calling (SigV4 or an API key), are they within their
+limits, and may they do this action on this model.
+
+    principal = guard.authenticate(request, body)           # NotAuthenticated, Throttled
+    guard.authorize(principal, action, target, endpoint)    # AccessDenied
+    guard.admit_cold_load(principal, target)                # Throttled (cold loads per second)
+
+Without an auth config the guard is open: every request is the anonymous principal and every
+action is allowed (the server then binds to loopback by default and says so in its log).
+All state is touched on the engine loop only (the server runs there), so no locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from starlette.requests import Request
+
+from mmhost.errors import AccessDenied, NotAuthenticated, Throttled
+from mmhost.security import sigv4
+from mmhost.security.audit import AuditLog
+from mmhost.security.config import AuthConfig, Limits, Principal, api_key_digest
+from mmhost.security.limits import TokenBucket
+from mmhost.security.policy import Decision, evaluate
+from mmhost.settings import Settings
+
+log = logging.getLogger("mmhost.security")
+
+INVOKE = "sagemaker:InvokeEndpoint"
+LOAD = "mmhost:LoadModel"
+UNLOAD = "mmhost:UnloadModel"
+LIST = "mmhost:ListModels"
+DESCRIBE = "mmhost:DescribeModel"
+TARGET_MODEL_KEY = "sagemaker:targetmodel"
+ANONYMOUS = Principal("anonymous")
+REPLAY_MEMORY = 1_000_000  # signatures remembered (~100 B each) within the clock-skew window
+
+
+@dataclass
+class Caller:
+    principal: Principal
+    region: str  # the region its endpoint ARN is in (the signing region for SigV4)
+    signature: bytes | None = None  # for replay detection
+
+
+class Guard:
+    def __init__(self, settings: Settings, config: AuthConfig | None, audit: AuditLog) -> None:
+        self.config = config
+        self.audit = audit
+        self.regions = tuple(r.strip() for r in settings.auth_regions.split(",") if r.strip())
+        self.account = settings.account_id
+        self.skew = settings.clock_skew_seconds
+        self.reject_replays = settings.reject_replays
+        default = Limits(settings.rate_limit, settings.rate_burst, settings.cold_load_limit)
+        self._limits = {p.arn: p.limits or default for p in (config.principals if config else [])}
+        self._requests: dict[str, TokenBucket] = {}
+        self._cold: dict[str, TokenBucket] = {}
+        self._seen: dict[bytes, float] = {}  # signature -> its timestamp, oldest first
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Guard:
+        config = AuthConfig.load(settings.auth_config) if settings.auth_config else None
+        return cls(settings, config, AuditLog(settings.audit_log))
+
+    @property
+    def open(self) -> bool:
+        return self.config is None
+
+    # --- who -------------------------------------------------------------------------------
+    def authenticate(self, request: Request, body: bytes) -> Caller:
+        if self.config is None:
+            return Caller(ANONYMOUS, self.regions[0])
+        try:
+            caller = self._identify(request, body)
+        except NotAuthenticated as exc:
+            self.audit.event(
+                "unauthenticated",
+                code=exc.code,
+                reason=exc.message,
+                method=request.method,
+                path=request.url.path,
+                remote=request.client.host if request.client else None,
+            )
+            raise
+        arn = caller.principal.arn
+        if not self._bucket(self._requests, arn, "requests").take():
+            limits = self._limits[arn]
+            self.audit.throttled(arn, limit="requests_per_second", path=request.url.path)
+            raise Throttled(
+                f"Rate exceeded: {arn} is over its limit of {limits.requests_per_second:g} "
+                "requests per second"
+            )
+        return caller
+
+    def _identify(self, request: Request, body: bytes) -> Caller:
+        assert self.config is not None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            # looked up by its sha256: the lookup's timing says nothing about the key itself
+            principal = self.config.by_api_key.get(api_key_digest(header[7:].strip()))
+            if principal is None:
+                raise NotAuthenticated("UnrecognizedClientException", "The API key is not valid.")
+            return Caller(principal, self.regions[0])
+        signed = sigv4.verify(
+            request.method,
+            request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+            request.scope.get("query_string", b"").decode("latin-1"),
+            request.headers.items(),
+            body,
+            self._secret_of,
+            self.regions,
+            datetime.now(timezone.utc),
+            self.skew,
+        )
+        principal = self.config.by_key_id[signed.key_id]
+        if not self.reject_replays:
+            return Caller(principal, signed.region)
+        signature = bytes.fromhex(signed.signature) if _is_hex(signed.signature) else b""
+        self._check_replay(signature, signed.when.timestamp())
+        return Caller(principal, signed.region, signature)
+
+    def _secret_of(self, key_id: str) -> str | None:
+        assert self.config is not None
+        p = self.config.by_key_id.get(key_id)
+        return None if p is None else p.access_keys[key_id]
+
+    def _check_replay(self, signature: bytes, when: float) -> None:
+        now = datetime.now(timezone.utc).timestamp()
+        while self._seen:  # forget what has left the window (oldest first)
+            oldest, at = next(iter(self._seen.items()))
+            if at >= now - self.skew and len(self._seen) < REPLAY_MEMORY:
+                break
+            del self._seen[oldest]
+        if signature in self._seen:
+            raise sigv4.invalid("this signed request was already used (a replay)")
+        self._seen[signature] = when
+
+    def forget(self, caller: Caller) -> None:
+        """The request failed: its client may send the same signed request again (botocore
+        retries a throttled or unavailable request within the same second)."""
+        if caller.signature is not None:
+            self._seen.pop(caller.signature, None)
+
+    # --- may they --------------------------------------------------------------------------
+    def authorize(self, caller: Caller, action: str, target: str | None, endpoint: str) -> None:
+        if self.config is None:
+            return
+        resource = f"arn:aws:sagemaker:{caller.region}:{self.account}:endpoint/{endpoint.lower()}"
+        context = {} if target is None else {TARGET_MODEL_KEY: target}
+        decision = evaluate(caller.principal.policies, action, resource, context)
+        if decision is Decision.ALLOW:
+            return
+        explicit = decision is Decision.EXPLICIT_DENY
+        self.audit.event(
+            "denied",
+            principal=caller.principal.arn,
+            action=action,
+            model=target,
+            resource=resource,
+            reason=decision.value,
+        )
+        raise AccessDenied(caller.principal.arn, action, resource, explicit)
+
+    def limits_cold_loads(self, caller: Caller) -> bool:
+        """Whether ``caller`` has a cold-load limit (only then is a request's target looked up
+        in the cache before it runs)."""
+        limits = self._limits.get(caller.principal.arn)
+        return limits is not None and limits.cold_loads_per_second > 0
+
+    def admit_cold_load(self, caller: Caller, target: str) -> None:
+        """Called before a request that will load ``target`` from the store."""
+        arn = caller.principal.arn
+        if self.config is None or self._bucket(self._cold, arn, "cold").take():
+            return
+        self.audit.throttled(arn, limit="cold_loads_per_second", model=target)
+        raise Throttled(
+            f"{arn} is over its limit of {self._limits[arn].cold_loads_per_second:g} cold model "
+            f"loads per second ({target!r} is not loaded); retry, or invoke loaded models"
+        )
+
+    def _bucket(self, buckets: dict[str, TokenBucket], arn: str, kind: str) -> TokenBucket:
+        b = buckets.get(arn)
+        if b is None:
+            lim = self._limits[arn]
+            rate = lim.requests_per_second if kind == "requests" else lim.cold_loads_per_second
+            b = buckets[arn] = TokenBucket(rate, lim.burst if kind == "requests" else 0)
+        return b
+
+    def close(self) -> None:
+        self.audit.close()
+
+
+def _is_hex(s: str) -> bool:
+    try:
+        bytes.fromhex(s)
+    except ValueError:
+        return False
+    return True
