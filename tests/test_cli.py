@@ -126,3 +126,67 @@ def test_serve_with_env_and_flags_then_sigterm_lets_in_flight_requests_finish(ci
             proc.kill()
         out = proc.communicate()[0]
     assert "Traceback" not in out
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_an_open_server_says_so_in_its_log(city_store):
+    proc, _ = _start(["--store", str(city_store)])
+    assert "no --auth-config: every caller that can reach 127.0.0.1" in _stop(proc)
+
+
+def test_serve_with_an_auth_config_and_an_audit_file(city_store, tmp_path):
+    import json
+
+    import yaml
+    from botocore.exceptions import ClientError
+
+    config = tmp_path / "auth.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "principals": [
+                    {
+                        "arn": "arn:aws:iam::111122223333:user/ny",
+                        "access_keys": [{"id": "AKIANY", "secret": "ny-secret"}],
+                        "policies": [
+                            {
+                                "Statement": {
+                                    "Effect": "Allow",
+                                    "Action": "sagemaker:InvokeEndpoint",
+                                    "Resource": "*",
+                                    "Condition": {
+                                        "StringLike": {"sagemaker:TargetModel": "NewYork_NY/*"}
+                                    },
+                                }
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    audit = tmp_path / "audit.jsonl"
+    proc, url = _start(
+        ["--store", str(city_store), "--auth-config", str(config), "--reject-replays", "true"],
+        env={"MMHOST_AUDIT_LOG": str(audit)},
+    )
+    client = runtime_client(url, key_id="AKIANY", secret="ny-secret")
+    for target, allowed in (("NewYork_NY/NewYork_NY.tar.gz", True), ("Chicago_IL/x", False)):
+        call = lambda t=target: client.invoke_endpoint(  # noqa: E731
+            EndpointName="mmhost", TargetModel=t, ContentType="text/csv", Body=ROW
+        )
+        if allowed:
+            assert call()["ResponseMetadata"]["HTTPStatusCode"] == 200
+        else:
+            with pytest.raises(ClientError, match="AccessDeniedException"):
+                call()
+    out = _stop(proc)
+    assert "auth: 1 principal(s)" in out and "ny-secret" not in out
+    (line,) = audit.read_text().splitlines()
+    assert json.loads(line)["model"] == "Chicago_IL/x"
