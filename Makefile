@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # spec may pull a multi-GB CUDA build. --no-build-isolation so the C++ build sees this torch.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint charts clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -o python_files='bench_*.py' -q \
 		--benchmark-columns=median,ops,rounds --benchmark-sort=name --benchmark-json=.benchmarks/last.json
 	$(BIN)/python benchmarks/report.py .benchmarks/last.json
+
+# the cache experiment (N = 200 models): the CSV and the two charts the README shows
+charts: $(STAMP)
+	$(BIN)/python -m mmhost.cli experiment cache --out docs/experiment
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmhost tests benchmarks

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from mmhost.engine.batcher import Rows, Slots, runs_of_rows
 from mmhost.errors import HostClosed, ModelNotReady, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
+from mmhost.metrics import Metrics, exposition
 from mmhost.settings import Settings
 from mmhost.store import open_store, validate_key
 
@@ -47,6 +49,10 @@ class Prediction:
     """regressor, binary_classifier or multiclass_classifier."""
     classes: list[Any] | None
     """Class labels of a classifier (binary: [negative, positive])."""
+    model_seconds: float = 0.0
+    """Time in the model: waiting for the batch and the fused op (ModelLatency)."""
+    wait_seconds: float = 0.0
+    """Time spent waiting for the model to be loaded (0 when it was resident)."""
 
 
 class Host:
@@ -74,6 +80,7 @@ class Host:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="mmhost-load"
         )
+        self.metrics = Metrics(settings.per_model_metrics)
         self.cache = ModelCache(
             settings,
             self.store,
@@ -81,8 +88,11 @@ class Host:
             self._pool,
             settings.resolved_device_budget(self.device.type),
             self.preprocessor,
+            metrics=self.metrics,
         )
-        self.batcher = Batcher(self.family, settings.max_batch_rows, settings.max_delay_us)
+        self.batcher = Batcher(
+            self.family, settings.max_batch_rows, settings.max_delay_us, self.metrics
+        )
         self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="mmhost-engine", daemon=True
@@ -163,6 +173,14 @@ class Host:
             self._pool, self.store.list, prefix, start_after, limit
         )
 
+    async def ametrics(self) -> bytes:
+        """Every metric in Prometheus' text format (``mmhost/metrics.py``)."""
+        return await self._on_engine(self._call(self._exposition))
+
+    async def areport(self, top: int = 10) -> dict[str, Any]:
+        """``stats()`` with the request metrics and the ``top`` hottest resident models."""
+        return await self._on_engine(self._call(self._report, top))
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -186,14 +204,28 @@ class Host:
 
     # --- on the engine loop --------------------------------------------------------------------
     async def _invoke(self, name: str, rows: Any) -> Prediction:
-        r = await self._acquire(self._checked_key(name, rows)[0])
+        key, n = self._checked_key(name, rows)
+        self.metrics.invoked(key, n)
+        waited = 0.0
+        r = self.cache.acquire_now(key)
+        if r is None:
+            t0 = time.perf_counter()
+            try:
+                r = await self._acquire(key)
+            finally:  # a failed load was waited for too
+                waited = time.perf_counter() - t0
+                self.metrics.loading_wait(waited)
+        r.uses += 1
         try:
             x = self._encode(r, rows)  # (n, D)
+            t1 = time.perf_counter()
             out = await self._score(r.slab, x, r.slot)  # (n, K)
+            in_model = time.perf_counter() - t1
         finally:
             self.cache.release(r)
+        self.metrics.model_latency(in_model)
         m = r.meta
-        return Prediction(_scores(m.task, out), m.task, m.classes)
+        return Prediction(_scores(m.task, out), m.task, m.classes, in_model, waited)
 
     async def _acquire(self, key: str) -> Resident:
         """The model pinned; a load still running after ``load_timeout`` goes on without us."""
@@ -229,6 +261,7 @@ class Host:
             except ValidationError as exc:
                 results[i] = exc
                 continue
+            self.metrics.invoked(key, sizes[i])
             r = self.cache.acquire_now(key)  # resident: no task, no await
             if r is None:
                 misses.append(self._acquire_into(held, results, i, key))
@@ -250,6 +283,7 @@ class Host:
                         results[i] = exc
                     continue
                 for i, part in zip(members, np.split(out, np.cumsum(counts)[:-1]), strict=True):
+                    held[i].uses += 1
                     results[i] = _scores(held[i].meta.task, part)
         finally:
             for r in held.values():
@@ -348,6 +382,17 @@ class Host:
             "device": str(self.device),
             "batches": {"calls": b.calls, "rows": b.rows, "requests": b.requests},
         }
+
+    def _exposition(self) -> bytes:
+        stats = self.cache.stats()
+        gpu = None
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            gpu = (total - free, total)
+        return exposition(lambda: self.metrics.families(stats, gpu))
+
+    def _report(self, top: int) -> dict[str, Any]:
+        return {**self._stats(), **self.metrics.summary(), "hottest": self.cache.hottest(top)}
 
     async def _load(self, name: str) -> dict[str, Any]:
         r = await self._acquire(validate_key(name))

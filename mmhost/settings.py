@@ -106,6 +106,11 @@ class Settings:
     """Largest request body accepted (bytes); the SageMaker runtime's limit is 6 MiB."""
     log_level: str = "info"
     """Log level of the server: debug, info, warning or error."""
+    log_format: str = "text"
+    """Log lines as "text" or "json" (one JSON object a line: requests at debug, loads and
+    evictions at info, each request with its id, which replies echo in x-amzn-RequestId)."""
+    per_model_metrics: bool = False
+    """Add a per-model invocation counter to /metrics (one series per model: small fleets)."""
 
     # --- security (``mmhost serve``): who may call, and how much ----------------------------
     auth_config: str | None = None
@@ -162,6 +167,8 @@ class Settings:
             raise ValueError("auth_regions must name at least one region (e.g. us-east-1)")
         if not re.fullmatch(r"\d{12}", self.account_id):
             raise ValueError(f"account_id must be 12 digits, not {self.account_id!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level!r}"

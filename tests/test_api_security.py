@@ -265,6 +265,8 @@ GUARDED = [
     ("POST", "/v2/repository/index", "application/json"),
     ("POST", f"/v2/repository/models/{NY}/load", "application/json"),
     ("POST", f"/v2/repository/models/{NY}/unload", "application/json"),
+    ("GET", "/metrics", None),
+    ("GET", "/stats", None),
 ]
 OPEN = ["/ping", "/v2", "/v2/health/live", "/v2/health/ready"]
 
@@ -296,6 +298,7 @@ def test_every_route_family_is_guarded(secured):
         "mmhost:UnloadModel",
         "mmhost:ListModels",
         "mmhost:DescribeModel",
+        "mmhost:GetMetrics",
     }
 
 

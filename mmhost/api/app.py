@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import mmhost
-from mmhost.api import container, errors, sagemaker, v2
+from mmhost.api import container, errors, monitoring, sagemaker, v2
+from mmhost.api.request_ids import RequestIds
 from mmhost.host import Host
 from mmhost.security import Guard
 
@@ -21,9 +22,15 @@ def create_app(host: Host, guard: Guard | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        routes=[*sagemaker.routes(host), *container.routes(host), *v2.routes(host)],
+        routes=[
+            *sagemaker.routes(host),
+            *container.routes(host),
+            *v2.routes(host),
+            *monitoring.routes(host),
+        ],
     )
     app.state.host = host
     app.state.guard = guard or Guard.from_settings(host.settings)
     errors.install(app)
+    app.add_middleware(RequestIds)
     return app

@@ -26,6 +26,7 @@ def error_response(request: Request, status: int, code: str, message: str) -> JS
     caller = getattr(request.state, "caller", None)
     if caller is not None:  # a failed signed request may be sent again as it was
         request.app.state.guard.forget(caller)
+    request.app.state.host.metrics.error(status, code)
     if request.url.path.startswith("/v2"):
         return JSONResponse({"error": message}, status)
     body: dict[str, object] = {"message": message}

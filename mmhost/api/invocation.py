@@ -7,11 +7,13 @@ invocation:  authorize the target -> decode rows (codecs) -> infer (host: cache,
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request, Response
 
 from mmhost.codecs import inputs, media, outputs
 from mmhost.errors import PayloadTooLarge, ValidationError
-from mmhost.host import Host
+from mmhost.host import Host, Prediction
 from mmhost.security import Guard
 from mmhost.security.guard import INVOKE, Caller
 
@@ -37,6 +39,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
     """The body, and who sent it (NotAuthenticated, Throttled). Every guarded route starts
     here, before it looks at anything the caller sent."""
+    request.state.started = time.perf_counter()
     body = await read_body(request, host.settings.max_body_bytes)
     guard: Guard = request.app.state.guard
     caller = guard.authenticate(request, body)
@@ -71,7 +74,15 @@ async def invocation(
     reply = _reply_headers(headers.get(CUSTOM_ATTRIBUTES))
     rows = inputs.decode(body, media.request_type(headers.get("content-type"), body))
     prediction = await host.infer(target, rows)
-    return Response(outputs.encode(prediction, accept), media_type=accept, headers=reply)
+    response = Response(outputs.encode(prediction, accept), media_type=accept, headers=reply)
+    overhead(host, request, prediction)
+    return response
+
+
+def overhead(host: Host, request: Request, p: Prediction) -> None:
+    """Record the request's time outside its model and its load (OverheadLatency)."""
+    spent = time.perf_counter() - request.state.started
+    host.metrics.overhead(max(0.0, spent - p.model_seconds - p.wait_seconds))
 
 
 def _reply_headers(custom: str | None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 import mmhost
-from mmhost.api.invocation import admit, authorize
+from mmhost.api.invocation import admit, authorize, overhead
 from mmhost.codecs import v2
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError
@@ -55,6 +55,7 @@ def routes(host: Host) -> list[BaseRoute]:
         requested = doc.get("outputs")
         p = await host.infer(name, rows)
         tensors = v2.select(v2.outputs(p.scores, p.task, p.classes), requested)
+        overhead(host, request, p)
         head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
         binary = v2.wants_binary(doc, requested)
         if not binary:

@@ -11,6 +11,7 @@ Invariant: a Resident with pins > 0 is never evicted; its slot is freed on its l
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from mmhost.cache.tiers import DiskTier, Tier
 from mmhost.errors import InsufficientCapacity, ModelNotFound
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.metrics import Metrics
 from mmhost.settings import Settings
 from mmhost.store.base import Store
 
@@ -36,7 +38,7 @@ _EMPTY = np.zeros((0, 0), np.float32)
 class Resident:
     """A model in the device tier: its slot, the version it was loaded at, its pins."""
 
-    __slots__ = ("name", "meta", "slab", "slot", "version", "checked_at", "pins", "gone")
+    __slots__ = ("name", "meta", "slab", "slot", "version", "checked_at", "pins", "gone", "uses")
 
     def __init__(
         self, name: str, meta: LinearModel, slab: Slab, slot: int, version: str, now: float
@@ -45,6 +47,7 @@ class Resident:
         self.version, self.checked_at = version, now
         self.pins = 0
         self.gone = False  # replaced or unloaded; the slot is freed on the last release
+        self.uses = 0  # requests served since it was placed (the hottest, in /stats)
 
 
 class _Flight:
@@ -91,6 +94,7 @@ class ModelCache:
         device_budget: int,
         preprocessor: Artifact | None = None,
         policy: Policy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -98,6 +102,7 @@ class ModelCache:
         self.executor = executor
         self.preprocessor = preprocessor
         self.policy: Policy = policy or LRUPolicy()
+        self.metrics = metrics or Metrics()
         self.device: Tier[Resident] = Tier("device", device_budget)
         self.host: Tier[str] = Tier("host", settings.host_budget)
         self.disk = DiskTier(settings.disk_dir, settings.disk_budget) if settings.disk_dir else None
@@ -247,11 +252,30 @@ class ModelCache:
         c.fetch_seconds_sum += loaded.fetch_seconds
         c.decode_seconds_sum += loaded.decode_seconds
         c.place_seconds_sum += t2 - t1
+        self.metrics.downloading(loaded.fetch_seconds)
+        self.metrics.loading(loaded.decode_seconds + (t2 - t1))
         if loaded.from_disk:
             c.hits["disk"] += 1
         else:
             c.misses += 1
-        log.info("loaded %s (version %s) in %.1f ms", name, loaded.version, (t2 - t0) * 1e3)
+        log.info(
+            "loaded %s (version %s) in %.1f ms",
+            name,
+            loaded.version,
+            (t2 - t0) * 1e3,
+            extra={
+                "fields": {
+                    "event": "load",
+                    "model": name,
+                    "version": loaded.version,
+                    "from": "disk" if loaded.from_disk else "store",
+                    "ms": round((t2 - t0) * 1e3, 3),
+                    "fetch_ms": round(loaded.fetch_seconds * 1e3, 3),
+                    "decode_ms": round(loaded.decode_seconds * 1e3, 3),
+                    "place_ms": round((t2 - t1) * 1e3, 3),
+                }
+            },
+        )
         return r
 
     async def _version(self, loop: asyncio.AbstractEventLoop, name: str, have: str) -> str:
@@ -312,12 +336,22 @@ class ModelCache:
     # --- demotion and eviction ---------------------------------------------------------------
     def _demote(self, r: Resident) -> None:
         """device -> host: the slot's exact parameters go back to RAM."""
+        t0 = time.perf_counter()
         model = self.family.read_back(r.slab, r.slot, r.meta)
         self._free(r)
         r.gone = True
         del self.resident[r.name]
         self.counters.evictions["device"] += 1
         self._keep_on_host(r.name, model, r.version, r.checked_at)
+        took = time.perf_counter() - t0
+        self.metrics.unloading(took)
+        log.info(
+            "evicted %s from the device",
+            r.name,
+            extra={
+                "fields": {"event": "evict", "model": r.name, "tier": "device", "ms": took * 1e3}
+            },
+        )
 
     def _keep_on_host(self, name: str, model: LinearModel, version: str, checked: float) -> None:
         victims = self.policy.victims(self.host, model.nbytes, lambda _k: False)
@@ -353,12 +387,21 @@ class ModelCache:
 
     # --- management --------------------------------------------------------------------------
     def unload(self, name: str) -> bool:
-        return self._forget(name)
+        t0 = time.perf_counter()
+        gone = self._forget(name)
+        if gone:
+            self.metrics.unloading(time.perf_counter() - t0)
+        return gone
 
     def loaded(self) -> dict[str, str]:
         out = {name: "device" for name in self.resident}
         out.update({name: "host" for name in self._host})
         return out
+
+    def hottest(self, n: int) -> list[dict[str, object]]:
+        """The ``n`` device-resident models that served the most requests since placed."""
+        top = heapq.nlargest(n, self.resident.values(), key=lambda r: r.uses)
+        return [{"model": r.name, "requests": r.uses, "version": r.version} for r in top]
 
     def tier_of(self, name: str) -> str | None:
         if name in self.resident:

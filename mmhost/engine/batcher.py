@@ -21,6 +21,7 @@ import torch
 
 from mmhost.families.arena import Slab
 from mmhost.families.linear import LinearFamily
+from mmhost.metrics import Metrics
 
 T = TypeVar("T")
 Rows = np.ndarray | torch.Tensor  # (n, D) float32: host rows, or a tensor on the device
@@ -44,8 +45,15 @@ class BatchCounters:
 
 
 class Batcher:
-    def __init__(self, family: LinearFamily, max_batch_rows: int, max_delay_us: int) -> None:
+    def __init__(
+        self,
+        family: LinearFamily,
+        max_batch_rows: int,
+        max_delay_us: int,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.family = family
+        self.metrics = metrics or Metrics()
         self.max_batch_rows = max_batch_rows
         self.max_delay = max_delay_us / 1e6
         self._pending: list[_Pending] = []
@@ -104,6 +112,8 @@ class Batcher:
         c = self.counters
         c.calls += 1
         c.rows += x.shape[0]
+        one_model = len(group) == 1 and isinstance(group[0].slots, int)
+        self.metrics.batch(x.shape[0], 1 if one_model else len(np.unique(slots)))
         c.requests += sum(p.requests for p in group)
         start = 0
         for p, n in zip(group, counts, strict=True):

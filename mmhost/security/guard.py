@@ -33,6 +33,7 @@ LOAD = "mmhost:LoadModel"
 UNLOAD = "mmhost:UnloadModel"
 LIST = "mmhost:ListModels"
 DESCRIBE = "mmhost:DescribeModel"
+METRICS = "mmhost:GetMetrics"
 TARGET_MODEL_KEY = "sagemaker:targetmodel"
 ANONYMOUS = Principal("anonymous")
 REPLAY_MEMORY = 1_000_000  # signatures remembered (~100 B each) within the clock-skew window
