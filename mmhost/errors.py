@@ -124,7 +124,7 @@ class ModelNotLoaded(MmhostError):
     code = "ValidationError"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"model {name!r} is not loaded")
+        super().__init__(f"model {name[:256]!r} is not loaded")
 
 
 class ModelAlreadyLoaded(MmhostError):

@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from mmhost.api.app import create_app
+from mmhost.api.http_limits import LimitedHttpToolsProtocol
 from mmhost.host import Host
 from mmhost.security import Guard
 
@@ -39,6 +40,7 @@ def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.C
         access_log=s.log_level == "debug",
         timeout_graceful_shutdown=GRACE,
         server_header=False,
+        http=LimitedHttpToolsProtocol,
     )
 
 

@@ -1,8 +1,9 @@
 """Reading and writing artifact containers (folder or .tar.gz) safely.
 
 Artifacts are untrusted: tar entries must be plain files with relative, ``..``-free names,
-sizes are capped before anything is inflated, and pickles are refused by name and by magic
-bytes. Every failure raises ManifestError with the reason; callers attach the model name.
+the gzip stream is inflated only up to the size cap (a bomb stops there, whatever its tar
+headers claim), and pickles are refused by name and by magic bytes. Every failure raises
+ManifestError with the reason; callers attach the model name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ MANIFEST = "mmhost.json"
 PARAMS = "params.safetensors"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav")
 MAX_MEMBERS = 64
+MAX_ENTRY_NAME = 256  # characters of a tar entry's path
+# tar's own bytes beside the files: a 512-byte header (and up to 511 of padding) per entry,
+# long-name / pax records, and the end-of-archive blocks rounded up to a 10 KiB record
+TAR_OVERHEAD = MAX_MEMBERS * 4096 + 20 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_artifact(path: str | os.PathLike[str], max_bytes: int = 256 * 1024**2) -> Artifact:
@@ -75,16 +81,22 @@ def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
 
 
 def _from_files(files: dict[str, bytes]) -> Artifact:
+    pickles = [
+        n
+        for n, b in files.items()
+        if n not in (MANIFEST, PARAMS) and (n.endswith(PICKLE_SUFFIXES) or _is_pickle(b))
+    ]
+    if pickles:
+        missing = "" if MANIFEST in files else f" and no {MANIFEST}"
+        raise ManifestError(
+            f"the artifact holds a pickle ({pickles[0]}){missing}; "
+            "mmhost never unpickles (convert it with mmhost.convert)"
+        )
     if MANIFEST not in files:
-        pickles = [n for n, b in files.items() if n.endswith(PICKLE_SUFFIXES) or _is_pickle(b)]
-        if pickles:
-            raise ManifestError(
-                f"the artifact holds a pickle ({pickles[0]}) and no {MANIFEST}; "
-                "mmhost never unpickles (convert it with mmhost.convert)"
-            )
         if "xgboost-model" in files:
             raise ManifestError("XGBoost artifacts (xgboost-model) are not supported yet")
-        raise ManifestError(f"no {MANIFEST} in the artifact (found: {sorted(files) or 'nothing'})")
+        found = ", ".join(sorted(files)[:8]) + (", ..." if len(files) > 8 else "")
+        raise ManifestError(f"no {MANIFEST} in the artifact (found: {found or 'nothing'})")
     if PARAMS not in files:
         raise ManifestError(f"no {PARAMS} in the artifact")
     try:
@@ -113,11 +125,41 @@ def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
     return files
 
 
+def _inflate(data: bytes, max_bytes: int) -> bytes:
+    """The tar inside a gzip stream (a plain tar as is), refused as soon as it passes
+    ``max_bytes`` plus tar's own overhead: tar headers (pax records, GNU long names) are read
+    whole before any entry size can be checked, so only the inflated size bounds memory."""
+    if not data.startswith(_GZIP_MAGIC):
+        if data[257:262] != b"ustar":  # where every POSIX and GNU tar header says so
+            raise ManifestError(
+                "the artifact is not a .tar.gz or .tar archive (only gzip and tar are read)"
+                if data
+                else "the artifact is empty"
+            )
+        return data  # a plain .tar is no bigger than the bytes we hold
+    limit = max_bytes + TAR_OVERHEAD
+    out = bytearray()
+    rest = data
+    try:
+        while rest:  # gzip allows several members one after another
+            gz = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+            out += gz.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit:
+                raise ManifestError(f"archive expands past the {max_bytes}-byte cap")
+            if not gz.eof:
+                raise ManifestError("archive is truncated or corrupt: the gzip stream ends early")
+            rest = gz.unused_data.lstrip(b"\x00")  # gzip tolerates zero padding at the end
+    except zlib.error as exc:
+        raise ManifestError(f"archive is truncated or corrupt: {exc}") from None
+    return bytes(out)
+
+
 def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
+    raw = _inflate(data, max_bytes)
     files: dict[str, bytes] = {}
     total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for n, member in enumerate(tar):
                 if n >= MAX_MEMBERS:
                     raise ManifestError(f"archive has more than {MAX_MEMBERS} entries")
@@ -136,7 +178,7 @@ def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
                 if len(blob) != member.size:
                     raise ManifestError(f"archive is truncated inside {name}")
                 files[base] = blob
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise ManifestError(
             f"archive is truncated or corrupt: {exc or type(exc).__name__}"
         ) from None
@@ -145,6 +187,11 @@ def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
 
 def _safe_name(member: tarfile.TarInfo) -> str:
     name = member.name
+    if len(name) > MAX_ENTRY_NAME:
+        raise ManifestError(
+            f"archive entry {name[:64]!r}... has a name of {len(name)} characters; "
+            f"the limit is {MAX_ENTRY_NAME}"
+        )
     if member.issym() or member.islnk():
         raise ManifestError(f"archive entry {name!r} is a link; artifacts hold plain files only")
     if not (member.isfile() or member.isdir()):

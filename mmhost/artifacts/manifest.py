@@ -24,6 +24,11 @@ TASKS = ("regressor", "binary_classifier", "multiclass_classifier")
 COLUMN_TYPES = ("float", "category")
 MAX_COLUMNS = 100_000
 MAX_NAME = 256
+# outputs x encoded input slots of the composed weight matrix (float32 on the device, float64
+# while composing): 2**25 is 128 MiB / 256 MiB. The manifest alone sets both sizes (classes,
+# categories), so a few kB of JSON must not make the loader allocate gigabytes.
+MAX_WEIGHTS = 2**25
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class ManifestError(ValueError):
@@ -173,10 +178,26 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
         coef.ndim == 2 and coef.shape == (k, pre.n_features),
         f"coef has shape {coef.shape}; the manifest says ({k}, {pre.n_features})",
     )
+    width = sum(len(c.categories) if c.type == "category" else 1 for c in inputs)
+    _expect(
+        coef.shape[0] * width <= MAX_WEIGHTS,
+        f"{coef.shape[0]} outputs x {width} encoded inputs is over {MAX_WEIGHTS} weights",
+    )
     _expect(intercept.shape == (k,), f"intercept has shape {intercept.shape}; expected ({k},)")
     _expect(
         bool(np.isfinite(coef).all() and np.isfinite(intercept).all()),
         "coef/intercept hold NaN or inf",
+    )
+    # the composed float32 model: |weight| <= |coef| @ |scale|, |bias| <= |intercept| +
+    # |coef| @ |shift|; past float32's range they would be inf on the device
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = max(
+            float((np.abs(coef) @ np.abs(pre.scale)).max(initial=0.0)),
+            float((np.abs(intercept) + np.abs(coef) @ np.abs(pre.shift)).max(initial=0.0)),
+        )
+    _expect(
+        reach <= _F32_MAX,
+        f"coef with preprocessing.scale/shift reaches {reach:g}, past float32's range",
     )
     classes = outputs.get("classes")
     if art.task == "regressor":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import tokenize
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,10 @@ from mmhost.codecs.documents import parse_json
 from mmhost.codecs.v2 import decode_tensors
 from mmhost.errors import ValidationError
 
+_NPY_MAGIC = b"\x93NUMPY"
+# what numpy raises for a bad header: it parses the header as a Python literal
+_NPY_ERRORS = (ValueError, TypeError, SyntaxError, tokenize.TokenError, OSError, EOFError)
+_ZIP_MAGIC = b"PK\x03\x04"
 _SHAPES = 'expected {"instances": [...]}, {"inputs": [...]}, {"features": [...]} or a list of rows'
 
 
@@ -128,15 +133,15 @@ def _jsonlines(body: bytes) -> list[list[Any]]:
 
 
 def _npy(body: bytes) -> Any:
+    if body.startswith(_ZIP_MAGIC):
+        raise ValidationError("expected one .npy array, not an .npz archive")
+    if not body.startswith(_NPY_MAGIC):  # np.load would try it as a pickle (and refuse)
+        raise ValidationError("not a readable .npy array: it does not start with \\x93NUMPY")
     _check_npy_header(body)
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as exc:
+    except _NPY_ERRORS as exc:
         raise ValidationError(f"not a readable .npy array: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise ValidationError(f"not a readable .npy array: {exc}") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValidationError("expected one .npy array, not an .npz archive")
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -163,8 +168,10 @@ def _check_npy_header(body: bytes) -> None:
         version = npy.read_magic(stream)
         read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
         shape, _fortran, dtype = read(stream)
-    except (ValueError, TypeError, EOFError, SyntaxError, OSError):
+    except _NPY_ERRORS:
         return  # not a plain .npy header: np.load says why
+    if dtype.itemsize == 0:  # any shape fits in no bytes, and tolist() would build it all
+        raise ValidationError(f"unsupported .npy dtype {dtype} (its items have no size)")
     need = math.prod(shape) * dtype.itemsize
     have = len(body) - stream.tell()
     if need > have:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from mmhost.errors import NotAcceptable, UnsupportedMediaType
+from mmhost.errors import NotAcceptable, UnsupportedMediaType, ValidationError
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -28,6 +28,8 @@ _ALIASES = {
 REQUEST_TYPES = (CSV, JSON, JSONLINES, NPY)
 RESPONSE_TYPES = (JSON, CSV, JSONLINES)
 DEFAULT_RESPONSE = JSON
+MAX_ACCEPT = 4096  # characters: browsers send ~100; each distinct value is parsed, then cached
+_SHOWN = 100  # characters of a refused header that the error message quotes
 
 
 def _bare(media_type: str) -> str:
@@ -42,15 +44,23 @@ def request_type(content_type: str | None, body: bytes) -> str:
         return JSON if head in (b"{", b"[") else CSV
     t = _bare(content_type)
     if t not in REQUEST_TYPES:
-        raise UnsupportedMediaType(content_type, REQUEST_TYPES)
+        raise UnsupportedMediaType(_clipped(content_type), REQUEST_TYPES)
     return t
 
 
-@functools.lru_cache(maxsize=256)
 def response_type(accept: str | None) -> str:
     """The best response type an Accept header allows (q-values honoured); JSON for */*."""
     if not accept or not accept.strip():
         return DEFAULT_RESPONSE
+    if len(accept) > MAX_ACCEPT:
+        raise ValidationError(
+            f"the Accept header is {len(accept)} characters; the limit is {MAX_ACCEPT}"
+        )
+    return _best(accept)
+
+
+@functools.lru_cache(maxsize=256)
+def _best(accept: str) -> str:
     ranked = []
     for n, part in enumerate(accept.split(",")):
         t, *params = (p.strip() for p in part.split(";"))
@@ -73,4 +83,8 @@ def response_type(accept: str | None) -> str:
             return DEFAULT_RESPONSE
         if t == "text/*":
             return CSV
-    raise NotAcceptable(accept, RESPONSE_TYPES)
+    raise NotAcceptable(_clipped(accept), RESPONSE_TYPES)
+
+
+def _clipped(header: str) -> str:
+    return header if len(header) <= _SHOWN else header[: _SHOWN - 3] + "..."

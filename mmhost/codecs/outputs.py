@@ -12,11 +12,10 @@ text/csv               one value per line: the score (a binary classifier's P(po
 from __future__ import annotations
 
 import json
-import math
 from typing import TYPE_CHECKING, Any
 
 from mmhost.codecs import media
-from mmhost.codecs.v2 import predicted_labels
+from mmhost.codecs.v2 import check_scores, predicted_labels
 
 if TYPE_CHECKING:
     from mmhost.host import Prediction
@@ -24,12 +23,13 @@ if TYPE_CHECKING:
 
 def encode(p: Prediction, media_type: str) -> bytes:
     """The body for ``p`` in ``media_type`` (one of ``media.RESPONSE_TYPES``)."""
+    check_scores(p.scores)
     if media_type == media.CSV:
         return _csv(p)
     if media_type == media.JSON and p.classes is None and p.scores.ndim == 1:
+        # the repr of a finite float is valid JSON
         scores = p.scores.tolist()
-        if all(math.isfinite(s) for s in scores):  # repr of a finite float is valid JSON
-            return b'{"predictions":[' + b",".join(b'{"score":%r}' % s for s in scores) + b"]}"
+        return b'{"predictions":[' + b",".join(b'{"score":%r}' % s for s in scores) + b"]}"
     records = _records(p)
     if media_type == media.JSON:
         return json.dumps({"predictions": records}, separators=(",", ":")).encode()

@@ -24,6 +24,7 @@ from mmhost.errors import ValidationError
 _MISSING_STRINGS = ("", "nan", "NaN", "NA", "null", "None")
 _SMALL = 16  # rows up to which encoding goes cell by cell (numpy's per-column cost dominates)
 _F32_MAX = float(np.finfo(np.float32).max)  # larger numbers would become inf in the model
+_SHOWN = 80  # characters of a bad value that an error message quotes
 
 
 class RowEncoder:
@@ -87,7 +88,10 @@ class RowEncoder:
         for i, row in enumerate(rows):
             for j, (col, v) in enumerate(zip(self.columns, row, strict=True)):
                 if col.type == "float":
-                    x = float(v) if type(v) in (float, int) else _parse_number(i, col, v)
+                    try:
+                        x = float(v) if type(v) in (float, int) else _parse_number(i, col, v)
+                    except OverflowError:  # an int past float64's range: refused below
+                        x = math.inf
                     if not math.isfinite(x) or abs(x) > _F32_MAX:
                         if math.isnan(x) and col.missing is not None:
                             x = float(col.missing)
@@ -108,7 +112,7 @@ class RowEncoder:
         elif col.unknown == "error":
             known = ", ".join(map(str, col.categories[:20]))
             raise ValidationError(
-                f"row {i}, column {col.name!r}: unknown category {v!r} (known: {known})"
+                f"row {i}, column {col.name!r}: unknown category {_shown(v)} (known: {known})"
             )
 
     def _rows_of_columns(self, by_name: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -121,7 +125,7 @@ class RowEncoder:
             if missing:
                 why.append(f"missing column(s) {', '.join(missing)}")
             if unknown:
-                why.append(f"unknown column(s) {', '.join(unknown)}")
+                why.append(f"unknown column(s) {_clipped(', '.join(unknown))}")
             raise ValidationError(f"{'; '.join(why)}; the model takes {', '.join(names)}")
         cols = []
         for n in names:
@@ -160,7 +164,7 @@ class RowEncoder:
     def _numeric_column(self, j: int, col: Column, values: tuple[Any, ...]) -> np.ndarray:
         try:
             arr = np.array(values, np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             arr = None
         if arr is None or arr.shape != (len(values),):  # a string, or a list in a cell
             arr = np.array([_parse_number(i, col, v) for i, v in enumerate(values)], np.float64)
@@ -252,11 +256,25 @@ def _parse_number(i: int, col: Column, v: Any) -> float:
         )
     try:
         return float(v)
-    except (ValueError, OverflowError):
-        raise ValidationError(f"row {i}, column {col.name!r}: {v!r} is not a number") from None
+    except OverflowError:  # an int past float64's range: the caller refuses it as not finite
+        return math.inf
+    except ValueError:
+        why = f"row {i}, column {col.name!r}: {_shown(v)} is not a number"
+        raise ValidationError(why) from None
 
 
 def _bad_number(i: int, col: Column, v: Any) -> str:
     if _is_missing(v) or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return f"row {i}, column {col.name!r}: value is missing and the model has no imputer"
-    return f"row {i}, column {col.name!r}: {v!r} is not a finite number in float32's range"
+    return f"row {i}, column {col.name!r}: {_shown(v)} is not a finite number in float32's range"
+
+
+def _shown(v: Any) -> str:
+    """``v`` as an error message shows it: a 6 MB cell must not come back as a 6 MB message."""
+    if isinstance(v, int) and v.bit_length() > 256:  # repr refuses past 4,300 digits
+        return f"an integer of about {int(v.bit_length() * math.log10(2))} digits"
+    return _clipped(repr(v))
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mmhost.artifacts.manifest import MAX_NAME
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import ValidationError
 
@@ -111,8 +112,10 @@ def _header(t: Any, i: int) -> tuple[str, list[int], str]:
     if not isinstance(t, dict):
         raise ValidationError(f"input {i} must be an object with name, shape, datatype, data")
     name, shape, datatype = t.get("name"), t.get("shape"), t.get("datatype")
-    if not isinstance(name, str) or not name:
-        raise ValidationError(f"input {i}: name must be a non-empty string")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        raise ValidationError(
+            f"input {i}: name must be a non-empty string of up to {MAX_NAME} characters"
+        )
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= _MAX_DIMS
@@ -152,7 +155,10 @@ def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndar
         return np.array(flat, dtype=np.bool_)
     if not all(isinstance(v, (int, float)) or v is None for v in flat):
         raise ValidationError(f"input {name!r}: {datatype} data must be numbers")
-    return np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
+    try:
+        return np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
+    except OverflowError:  # an int past float64's range
+        raise ValidationError(f"input {name!r}: {datatype} data holds a number past FP64") from None
 
 
 def _scalar(v: Any, name: str) -> Any:
@@ -212,8 +218,20 @@ def _rows(values: np.ndarray | list[Any], shape: list[int]) -> Any:
 
 
 # --- responses -------------------------------------------------------------------------------
+def check_scores(scores: np.ndarray) -> None:
+    """Refuse a prediction whose scores overflowed float32: JSON has no inf or NaN, and a
+    client must not read one as a price. Valid inputs far outside the training range do it."""
+    if not np.isfinite(scores).all():
+        i = int(np.argwhere(~np.isfinite(scores))[0][0])
+        raise ValidationError(
+            f"row {i}: the model's score is not finite in float32; the row's values are "
+            "too far outside the range the model can score"
+        )
+
+
 def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[dict[str, Any]]:
     """The response tensors of one prediction (see the module docstring)."""
+    check_scores(scores)
     out = [
         {
             "name": "score",
@@ -263,10 +281,10 @@ def select(tensors: list[dict[str, Any]], requested: Any) -> list[dict[str, Any]
     ):
         raise ValidationError('"outputs" must be a list of {"name": ...}')
     by_name = {t["name"]: t for t in tensors}
-    unknown = [r["name"] for r in requested if r["name"] not in by_name]
+    unknown = [r["name"][:MAX_NAME] for r in requested if r["name"] not in by_name]
     if unknown:
         raise ValidationError(
-            f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(by_name)}"
+            f"unknown output(s) {', '.join(unknown[:8])}; this model has {', '.join(by_name)}"
         )
     return [by_name[r["name"]] for r in requested]
 

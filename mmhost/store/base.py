@@ -21,8 +21,12 @@ def validate_key(name: object) -> str:
         return name
     if not isinstance(name, str):
         raise InvalidModelName(name, "it must be a string")
-    if not 0 < len(name) <= MAX_KEY:
-        raise InvalidModelName(name[:64], f"length must be 1..{MAX_KEY} characters")
+    try:
+        size = len(name.encode())  # S3 keys are limited in UTF-8 bytes, not characters
+    except UnicodeEncodeError:
+        raise InvalidModelName(name[:64], "it must be valid Unicode (no lone surrogates)") from None
+    if not 0 < size <= MAX_KEY:
+        raise InvalidModelName(name[:64], f"length must be 1..{MAX_KEY} bytes (UTF-8)")
     if CONTROL_CHARS.search(name):
         raise InvalidModelName(name, "control characters are not allowed")
     if name.startswith(("/", "\\", " ")) or (len(name) > 1 and name[1] == ":"):

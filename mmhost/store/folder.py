@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from mmhost.errors import InvalidModelName, ModelNotFound
+from mmhost.errors import BadArtifact, InvalidModelName, ModelNotFound
 from mmhost.store.base import Source, validate_key
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -51,6 +51,9 @@ class FolderStore:
             self._resolved.pop(key, None)
             p = self._path(key)
             st = os.stat(p)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            # reading a FIFO blocks a load worker forever; a device never ends
+            raise BadArtifact(key, "it is not a regular file or an artifact folder")
         if stat.S_ISDIR(st.st_mode):
             stats = [e.stat() for e in p.iterdir() if e.is_file()]
             if not stats:
