@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from mmhost.api.invocation import CALLER
 from mmhost.errors import MmhostError
 
 log = logging.getLogger("mmhost.api")
@@ -23,7 +24,7 @@ _HTTP_CODES = {404: "UnknownOperationException", 405: "UnknownOperationException
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
-    caller = getattr(request.state, "caller", None)
+    caller = request.scope.get(CALLER)
     if caller is not None:  # a failed signed request may be sent again as it was
         request.app.state.guard.forget(caller)
     request.app.state.host.metrics.error(status, code)

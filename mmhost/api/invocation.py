@@ -18,6 +18,9 @@ from mmhost.security import Guard
 from mmhost.security.guard import INVOKE, Caller
 
 PRODUCTION_VARIANT = "AllTraffic"
+# per-request values kept in the ASGI scope (cheaper than Starlette's request.state)
+STARTED = "mmhost.started"
+CALLER = "mmhost.caller"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _MAX_CUSTOM_ATTRIBUTES = 1024
 
@@ -39,11 +42,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
     """The body, and who sent it (NotAuthenticated, Throttled). Every guarded route starts
     here, before it looks at anything the caller sent."""
-    request.state.started = time.perf_counter()
+    scope = request.scope
+    scope[STARTED] = time.perf_counter()
     body = await read_body(request, host.settings.max_body_bytes)
     guard: Guard = request.app.state.guard
     caller = guard.authenticate(request, body)
-    request.state.caller = caller  # the error handler lets a failed request be retried
+    scope[CALLER] = caller  # the error handler lets a failed request be retried
     return body, caller
 
 
@@ -58,6 +62,8 @@ async def authorize(
 ) -> None:
     """May ``caller`` do ``action`` on ``target`` (AccessDenied)? ``loads``: the action loads
     ``target`` if it is cold, which counts against the caller's cold-load limit (Throttled)."""
+    if caller.open:
+        return
     guard: Guard = request.app.state.guard
     guard.authorize(caller, action, target, endpoint or host.settings.endpoint_name)
     if loads and target is not None and guard.limits_cold_loads(caller):
@@ -68,7 +74,8 @@ async def authorize(
 async def invocation(
     host: Host, request: Request, body: bytes, caller: Caller, target: str, endpoint: str
 ) -> Response:
-    await authorize(host, request, caller, INVOKE, target, endpoint, loads=True)
+    if not caller.open:  # an open server allows everything: skip the policy machinery
+        await authorize(host, request, caller, INVOKE, target, endpoint, loads=True)
     headers = request.headers
     accept = media.response_type(headers.get("accept"))
     reply = _reply_headers(headers.get(CUSTOM_ATTRIBUTES))
@@ -81,7 +88,7 @@ async def invocation(
 
 def overhead(host: Host, request: Request, p: Prediction) -> None:
     """Record the request's time outside its model and its load (OverheadLatency)."""
-    spent = time.perf_counter() - request.state.started
+    spent = time.perf_counter() - request.scope[STARTED]
     host.metrics.overhead(max(0.0, spent - p.model_seconds - p.wait_seconds))
 
 

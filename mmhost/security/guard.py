@@ -44,6 +44,7 @@ class Caller:
     principal: Principal
     region: str  # the region its endpoint ARN is in (the signing region for SigV4)
     signature: bytes | None = None  # for replay detection
+    open: bool = False  # no auth config: every action is allowed
 
 
 class Guard:
@@ -59,6 +60,7 @@ class Guard:
         self._requests: dict[str, TokenBucket] = {}
         self._cold: dict[str, TokenBucket] = {}
         self._seen: dict[bytes, float] = {}  # signature -> its timestamp, oldest first
+        self._anonymous = Caller(ANONYMOUS, self.regions[0], open=config is None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Guard:
@@ -72,7 +74,7 @@ class Guard:
     # --- who -------------------------------------------------------------------------------
     def authenticate(self, request: Request, body: bytes) -> Caller:
         if self.config is None:
-            return Caller(ANONYMOUS, self.regions[0])
+            return self._anonymous
         try:
             caller = self._identify(request, body)
         except NotAuthenticated as exc:
