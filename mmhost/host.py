@@ -371,6 +371,12 @@ class Host:
         """Rows -> (n, D) float32 padded to the slab's width: a tensor input stays a tensor on
         the device; anything else is a host array (the batcher moves a whole batch at once)."""
         encoder = r.meta.encoder
+        cells = _row_count(rows) * r.slab.d
+        if cells > self.settings.max_request_values:
+            raise ValidationError(
+                f"{_row_count(rows)} rows x {r.slab.d} encoded features = {cells} values in one "
+                f"request; the limit is {self.settings.max_request_values}"
+            )
         if _is_tensor(rows):
             return encoder.encode_tensor(rows, self.device, r.slab.d)
         return encoder.encode(rows, r.slab.d)

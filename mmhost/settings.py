@@ -77,6 +77,9 @@ class Settings:
     """Refuse artifacts (compressed or expanded) larger than this."""
     max_rows_per_request: int = 100_000
     """Refuse requests with more rows than this."""
+    max_request_values: int = 50_000_000
+    """Refuse requests whose encoded rows (rows x the model's encoded width, one-hot categories
+    included) exceed this many float32 values (200 MB), before any is allocated."""
     load_timeout: float = 30.0
     """Seconds a request waits for its model's load before it gets ModelNotReadyException
     (429, which boto3 retries); the load itself goes on."""

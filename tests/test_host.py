@@ -163,6 +163,14 @@ def test_new_keys_are_invokable_at_once_and_changes_are_reloaded(store, host_fac
     assert h.predict("new/n.tar.gz", X.tolist()).shape == (5,)
 
 
+def test_requests_too_large_once_encoded_are_refused_before_encoding(city_store, host_factory):
+    h = host_factory(store=str(city_store), max_request_values=16 * 3)  # 3 rows of the 16-wide slab
+    X, _ = houses(4)
+    with pytest.raises(ValidationError, match="4 rows x 16 encoded features = 64 values"):
+        h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
+    assert h.predict("Chicago_IL/Chicago_IL.tar.gz", X[:3].tolist()).shape == (3,)
+
+
 def test_revalidate_zero_checks_only_on_cold_loads(store, host_factory):
     h = host_factory(store=str(store), revalidate_seconds=0)
     X, _ = houses(5)
