@@ -33,4 +33,34 @@ Raises:
 )doc",
         py::arg("x"), py::arg("slots"), py::arg("weight"), py::arg("bias"), py::arg("link"),
         py::call_guard<py::gil_scoped_release>());
+
+  m.def("trees_forward", &mmhost::trees_forward,
+        R"doc(Margins of every row under its model's trees (fused multi-model tree ensembles).
+
+out[i] = base[s] + the leaf values of model s's trees reached by x[i], each added to output
+tree_group[t], in tree order in float32; s = row_model[i]. At a split: NaN goes to
+default_left, else x < threshold goes left; the right child is left + 1. No link is applied.
+
+Args:
+    x: (N, F) float32, contiguous, CPU; NaN = missing.
+    row_model: (N,) int64, each in [0, S); runs of one model are walked tree-major.
+    nodes: (M, 4) int32 records [feature (-1 = leaf), left (absolute), default_left,
+        float32 bits of the threshold (split) or leaf value (leaf)], as pack() writes them.
+    tree_root: (T,) int64, absolute root node of each tree.
+    tree_group: (T,) int32, the output each tree adds to, in [0, K).
+    model_trees: (S + 1,) int64; model s owns trees model_trees[s]:model_trees[s + 1].
+    base: (S, K) float32 base margins.
+    num_features: (S,) int32, each <= F.
+
+Returns:
+    (N, K) float32 margins.
+
+Raises:
+    RuntimeError: on a wrong dtype, device, layout or shape; a row_model outside [0, S); a row
+    whose model reads more than F columns; a tree root or group out of range; a walk deeper
+    than 64 levels. Node records are trusted (pack() validates them).
+)doc",
+        py::arg("x"), py::arg("row_model"), py::arg("nodes"), py::arg("tree_root"),
+        py::arg("tree_group"), py::arg("model_trees"), py::arg("base"), py::arg("num_features"),
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -362,11 +362,13 @@ def _base_score(raw: Any, objective: str, outputs: int) -> np.ndarray:
         if to_margin == "logit":  # XGBoost: -log(1/p - 1) in float32
             if ((p <= 0) | (p >= 1)).any():
                 raise MalformedModel(f"{where} {values} must lie in (0, 1) for {objective}")
-            p = -np.log(np.float32(1) / p - np.float32(1))
+            # 1/p - 1 in float32 as XGBoost does, then a correctly rounded log (float64):
+            # numpy's float32 log can be one ulp off XGBoost's base margin
+            p = (-np.log((np.float32(1) / p - np.float32(1)).astype(np.float64))).astype(np.float32)
         elif to_margin == "log":
             if (p <= 0).any():
                 raise MalformedModel(f"{where} {values} must be positive for {objective}")
-            p = np.log(p)
+            p = np.log(p.astype(np.float64)).astype(np.float32)  # correctly rounded, as XGBoost
     return np.broadcast_to(p, (outputs,)).astype(np.float32)
 
 
