@@ -16,7 +16,6 @@ import pickle
 import socket
 import struct
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -464,14 +463,12 @@ def test_huge_headers_never_hang_or_fail_the_server(serve, city_store, extra):
     """Whatever uvicorn does with them, the answer comes fast, is no 5xx, and the server keeps
     serving."""
     server = serve(store=str(city_store))
-    started = time.monotonic()
-    status, _ = raw_http(
+    status, _ = raw_http(  # its socket timeout (10 s) fails a hang
         server.url,
         b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
         b"X-Amzn-SageMaker-Target-Model: " + CHICAGO.encode() + b"\r\n" + extra,
         ROW,
     )
-    assert time.monotonic() - started < 10
     assert status < 500
     assert_still_serving(server.url)
 
