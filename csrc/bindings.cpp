@@ -48,7 +48,7 @@ Args:
         float32 bits of the threshold (split) or leaf value (leaf)], as pack() writes them.
     tree_root: (T,) int64, absolute root node of each tree.
     tree_group: (T,) int32, the output each tree adds to, in [0, K).
-    model_trees: (S + 1,) int64; model s owns trees model_trees[s]:model_trees[s + 1].
+    model_trees: (S, 2) int64; model s owns trees model_trees[s, 0]:model_trees[s, 1].
     base: (S, K) float32 base margins.
     num_features: (S,) int32, each <= F.
 

@@ -35,7 +35,7 @@ at::Tensor linear_forward(const at::Tensor& x, const at::Tensor& slots, const at
 // Margins of every row under its model's trees; see trees_reference (mmhost/kernels/trees.py).
 //   x (N, F) f32, row_model (N,) i64, nodes (M, 4) i32 records [feature, left (right = left + 1),
 //   default_left, f32 bits of threshold | leaf value], tree_root (T,) i64, tree_group (T,) i32,
-//   model_trees (S + 1,) i64, base (S, K) f32, num_features (S,) i32 -> (N, K) f32.
+//   model_trees (S, 2) i64 [first, end), base (S, K) f32, num_features (S,) i32 -> (N, K) f32.
 //   Every input must be contiguous and on the CPU.
 at::Tensor trees_forward(const at::Tensor& x, const at::Tensor& row_model, const at::Tensor& nodes,
                          const at::Tensor& tree_root, const at::Tensor& tree_group,

@@ -4,7 +4,7 @@
 //   for i in range(N):
 //       s = row_model[i]
 //       out[i] = base[s]
-//       for t in range(model_trees[s], model_trees[s + 1]):
+//       for t in range(model_trees[s, 0], model_trees[s, 1]):
 //           n = tree_root[t]
 //           while feature[n] >= 0:
 //               v = x[i, feature[n]]
@@ -77,7 +77,7 @@ struct Problem {
   const int32_t* nodes;         // (M, 4)
   const int64_t* tree_root;     // (T,)
   const int32_t* tree_group;    // (T,)
-  const int64_t* model_trees;   // (S + 1,)
+  const int64_t* model_trees;   // (S, 2): [first, end) tree of each model
   const float* base;            // (S, K)
   const int32_t* num_features;  // (S,)
   float* out;                   // (N, K)
@@ -97,7 +97,7 @@ int64_t check_rows(const Problem& p, int64_t* walks) {
   for (int64_t i = 0; i < p.n; ++i) {
     const int64_t s = p.row_model[i];
     if (static_cast<uint64_t>(s) >= static_cast<uint64_t>(p.s)) return i;
-    const int64_t t0 = p.model_trees[s], t1 = p.model_trees[s + 1];
+    const int64_t t0 = p.model_trees[2 * s], t1 = p.model_trees[2 * s + 1];
     if (p.num_features[s] > p.f || t0 < 0 || t1 < t0 || t1 > p.t) return i;
     total += t1 - t0;
   }
@@ -111,8 +111,8 @@ int64_t check_rows(const Problem& p, int64_t* walks) {
               " is not a packed model (valid models: 0 <= model < ", p.s, ")");
   TORCH_CHECK(p.num_features[s] <= p.f, "row ", i, " (model ", s, ") reads ", p.num_features[s],
               " columns, x has F=", p.f);
-  TORCH_CHECK(false, "model_trees[", s, ":", s + 2, "] = [", p.model_trees[s], ", ",
-              p.model_trees[s + 1], "] is not a range of the ", p.t, " packed trees");
+  TORCH_CHECK(false, "model_trees[", s, "] = [", p.model_trees[2 * s], ", ",
+              p.model_trees[2 * s + 1], "] is not a range of the ", p.t, " packed trees");
 }
 
 // Rows [r0, r1), all of model s: out = base[s], then every tree's leaf added, tree-major.
@@ -124,7 +124,7 @@ void score_run(const Problem& p, int64_t s, int64_t r0, int64_t r1) {
   float* __restrict__ out = p.out;
   for (int64_t r = r0; r < r1; ++r) std::copy_n(p.base + s * k, k, out + r * k);
 
-  const int64_t t0 = p.model_trees[s], t1 = p.model_trees[s + 1];
+  const int64_t t0 = p.model_trees[2 * s], t1 = p.model_trees[2 * s + 1];
   const int64_t pairs = (r1 - r0) * (t1 - t0);
   int64_t t = t0, r = r0;  // the next pair, tree-major
   const bool prefetch = r1 - r0 < kLanes;
@@ -202,7 +202,7 @@ at::Tensor trees_forward(const at::Tensor& x, const at::Tensor& row_model, const
   MMHOST_CHECK_INPUT(nodes, at::kInt, 2);
   MMHOST_CHECK_INPUT(tree_root, at::kLong, 1);
   MMHOST_CHECK_INPUT(tree_group, at::kInt, 1);
-  MMHOST_CHECK_INPUT(model_trees, at::kLong, 1);
+  MMHOST_CHECK_INPUT(model_trees, at::kLong, 2);
   MMHOST_CHECK_INPUT(base, at::kFloat, 2);
   MMHOST_CHECK_INPUT(num_features, at::kInt, 1);
 
@@ -213,8 +213,8 @@ at::Tensor trees_forward(const at::Tensor& x, const at::Tensor& row_model, const
   TORCH_CHECK(nodes.size(1) == 4, "nodes must be (M, 4) records, got ", nodes.sizes());
   TORCH_CHECK(tree_group.size(0) == t, "tree_group must be (", t, ",) like tree_root, got ",
               tree_group.sizes());
-  TORCH_CHECK(model_trees.size(0) == s + 1, "model_trees must be (", s + 1,
-              ",) for the S=", s, " models of base, got ", model_trees.sizes());
+  TORCH_CHECK(model_trees.size(0) == s && model_trees.size(1) == 2, "model_trees must be (", s,
+              ", 2) for the S=", s, " models of base, got ", model_trees.sizes());
   TORCH_CHECK(num_features.size(0) == s, "num_features must be (", s, ",) for the S=", s,
               " models of base, got ", num_features.sizes());
 
@@ -243,7 +243,7 @@ at::Tensor trees_forward(const at::Tensor& x, const at::Tensor& row_model, const
   int64_t done = 0;
   for (int64_t i = 0, c = 1; i < n && c < threads; ++i) {
     const int64_t si = p.row_model[i];
-    done += p.model_trees[si + 1] - p.model_trees[si];
+    done += p.model_trees[2 * si + 1] - p.model_trees[2 * si];
     if (done * threads >= walks * c) cut[c++] = i + 1;
   }
   at::parallel_for(0, threads, 1, [&](int64_t c0, int64_t c1) {

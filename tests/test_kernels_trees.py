@@ -263,7 +263,7 @@ def test_reference_semantics_loop():
     value = p.nodes.view(torch.float32)[:, NODE_VALUE]
     for i, s in enumerate(row_model.tolist()):
         want = p.base[s].clone()
-        for t in range(int(p.model_trees[s]), int(p.model_trees[s + 1])):
+        for t in range(*p.model_trees[s].tolist()):
             n = int(p.tree_root[t])
             while p.nodes[n, NODE_FEATURE] >= 0:
                 v = float(x[i, p.nodes[n, NODE_FEATURE]])
@@ -271,6 +271,34 @@ def test_reference_semantics_loop():
                 n = int(p.nodes[n, NODE_LEFT]) + (0 if go_left else 1)
             want[p.tree_group[t]] += value[n]
         assert torch.equal(out[i], want), i
+
+
+def test_model_tree_ranges_may_leave_gaps_and_come_in_any_order():
+    """A slab leaves room after each model: model s's trees are any [first, end) range."""
+    rng = np.random.default_rng(12)
+    ensembles = [ensemble([random_tree(rng, 3, 4) for _ in range(2 + s)], 4, 2) for s in range(3)]
+    whole = pack(ensembles)
+    # a view of models 2 and 0 only, in that order, over the whole pack's trees
+    pick = [2, 0]
+    view = whole._replace(
+        model_trees=whole.model_trees[pick].clone(),
+        base=whole.base[pick].clone(),
+        num_features=whole.num_features[pick].clone(),
+    )
+    x, row_model = mixed_batch([ensembles[s] for s in pick], 40, seed=13)
+    expect_margins(run(view, x, row_model), [ensembles[s] for s in pick], x, row_model)
+
+
+@pytest.mark.parametrize("lo, hi", [(-1, 2), (3, 2), (0, 10)])
+def test_a_tree_range_outside_the_pack_is_refused(lo, hi):
+    _, args = small_pack()
+    args["model_trees"][1] = torch.tensor([lo, hi])
+    args["row_model"][:] = 1
+    for fn in (native().trees_forward, trees_reference):
+        with pytest.raises(
+            RuntimeError, match=rf"model_trees\[1\] = \[{lo}, {hi}\] is not a range"
+        ):
+            fn(**args)
 
 
 def small_pack() -> tuple[PackedTrees, dict[str, torch.Tensor]]:
@@ -293,7 +321,7 @@ def small_pack() -> tuple[PackedTrees, dict[str, torch.Tensor]]:
         ("nodes", torch.zeros(5, 4, dtype=torch.float32), "nodes must be a 2-D torch.int32"),
         ("tree_root", torch.zeros(8, dtype=torch.int32), "tree_root must be a 1-D torch.int64"),
         ("tree_group", torch.zeros(8, dtype=torch.int32), r"tree_group must be \(9,\)"),
-        ("model_trees", torch.zeros(3, dtype=torch.int64), r"model_trees must be \(4,\)"),
+        ("model_trees", torch.zeros(4, 2, dtype=torch.int64), r"model_trees must be \(3, 2\)"),
         ("base", torch.zeros(3, dtype=torch.float32), "base must be a 2-D"),
         ("num_features", torch.zeros(2, dtype=torch.int32), r"num_features \(3,\)"),
         ("num_features", torch.zeros(3, dtype=torch.int64), "num_features must be a 1-D"),

@@ -5,7 +5,7 @@ Semantics (the reference below is the oracle for the C++ kernel and, later, a Tr
     for i in range(N):
         s = row_model[i]
         out[i] = base[s]                                      # (K,) margins, float32
-        for t in range(model_trees[s], model_trees[s + 1]):  # the model's trees, in order
+        for t in range(*model_trees[s]):                      # the model's trees, in order
             n = tree_root[t]
             while feature[n] >= 0:                            # -1 marks a leaf
                 v = x[i, feature[n]]
@@ -31,7 +31,8 @@ Inputs (``PackedTrees`` holds everything but x and row_model; ``pack`` builds it
   holds the float32 bits of the split threshold at a split and of the leaf value at a leaf.
 - tree_root (T,) int64, absolute node index of each tree's root; tree_group (T,) int32, the
   output k the tree adds to.
-- model_trees (S + 1,) int64: model s owns trees ``model_trees[s]:model_trees[s + 1]``.
+- model_trees (S, 2) int64: model s owns trees ``model_trees[s, 0]:model_trees[s, 1]`` (ranges,
+  so a slab can leave room between models).
 - base (S, K) float32: each model's base margins; K is the most outputs of any packed model and
   a model with fewer leaves the extra columns 0 (they stay base, i.e. 0).
 - num_features (S,) int32, checked against F.
@@ -89,7 +90,7 @@ class PackedTrees(NamedTuple):
     nodes: torch.Tensor  # (M, 4) int32: feature, left (right = left + 1), default_left, bits
     tree_root: torch.Tensor  # (T,) int64: absolute node index of each tree's root
     tree_group: torch.Tensor  # (T,) int32: the output each tree adds to
-    model_trees: torch.Tensor  # (S + 1,) int64: model s owns trees [model_trees[s], [s + 1])
+    model_trees: torch.Tensor  # (S, 2) int64: model s owns trees [model_trees[s, 0], [s, 1])
     base: torch.Tensor  # (S, K) float32: base margins, 0 past a model's own outputs
     num_features: torch.Tensor  # (S,) int32: columns of x each model reads
 
@@ -119,7 +120,8 @@ def pack(ensembles: Sequence[TreeEnsemble]) -> PackedTrees:
         roots.append(root + node_base[s])
         base[s, : e.num_class] = e.base_score
     tree_counts = [e.num_trees for e in ensembles]
-    model_trees = np.concatenate([[0], np.cumsum(tree_counts)]).astype(np.int64)
+    ends = np.cumsum(tree_counts, dtype=np.int64)
+    model_trees = np.stack([ends - np.asarray(tree_counts, np.int64), ends], axis=1).reshape(-1, 2)
     groups = [np.asarray(e.tree_group, dtype=np.int32) for e in ensembles]
     return PackedTrees(
         nodes=torch.from_numpy(_concat(nodes, np.int32, (0, 4))),
@@ -221,7 +223,7 @@ def check_inputs(
         "nodes": (nodes, torch.int32, 2),
         "tree_root": (tree_root, torch.int64, 1),
         "tree_group": (tree_group, torch.int32, 1),
-        "model_trees": (model_trees, torch.int64, 1),
+        "model_trees": (model_trees, torch.int64, 2),
         "base": (base, torch.float32, 2),
         "num_features": (num_features, torch.int32, 1),
     }
@@ -240,9 +242,9 @@ def check_inputs(
             f"tree_group must be {tuple(tree_root.shape)} like tree_root, "
             f"got {tuple(tree_group.shape)}"
         )
-    if tuple(model_trees.shape) != (s + 1,) or tuple(num_features.shape) != (s,):
+    if tuple(model_trees.shape) != (s, 2) or tuple(num_features.shape) != (s,):
         raise ValueError(
-            f"base has S={s} models: model_trees must be ({s + 1},) and num_features ({s},); "
+            f"base has S={s} models: model_trees must be ({s}, 2) and num_features ({s},); "
             f"got {tuple(model_trees.shape)}, {tuple(num_features.shape)}"
         )
     devices = {t.device for t, _, _ in named.values()}
@@ -283,8 +285,16 @@ def trees_reference(
             f"columns, x has F={f}"
         )
 
-    first = model_trees.index_select(0, row_model)  # (N,)
-    count = model_trees.index_select(0, row_model + 1) - first  # (N,)
+    first = model_trees[:, 0].index_select(0, row_model)  # (N,)
+    count = model_trees[:, 1].index_select(0, row_model) - first  # (N,)
+    bad = (first < 0) | (count < 0) | (first + count > tree_root.shape[0])
+    if bad.any():
+        s_bad = int(row_model[bad.nonzero()[0, 0]])
+        lo, hi = model_trees[s_bad].tolist()
+        raise RuntimeError(
+            f"model_trees[{s_bad}] = [{lo}, {hi}] is not a range of the "
+            f"{tree_root.shape[0]} packed trees"
+        )
     pair_row = torch.repeat_interleave(torch.arange(n, device=x.device), count)  # (P,)
     pos = torch.arange(len(pair_row), device=x.device) - (count.cumsum(0) - count)[pair_row]
     tree = first[pair_row] + pos  # (P,) row-major, trees in order within a row
