@@ -88,9 +88,9 @@ def test_fused_op_alone(benchmark, host, requests, batch):
     residents = [host.cache.resident[name] for name, _ in requests]
     (slab,) = {r.slab for r in residents}
     slots = torch.tensor([r.slot for r in residents], dtype=torch.int64)  # (N,), 1 row each
-    _check([host.family.forward(slab, batch.x, slots).numpy()], batch)
+    _check([host.families.forward(slab, batch.x, slots).numpy()], batch)
     describe(benchmark, GROUP, P_OP, batch.n_rows, part_of=P_HOST)
-    benchmark(host.family.forward, slab, batch.x, slots)
+    benchmark(host.families.forward, slab, batch.x, slots)
 
 
 def test_predict_loop(benchmark, host, requests, batch):

@@ -23,7 +23,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mmhost.artifacts import read_artifact
 from mmhost.convert import from_sklearn
-from mmhost.families.arena import Slab, size_class
+from mmhost.families.arena import LinearSlab, size_class
 from mmhost.families.linear import LinearFamily, LinearModel, compile_linear
 from mmhost.houses import COLUMNS, houses
 
@@ -93,7 +93,7 @@ class Batch:
     rows_per_model: int
     raw: list[np.ndarray]  # per model: (r, 8) object array, numbers and 'y'/'n' strings
     encoded64: list[np.ndarray]  # per model: (r, 10) float64 from the pipeline's transformer
-    slab: Slab  # every model in one (K=1, D=16) slab, placed as the host places them
+    slab: LinearSlab  # every model in one (K=1, D=16) slab, placed as the host places them
     slots: list[int]  # per model: its slot in the slab
     x: torch.Tensor  # (N, 16) float32, rows grouped by model, N = models * r
     row_slots: torch.Tensor  # (N,) int64

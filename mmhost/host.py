@@ -28,7 +28,7 @@ from mmhost.engine import Batcher
 from mmhost.engine.batcher import Rows, Slots, runs_of_rows
 from mmhost.errors import HostClosed, ModelNotReady, ValidationError
 from mmhost.families.arena import Slab
-from mmhost.families.linear import LinearFamily
+from mmhost.families.router import Families
 from mmhost.metrics import Metrics, exposition
 from mmhost.settings import Settings
 from mmhost.store import open_store, validate_key
@@ -71,7 +71,7 @@ class Host:
         self.device = torch.device(settings.resolved_device())
         self.store = open_store(settings)
         self.preprocessor = _read_preprocessor(settings.preprocessor)
-        self.family = LinearFamily(self.device)
+        self.families = Families(self.device)
         # loads from a remote store wait on the network: enough threads to keep every
         # allowed download going
         workers = settings.load_workers
@@ -84,14 +84,14 @@ class Host:
         self.cache = ModelCache(
             settings,
             self.store,
-            self.family,
+            self.families,
             self._pool,
             settings.resolved_device_budget(self.device.type),
             self.preprocessor,
             metrics=self.metrics,
         )
         self.batcher = Batcher(
-            self.family, settings.max_batch_rows, settings.max_delay_us, self.metrics
+            self.families, settings.max_batch_rows, settings.max_delay_us, self.metrics
         )
         self._loop = _new_loop()
         self._thread = threading.Thread(
@@ -368,18 +368,20 @@ class Host:
         return key, n
 
     def _encode(self, r: Resident, rows: Any) -> Rows:
-        """Rows -> (n, D) float32 padded to the slab's width: a tensor input stays a tensor on
-        the device; anything else is a host array (the batcher moves a whole batch at once)."""
+        """Rows -> (n, D) float32 as the slab's op takes them (a linear slab's padded width):
+        a tensor input stays a tensor on the device; anything else is a host array (the
+        batcher moves a whole batch at once)."""
         encoder = r.meta.encoder
-        cells = _row_count(rows) * r.slab.d
+        d = self.families.row_width(r.slab, r.meta)
+        cells = _row_count(rows) * d
         if cells > self.settings.max_request_values:
             raise ValidationError(
-                f"{_row_count(rows)} rows x {r.slab.d} encoded features = {cells} values in one "
+                f"{_row_count(rows)} rows x {d} encoded features = {cells} values in one "
                 f"request; the limit is {self.settings.max_request_values}"
             )
         if _is_tensor(rows):
-            return encoder.encode_tensor(rows, self.device, r.slab.d)
-        return encoder.encode(rows, r.slab.d)
+            return encoder.encode_tensor(rows, self.device, d)
+        return encoder.encode(rows, d)
 
     def _stats(self) -> dict[str, Any]:
         b = self.batcher.counters

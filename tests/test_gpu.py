@@ -48,3 +48,28 @@ def test_cuda_tensor_input_stays_on_device(store, host_factory):
     h = host_factory(store=str(store), device="cuda")
     got = h.predict("num", torch.tensor(X, dtype=torch.float32, device="cuda"))
     np.testing.assert_allclose(got, reg.predict(X), rtol=1e-5, atol=1e-5)
+
+
+def test_xgboost_models_on_cuda_match_xgboost_and_survive_demotion(store, host_factory):
+    import xgboost as xgb
+
+    from mmhost.convert import save_xgboost
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    boosters = {}
+    for i, objective in enumerate(["binary:logistic", "reg:squarederror", "count:poisson"]):
+        y = np.abs(np.nan_to_num(x[:, i])) if objective != "binary:logistic" else x[:, 0] > 0
+        boosters[f"m{i}.tar.gz"] = b = xgb.train(
+            {"objective": objective, "max_depth": 6}, xgb.DMatrix(x, y.astype(float)), 30
+        )
+        save_xgboost(b, store / f"m{i}.tar.gz")
+    probe = host_factory(store=str(store), device="cuda")
+    probe.load("m0.tar.gz")
+    one = probe.cache.resident["m0.tar.gz"].slab.slot_bytes
+    h = host_factory(store=str(store), device="cuda", device_budget=2 * one)
+    for _ in range(2):  # the second pass promotes demoted models back
+        outs = h.predict_many([(name, x[:50]) for name in boosters])
+        for b, out in zip(boosters.values(), outs, strict=True):
+            np.testing.assert_allclose(out, b.predict(xgb.DMatrix(x[:50])), rtol=1e-5, atol=1e-6)

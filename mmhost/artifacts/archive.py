@@ -19,10 +19,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import safetensors.numpy
 
-from mmhost.artifacts.manifest import Artifact, ManifestError, parse_manifest
+from mmhost.artifacts.manifest import Artifact, ManifestError, Preprocessing, parse_manifest
 
 MANIFEST = "mmhost.json"
 PARAMS = "params.safetensors"
+XGBOOST_MODEL = "xgboost-model"  # XGBoost's JSON/UBJSON file, as SageMaker's XGBoost names it
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav")
 MAX_MEMBERS = 64
 MAX_ENTRY_NAME = 256  # characters of a tar entry's path
@@ -66,7 +67,10 @@ def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
             gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w") as tar,
         ):
-            for name, blob in ((MANIFEST, manifest), (PARAMS, params)):
+            files = [(MANIFEST, manifest), (PARAMS, params)]
+            if art.xgboost is not None:
+                files.append((XGBOOST_MODEL, art.xgboost))
+            for name, blob in files:
                 info = tarfile.TarInfo(name)
                 info.size = len(blob)
                 info.mode = 0o644
@@ -77,6 +81,8 @@ def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
     else:
         p.mkdir(parents=True, exist_ok=True)
         (p / PARAMS).write_bytes(params)
+        if art.xgboost is not None:
+            (p / XGBOOST_MODEL).write_bytes(art.xgboost)
         (p / MANIFEST).write_bytes(manifest)
 
 
@@ -93,8 +99,16 @@ def _from_files(files: dict[str, bytes]) -> Artifact:
             "mmhost never unpickles (convert it with mmhost.convert)"
         )
     if MANIFEST not in files:
-        if "xgboost-model" in files:
-            raise ManifestError("XGBoost artifacts (xgboost-model) are not supported yet")
+        if XGBOOST_MODEL in files:
+            # SageMaker's built-in XGBoost: the model file alone; its inputs, task and outputs
+            # come from the model itself when it is parsed (families.trees)
+            return Artifact(
+                "model",
+                [],
+                Preprocessing.identity(0),
+                algorithm="xgboost",
+                xgboost=files[XGBOOST_MODEL],
+            )
         found = ", ".join(sorted(files)[:8]) + (", ..." if len(files) > 8 else "")
         raise ManifestError(f"no {MANIFEST} in the artifact (found: {found or 'nothing'})")
     if PARAMS not in files:
@@ -106,7 +120,12 @@ def _from_files(files: dict[str, bytes]) -> Artifact:
     for name, arr in tensors.items():
         if arr.dtype not in (np.float32, np.float64):
             raise ManifestError(f"tensor {name!r} has dtype {arr.dtype}; only float32/64 allowed")
-    return parse_manifest(files[MANIFEST], tensors)
+    art = parse_manifest(files[MANIFEST], tensors)
+    if art.algorithm == "xgboost":
+        if XGBOOST_MODEL not in files:
+            raise ManifestError(f"an xgboost artifact needs its model file {XGBOOST_MODEL!r}")
+        art.xgboost = files[XGBOOST_MODEL]
+    return art
 
 
 def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
@@ -120,7 +139,7 @@ def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
         total += entry.stat().st_size
         if total > max_bytes:
             raise ManifestError(f"artifact files exceed the {max_bytes}-byte cap")
-        if entry.name in (MANIFEST, PARAMS) or entry.name.endswith(PICKLE_SUFFIXES):
+        if entry.name in (MANIFEST, PARAMS, XGBOOST_MODEL) or entry.name.endswith(PICKLE_SUFFIXES):
             files[entry.name] = entry.read_bytes()
     return files
 

@@ -19,7 +19,7 @@ import numpy as np
 
 FORMAT = "mmhost/1"
 KINDS = ("model", "preprocessor")
-ALGORITHMS = ("linear",)
+ALGORITHMS = ("linear", "xgboost")
 TASKS = ("regressor", "binary_classifier", "multiclass_classifier")
 COLUMN_TYPES = ("float", "category")
 MAX_COLUMNS = 100_000
@@ -37,7 +37,9 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Column:
-    """One raw input column. ``missing`` is the imputed value for NaN / empty (None: refused)."""
+    """One raw input column. ``missing`` is the imputed value for NaN / empty (None: refused).
+    A numeric column whose ``missing`` is NaN passes missing values through as NaN (tree
+    models send them their default way); the manifest writes it as ``"NaN"``."""
 
     name: str
     type: str = "float"
@@ -45,12 +47,19 @@ class Column:
     unknown: str = "error"  # category columns: "error" or "ignore" (all indicators 0)
     missing: float | str | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.missing, float) and math.isnan(self.missing):
+            # one NaN object: columns (and the encoders cached by them) compare and hash equal
+            object.__setattr__(self, "missing", math.nan)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.type == "category":
             out["categories"] = list(self.categories)
             out["unknown"] = self.unknown
-        if self.missing is not None:
+        if isinstance(self.missing, float) and math.isnan(self.missing):
+            out["missing"] = "NaN"
+        elif self.missing is not None:
             out["missing"] = self.missing
         return out
 
@@ -92,12 +101,16 @@ class Artifact:
     classes: list[Any] | None = None
     feature_names: list[str] | None = None
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    xgboost: bytes | None = None
+    """algorithm "xgboost": the model file (XGBoost's JSON or UBJSON), parsed at load."""
 
     @property
     def n_outputs(self) -> int:
         """Width of the model's score vector (1 for regressors and binary classifiers)."""
         if self.kind == "preprocessor":
             return self.preprocessing.n_features
+        if self.algorithm == "xgboost":
+            return len(self.classes) if self.task == "multiclass_classifier" and self.classes else 1
         return int(self.params["coef"].shape[0])
 
     def manifest(self) -> dict[str, Any]:
@@ -170,6 +183,9 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
     _expect(art.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}")
     art.task = doc.get("task")
     _expect(art.task in TASKS, f"task must be one of {TASKS}, got {art.task!r}")
+    if art.algorithm == "xgboost":  # the trees are checked when the model file is parsed
+        art.classes = _parse_classes(art.task, outputs.get("classes"), outputs.get("n_outputs"))
+        return art
     coef, intercept = tensors.get("coef"), tensors.get("intercept")
     _expect(coef is not None and intercept is not None, "params must hold 'coef' and 'intercept'")
     assert coef is not None and intercept is not None
@@ -199,24 +215,28 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
         reach <= _F32_MAX,
         f"coef with preprocessing.scale/shift reaches {reach:g}, past float32's range",
     )
-    classes = outputs.get("classes")
-    if art.task == "regressor":
-        _expect(k == 1, f"a regressor has 1 output, the manifest says {k}")
-    else:
-        _expect(isinstance(classes, list) and len(classes) >= 2, "a classifier needs >= 2 classes")
-        assert isinstance(classes, list)
-        want = 1 if art.task == "binary_classifier" else len(classes)
-        _expect(
-            k == want and (len(classes) == 2) == (art.task == "binary_classifier"),
-            f"{art.task} with {len(classes)} classes cannot have {k} outputs",
-        )
-        _expect(
-            all(isinstance(c, (str, int, float, bool)) for c in classes),
-            "classes must be strings or numbers",
-        )
-    art.classes = classes
+    art.classes = _parse_classes(art.task, outputs.get("classes"), k)
     art.params = {"coef": coef, "intercept": intercept}
     return art
+
+
+def _parse_classes(task: str, classes: Any, k: Any) -> list[Any] | None:
+    """The class labels of a classifier, checked against the task and its output count."""
+    if task == "regressor":
+        _expect(k == 1, f"a regressor has 1 output, the manifest says {k}")
+        return None
+    _expect(isinstance(classes, list) and len(classes) >= 2, "a classifier needs >= 2 classes")
+    assert isinstance(classes, list)
+    want = 1 if task == "binary_classifier" else len(classes)
+    _expect(
+        k == want and (len(classes) == 2) == (task == "binary_classifier"),
+        f"{task} with {len(classes)} classes cannot have {k} outputs",
+    )
+    _expect(
+        all(isinstance(c, (str, int, float, bool)) for c in classes),
+        "classes must be strings or numbers",
+    )
+    return classes
 
 
 def _parse_inputs(raw: Any) -> list[Column]:
@@ -237,9 +257,12 @@ def _parse_inputs(raw: Any) -> list[Column]:
         _expect(typ in COLUMN_TYPES, f"inputs[{i}].type must be one of {COLUMN_TYPES}")
         missing = c.get("missing")
         if typ == "float":
+            if missing == "NaN":  # passed through to the model as NaN
+                cols.append(Column(name, "float", missing=math.nan))
+                continue
             _expect(
                 missing is None or (isinstance(missing, (int, float)) and math.isfinite(missing)),
-                f"inputs[{i}].missing must be a finite number",
+                f'inputs[{i}].missing must be a finite number or "NaN"',
             )
             cols.append(Column(name, "float", missing=None if missing is None else float(missing)))
             continue

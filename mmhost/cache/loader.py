@@ -10,13 +10,13 @@ from mmhost.artifacts import Artifact, read_artifact, read_artifact_bytes
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache.tiers import DiskTier
 from mmhost.errors import BadArtifact
-from mmhost.families.linear import LinearModel, compile_linear
+from mmhost.families.router import Model, compile_model
 from mmhost.store.base import Store
 
 
 @dataclass
 class Loaded:
-    model: LinearModel
+    model: Model
     version: str
     from_disk: bool
     fetch_seconds: float
@@ -44,7 +44,7 @@ def load_model(
                     f"artifact is {len(src.data)} bytes, over the {max_bytes}-byte cap"
                 )
             art = read_artifact_bytes(src.data, max_bytes)
-        model = compile_linear(art, preprocessor)
+        model = compile_model(art, preprocessor)
     except ManifestError as exc:
         if disk is not None:
             disk.drop(key)  # never keep serving a bad copy from the disk tier

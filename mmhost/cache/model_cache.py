@@ -18,21 +18,18 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mmhost.artifacts import Artifact
 from mmhost.cache.loader import Loaded, load_model
 from mmhost.cache.policy import LRUPolicy, Policy
 from mmhost.cache.tiers import DiskTier, Tier
 from mmhost.errors import InsufficientCapacity, ModelNotFound
 from mmhost.families.arena import Slab
-from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.families.router import Families, Model
 from mmhost.metrics import Metrics
 from mmhost.settings import Settings
 from mmhost.store.base import Store
 
 log = logging.getLogger("mmhost.cache")
-_EMPTY = np.zeros((0, 0), np.float32)
 
 
 class Resident:
@@ -41,7 +38,7 @@ class Resident:
     __slots__ = ("name", "meta", "slab", "slot", "version", "checked_at", "pins", "gone", "uses")
 
     def __init__(
-        self, name: str, meta: LinearModel, slab: Slab, slot: int, version: str, now: float
+        self, name: str, meta: Model, slab: Slab, slot: int, version: str, now: float
     ) -> None:
         self.name, self.meta, self.slab, self.slot = name, meta, slab, slot
         self.version, self.checked_at = version, now
@@ -63,7 +60,7 @@ class _Flight:
 
 @dataclass
 class _HostEntry:
-    model: LinearModel
+    model: Model
     version: str
     checked_at: float
 
@@ -89,7 +86,7 @@ class ModelCache:
         self,
         settings: Settings,
         store: Store,
-        family: LinearFamily,
+        family: Families,
         executor: Executor,
         device_budget: int,
         preprocessor: Artifact | None = None,
@@ -109,7 +106,7 @@ class ModelCache:
         self.resident: dict[str, Resident] = {}
         self._host: dict[str, _HostEntry] = {}
         self._flights: dict[str, _Flight] = {}
-        self._metas: dict[tuple[object, ...], LinearModel] = {}
+        self._metas: dict[tuple[object, ...], Model] = {}
         self.counters = CacheCounters()
         self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
 
@@ -292,7 +289,7 @@ class ModelCache:
         every = self.settings.revalidate_seconds
         return every > 0 and time.monotonic() - checked_at >= every
 
-    async def _place(self, name: str, model: LinearModel, version: str) -> Resident:
+    async def _place(self, name: str, model: Model, version: str) -> Resident:
         deadline = time.monotonic() + self.settings.capacity_wait_seconds
         while (r := self._place_now(name, model, version)) is None:
             # everything evictable is pinned by batches in flight: wait for one to finish
@@ -307,7 +304,7 @@ class ModelCache:
                 pass
         return r
 
-    def _place_now(self, name: str, model: LinearModel, version: str) -> Resident | None:
+    def _place_now(self, name: str, model: Model, version: str) -> Resident | None:
         """Place ``model`` on the device, demoting LRU models; None if the room it needs is
         pinned by batches in flight."""
         need = self.family.slot_bytes(model)
@@ -322,15 +319,13 @@ class ModelCache:
         self.resident[name] = r
         return r
 
-    def _meta(self, model: LinearModel) -> LinearModel:
+    def _meta(self, model: Model) -> Model:
         """A parameter-less copy for the resident's bookkeeping, shared by every model with the
-        same task, classes and schema (a million city models keep one between them)."""
-        key = (model.task, None if model.classes is None else tuple(model.classes), model.encoder)
+        same family, task, classes and schema (a million city models keep one between them)."""
+        key = model.meta_key
         meta = self._metas.get(key)
         if meta is None:
-            meta = self._metas[key] = LinearModel(
-                model.task, model.classes, model.encoder, _EMPTY, _EMPTY
-            )
+            meta = self._metas[key] = model.stripped()
         return meta
 
     # --- demotion and eviction ---------------------------------------------------------------
@@ -353,7 +348,7 @@ class ModelCache:
             },
         )
 
-    def _keep_on_host(self, name: str, model: LinearModel, version: str, checked: float) -> None:
+    def _keep_on_host(self, name: str, model: Model, version: str, checked: float) -> None:
         victims = self.policy.victims(self.host, model.nbytes, lambda _k: False)
         if victims is None:  # bigger than the whole host budget: it goes straight down
             self.counters.evictions["host"] += 1
@@ -408,7 +403,7 @@ class ModelCache:
             return "device"
         return "host" if name in self._host else None
 
-    def host_model(self, name: str) -> LinearModel | None:
+    def host_model(self, name: str) -> Model | None:
         """The host-tier copy of a demoted model (tests and tools; None if not there)."""
         e = self._host.get(name)
         return None if e is None else e.model

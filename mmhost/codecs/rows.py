@@ -45,15 +45,18 @@ class RowEncoder:
             else None
         )
         self._lookup = [_category_lookup(c) if c.type == "category" else None for c in columns]
+        # numeric columns whose missing value is NaN itself: passed through (trees decide)
+        self._nan_ok = np.array([passes_nan(c) for c in columns], bool)
 
     # --- numpy / list rows -------------------------------------------------------------
-    def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
+    def encode(self, rows: Any, width: int | None = None, dtype: type = np.float32) -> np.ndarray:
         """Rows -> (N, width) float32, zero beyond the encoded columns. ``rows`` is a 2-D
-        array-like (list of rows; strings allowed for categorical columns)."""
+        array-like (list of rows; strings allowed for categorical columns). ``dtype=float64``
+        keeps the values as given, for preprocessing that must round as scikit-learn does."""
         width = self.width if width is None else width
         assert width >= self.width, f"cannot encode {self.width} slots into width {width}"
         if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub" and self.numeric_only:
-            return self._encode_numeric(rows, width)
+            return self._encode_numeric(rows, width, dtype)
         if isinstance(rows, np.ndarray):
             rows = rows.tolist()
         if isinstance(rows, Mapping):
@@ -69,7 +72,7 @@ class RowEncoder:
                     f"row {i}: expected {ncol} values "
                     f"({', '.join(c.name for c in self.columns)}), got {got}"
                 )
-        out = np.zeros((n, width), np.float32)
+        out: np.ndarray = np.zeros((n, width), dtype)
         if n == 0:
             return out
         if n <= _SMALL:
@@ -143,18 +146,18 @@ class RowEncoder:
             )
         return list(zip(*cols, strict=True))
 
-    def _encode_numeric(self, x: np.ndarray, width: int) -> np.ndarray:
+    def _encode_numeric(self, x: np.ndarray, width: int, dtype: type) -> np.ndarray:
         if x.ndim != 2 or x.shape[1] != len(self.columns):
             raise ValidationError(
                 f"expected rows of {len(self.columns)} values, got an array of shape {x.shape}"
             )
-        out = np.zeros((x.shape[0], width), np.float32)
+        out: np.ndarray = np.zeros((x.shape[0], width), dtype)
         vals = x.astype(np.float64, copy=False)
         bad = ~(np.abs(vals) <= _F32_MAX)  # NaN, inf, or inf once in float32
         if bad.any():
             assert self._fill is not None
             vals = np.where(np.isnan(vals), self._fill, vals)
-            bad = ~(np.abs(vals) <= _F32_MAX)
+            bad = ~(np.abs(vals) <= _F32_MAX) & ~(np.isnan(vals) & self._nan_ok)
             if bad.any():
                 i, j = (int(v) for v in np.argwhere(bad)[0])
                 raise ValidationError(_bad_number(i, self.columns[j], x[i, j]))
@@ -171,7 +174,7 @@ class RowEncoder:
         if not (np.abs(arr) <= _F32_MAX).all():  # NaN, inf, or inf once in float32
             if col.missing is not None:
                 arr = np.where(np.isnan(arr), col.missing, arr)
-            bad = np.flatnonzero(~(np.abs(arr) <= _F32_MAX))
+            bad = np.flatnonzero(~(np.abs(arr) <= _F32_MAX) & ~(np.isnan(arr) & passes_nan(col)))
             if bad.size:
                 i = int(bad[0])
                 raise ValidationError(_bad_number(i, col, values[i]))
@@ -184,7 +187,9 @@ class RowEncoder:
             self._category_cell(i, j, col, v, out)
 
     # --- tensors (torch, or anything with __dlpack__, e.g. CuPy) ----------------------------
-    def encode_tensor(self, x: Any, device: torch.device, width: int) -> torch.Tensor:
+    def encode_tensor(
+        self, x: Any, device: torch.device, width: int, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """A numeric tensor -> (N, width) float32 on ``device``, without a host round trip when
         it already lives there."""
         if not self.numeric_only:
@@ -198,18 +203,25 @@ class RowEncoder:
                 f"expected rows of {len(self.columns)} values, got a tensor of "
                 f"shape {tuple(t.shape)}"
             )
-        t = t.to(device=device, dtype=torch.float32)
+        t = t.to(device=device, dtype=dtype)
         if not bool(torch.isfinite(t).all()):
             assert self._fill is not None
-            fill = torch.as_tensor(self._fill, dtype=torch.float32, device=device)
+            fill = torch.as_tensor(self._fill, dtype=dtype, device=device)
             t = torch.where(torch.isnan(t), fill, t)
-            bad = (~torch.isfinite(t)).nonzero()
+            nan_ok = torch.as_tensor(self._nan_ok, device=device)
+            bad = (~torch.isfinite(t) & ~(torch.isnan(t) & nan_ok)).nonzero()
             if bad.numel():
                 i, j = (int(v) for v in bad[0])
                 raise ValidationError(_bad_number(i, self.columns[j], float(x[i, j])))
         if width > t.shape[1]:
             t = torch.nn.functional.pad(t, (0, width - t.shape[1]))
         return t.contiguous()
+
+
+def passes_nan(col: Column) -> bool:
+    """A numeric column whose missing value is NaN: NaN and empty cells reach the model as NaN
+    (a tree ensemble's splits send them their default way)."""
+    return col.type == "float" and isinstance(col.missing, float) and math.isnan(col.missing)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,6 +1,6 @@
 """Converters from what users have to mmhost artifacts."""
 
 from mmhost.convert.sklearn import from_sklearn
-from mmhost.convert.xgboost import from_xgboost
+from mmhost.convert.xgboost import from_xgboost, save_xgboost
 
-__all__ = ["from_sklearn", "from_xgboost"]
+__all__ = ["from_sklearn", "from_xgboost", "save_xgboost"]

@@ -10,6 +10,7 @@ preprocessor can be composed in front too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from mmhost.artifacts import Artifact, Column, Feature, Preprocessing
+from mmhost.convert.xgboost import read_xgboost
 from mmhost.errors import UnsupportedModel
 
 REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")
 CLASSIFIERS = ("LogisticRegression",)
+XGBOOST = ("XGBRegressor", "XGBClassifier")  # XGBoost's scikit-learn wrappers: trees
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def from_sklearn(estimator: Any, columns: Sequence[str] | None = None) -> Artifa
             )
         else:
             fill = state.missing.get(i)
+            if fill is None and is_model and type(final).__name__ in XGBOOST:
+                fill = math.nan  # trees take missing values: NaN goes each split's default way
             inputs.append(Column(name, "float", missing=None if fill is None else float(fill)))
     pre = Preprocessing(
         [
@@ -101,6 +106,8 @@ def _model_artifact(
     est: Any, inputs: list[Column], pre: Preprocessing, feature_names: list[str]
 ) -> Artifact:
     kind = type(est).__name__
+    if kind in XGBOOST:
+        return _xgboost_artifact(est, inputs, pre, feature_names)
     coef = np.atleast_2d(np.asarray(est.coef_, np.float64))
     intercept = np.atleast_1d(np.asarray(est.intercept_, np.float64))
     if coef.shape[1] != pre.n_features:
@@ -144,6 +151,41 @@ def _model_artifact(
         feature_names,
         {"coef": coef, "intercept": intercept},
     )
+
+
+def _xgboost_artifact(
+    est: Any, inputs: list[Column], pre: Preprocessing, feature_names: list[str]
+) -> Artifact:
+    """An XGBRegressor / XGBClassifier behind the steps: the model file as XGBoost saves it
+    (UBJSON), checked now so an unsupported model fails at conversion, not at load."""
+    kind = type(est).__name__
+    missing = getattr(est, "missing", math.nan)
+    if not (isinstance(missing, float) and math.isnan(missing)):
+        raise UnsupportedModel(
+            f"{kind}(missing={missing!r}): only NaN as the missing value is supported"
+        )
+    blob = bytes(est.get_booster().save_raw(raw_format="ubj"))
+    ens = read_xgboost(blob)  # UnsupportedModel for dart, categorical splits, objectives...
+    if ens.num_feature != pre.n_features:
+        raise UnsupportedModel(
+            f"{kind} expects {ens.num_feature} features but the steps in front "
+            f"of it produce {pre.n_features}"
+        )
+    task, classes = "regressor", None
+    if kind == "XGBClassifier":
+        classes = [c.item() if hasattr(c, "item") else c for c in est.classes_]
+        task = "binary_classifier" if len(classes) == 2 else "multiclass_classifier"
+        want = "binary:logistic" if len(classes) == 2 else "multi:softprob"
+        if ens.objective != want:
+            raise UnsupportedModel(
+                f"XGBClassifier with {len(classes)} classes and objective {ens.objective}: "
+                f"mmhost serves its probabilities from {want}"
+            )
+    elif ens.num_class != 1 or ens.link == "softmax":
+        raise UnsupportedModel(
+            f"XGBRegressor with {ens.num_class} outputs ({ens.objective}): only one is supported"
+        )
+    return Artifact("model", inputs, pre, "xgboost", task, classes, feature_names, {}, xgboost=blob)
 
 
 def _apply(step: Any, feats: list[_Feat], state: _State) -> list[_Feat]:
@@ -290,12 +332,11 @@ def _flatten(est: Any) -> list[Any]:
 
 def _is_estimator(step: Any) -> bool:
     kind = type(step).__name__
-    if kind in REGRESSORS + CLASSIFIERS:
+    if kind in REGRESSORS + CLASSIFIERS + XGBOOST:
         return True
     if hasattr(step, "predict") and not hasattr(step, "transform"):
-        raise UnsupportedModel(
-            f"unsupported estimator {kind}: mmhost converts {', '.join(REGRESSORS + CLASSIFIERS)}"
-        )
+        known = ", ".join(REGRESSORS + CLASSIFIERS + XGBOOST)
+        raise UnsupportedModel(f"unsupported estimator {kind}: mmhost converts {known}")
     return False
 
 

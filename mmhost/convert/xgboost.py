@@ -22,9 +22,13 @@ tree's root, ``o = tree_offsets[t]``::
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,19 +151,50 @@ def read_xgboost(data: bytes) -> TreeEnsemble:
 def from_xgboost(model: Any) -> TreeEnsemble:
     """A Booster, an sklearn wrapper (XGBRegressor, XGBClassifier...), a path, or bytes (an
     offline conversion: a legacy binary file is handed to the xgboost library, if installed)."""
+    return read_xgboost(model_file(model))
+
+
+def model_file(model: Any) -> bytes:
+    """What ``from_xgboost`` takes, as the bytes of a JSON or UBJSON model file (legacy binary
+    is converted to UBJSON by the xgboost library, offline). Checked: it reads back."""
     if isinstance(model, str | os.PathLike):
         with open(model, "rb") as f:
             model = f.read()
     if isinstance(model, bytes | bytearray | memoryview):
+        data = bytes(model)
         try:
-            return read_xgboost(bytes(model))
+            read_xgboost(data)
         except LegacyBinary:
-            return _read_legacy_binary(bytes(model))
+            data = _legacy_to_ubjson(data)
+        return data
     if hasattr(model, "get_booster"):
         model = model.get_booster()
     if hasattr(model, "save_raw"):
-        return read_xgboost(bytes(model.save_raw(raw_format="ubj")))
+        data = bytes(model.save_raw(raw_format="ubj"))
+        read_xgboost(data)
+        return data
     raise TypeError(f"cannot read an XGBoost model from a {type(model).__name__}")
+
+
+def save_xgboost(model: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` (anything ``from_xgboost`` takes) as SageMaker's XGBoost does: a
+    ``model.tar.gz`` holding one file, ``xgboost-model`` (UBJSON or JSON, never a pickle), which
+    mmhost serves with a schema of numeric columns f0, f1, ... where NaN is missing. Same model,
+    same bytes (and ETag)."""
+    data = model_file(model)
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        info = tarfile.TarInfo("xgboost-model")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, out)  # readers never see a half-written archive
 
 
 def predict_reference(ens: TreeEnsemble, X: np.ndarray, output_margin: bool = False) -> np.ndarray:
@@ -214,7 +249,7 @@ def _apply_link(link: str, margin: np.ndarray) -> np.ndarray:
     return out[:, 0] if out.shape[1] == 1 and link != "softmax" else out
 
 
-def _read_legacy_binary(data: bytes) -> TreeEnsemble:
+def _legacy_to_ubjson(data: bytes) -> bytes:
     try:
         import xgboost
     except ImportError:
@@ -232,7 +267,9 @@ def _read_legacy_binary(data: bytes) -> TreeEnsemble:
             f"cannot read it either ({why}); save it as JSON with an XGBoost that reads it "
             "(the legacy binary format was removed in 3.1)"
         ) from None
-    return read_xgboost(bytes(booster.save_raw(raw_format="ubj")))
+    data = bytes(booster.save_raw(raw_format="ubj"))
+    read_xgboost(data)
+    return data
 
 
 # -- the document -> TreeEnsemble -------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mmhost.families.arena import Slab
-from mmhost.families.linear import LinearFamily
+from mmhost.families.router import Families
 from mmhost.metrics import Metrics
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ Slots = int | np.ndarray  # one model's slot for every row, or (n,) int64 per ro
 @dataclass
 class _Pending:
     slab: Slab
-    x: Rows  # (n, D) rows, padded to the slab's width
+    x: Rows  # (n, D) rows: a linear slab's width; a trees model's own feature count
     slots: Slots
     requests: int
     future: asyncio.Future[np.ndarray]
@@ -47,7 +47,7 @@ class BatchCounters:
 class Batcher:
     def __init__(
         self,
-        family: LinearFamily,
+        family: Families,
         max_batch_rows: int,
         max_delay_us: int,
         metrics: Metrics | None = None,
@@ -124,12 +124,24 @@ class Batcher:
 
 def _device_rows(group: list[_Pending], device: torch.device) -> torch.Tensor:
     """The group's rows as one (N, D) tensor on ``device``: host rows are joined on the host
-    and copied once; tensors (already on the device) are joined there."""
+    and copied once; tensors (already on the device) are joined there. Rows narrower than the
+    widest (models of one trees slab read different feature counts) are padded with zeros that
+    their model never reads."""
     xs = [p.x for p in group]
+    d = max(x.shape[1] for x in xs)
     if all(isinstance(x, np.ndarray) for x in xs):
-        host = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        if len(xs) == 1:
+            return torch.from_numpy(xs[0]).to(device)
+        host = np.zeros((sum(x.shape[0] for x in xs), d), np.float32)
+        start = 0
+        for x in xs:
+            host[start : start + x.shape[0], : x.shape[1]] = x
+            start += x.shape[0]
         return torch.from_numpy(host).to(device)
     parts = [torch.from_numpy(x).to(device) if isinstance(x, np.ndarray) else x for x in xs]
+    parts = [
+        torch.nn.functional.pad(t, (0, d - t.shape[1])) if t.shape[1] < d else t for t in parts
+    ]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 

@@ -1,5 +1,15 @@
 """Model families: each packs its models into arena slabs and runs one fused op per slab."""
 
 from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.families.router import Families, Model, compile_model
+from mmhost.families.trees import TreeModel, TreesFamily
 
-__all__ = ["LinearFamily", "LinearModel"]
+__all__ = [
+    "Families",
+    "LinearFamily",
+    "LinearModel",
+    "Model",
+    "TreeModel",
+    "TreesFamily",
+    "compile_model",
+]

@@ -1,9 +1,13 @@
-"""Arena slabs: preallocated (S, K, D) parameter tensors handed out one slot per model.
+"""Arena slabs: preallocated per-slot tensors handed out one slot per model.
 
 Bookkeeping only (which slots are free); moving a model's bytes in or out is the family's job.
 A slab grows by doubling (one copy, amortised; never on the per-request path of a warm model)
 up to the slots that its byte budget allows, so a million resident models are a million slots
 in a handful of tensors, not a million tensors.
+
+``Slab`` is the bookkeeping every family shares: each tensor named in ``fields`` has one row per
+slot (dimension 0), and growing copies all of them. ``LinearSlab`` holds (S, K, D) weights;
+the trees family's ``TreeSlab`` (``families/trees.py``) holds node records.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ F32 = 4
 
 
 def slot_bytes(k: int, d: int) -> int:
-    """Exact device bytes one model occupies: K*D weights, K biases and its link code."""
+    """Exact device bytes one linear model occupies: K*D weights, K biases and its link code."""
     return (k * d + k) * F32 + 1
 
 
@@ -24,23 +28,24 @@ def size_class(d: int) -> int:
 
 
 class Slab:
-    """Slots for models with K outputs over D (padded) inputs."""
+    """Slots of one shape, in tensors whose dimension 0 is the slot. Subclasses set ``fields``
+    (the tensors' attribute names), ``k`` (outputs per row) and ``slot_bytes``."""
 
-    def __init__(self, k: int, d: int, device: torch.device, capacity: int = 64) -> None:
-        self.k, self.d, self.device = k, d, device
-        self.weight = torch.zeros((capacity, k, d), dtype=torch.float32, device=device)  # (S,K,D)
-        self.bias = torch.zeros((capacity, k), dtype=torch.float32, device=device)  # (S, K)
-        self.link = torch.zeros((capacity,), dtype=torch.int8, device=device)  # (S,)
+    fields: tuple[str, ...] = ()
+    k: int
+    device: torch.device
+
+    def __init__(self, capacity: int) -> None:
         self._free = list(range(capacity - 1, -1, -1))  # a stack: low slots first
         self.used = 0
 
     @property
     def capacity(self) -> int:
-        return int(self.weight.shape[0])
+        return int(getattr(self, self.fields[0]).shape[0])
 
     @property
     def slot_bytes(self) -> int:
-        return slot_bytes(self.k, self.d)
+        raise NotImplementedError
 
     @property
     def reserved_bytes(self) -> int:
@@ -59,9 +64,26 @@ class Slab:
 
     def _grow(self, capacity: int) -> None:
         old = self.capacity
-        for name in ("weight", "bias", "link"):
+        for name in self.fields:
             t = getattr(self, name)
             grown = t.new_zeros((capacity, *t.shape[1:]))
             grown[:old] = t
             setattr(self, name, grown)
         self._free.extend(range(capacity - 1, old - 1, -1))
+
+
+class LinearSlab(Slab):
+    """Slots for linear models with K outputs over D (padded) inputs."""
+
+    fields = ("weight", "bias", "link")
+
+    def __init__(self, k: int, d: int, device: torch.device, capacity: int = 64) -> None:
+        self.k, self.d, self.device = k, d, device
+        self.weight = torch.zeros((capacity, k, d), dtype=torch.float32, device=device)  # (S,K,D)
+        self.bias = torch.zeros((capacity, k), dtype=torch.float32, device=device)  # (S, K)
+        self.link = torch.zeros((capacity,), dtype=torch.int8, device=device)  # (S,)
+        super().__init__(capacity)
+
+    @property
+    def slot_bytes(self) -> int:
+        return slot_bytes(self.k, self.d)

@@ -13,7 +13,7 @@ as a bare model. A shared preprocessor in front is composed the same way first.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,8 +21,11 @@ import torch
 from mmhost.artifacts import Artifact, Column, Preprocessing
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.codecs import RowEncoder, encoder_for
-from mmhost.families.arena import Slab, size_class, slot_bytes
+from mmhost.codecs.rows import passes_nan
+from mmhost.families.arena import LinearSlab, size_class, slot_bytes
 from mmhost.kernels import LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX, linear_forward
+
+_EMPTY = np.zeros((0, 0), np.float32)
 
 LINKS = {
     "regressor": LINK_IDENTITY,
@@ -36,6 +39,7 @@ class LinearModel:
     """A composed model in host memory (the ``host`` tier holds these). Slotted: a million
     resident models keep one of these each (with empty arrays) for their metadata."""
 
+    family: ClassVar[str] = "linear"
     task: str
     classes: list[Any] | None
     encoder: RowEncoder
@@ -59,6 +63,16 @@ class LinearModel:
         """Host-tier bytes: the composed parameters (the encoder is shared between models)."""
         return int(self.weight.nbytes + self.bias.nbytes)
 
+    @property
+    def meta_key(self) -> tuple[object, ...]:
+        """Models with equal keys share one ``stripped()`` copy for their bookkeeping."""
+        classes = None if self.classes is None else tuple(self.classes)
+        return ("linear", self.task, classes, self.encoder)
+
+    def stripped(self) -> LinearModel:
+        """A parameter-less copy: what a resident model keeps beside its slot."""
+        return LinearModel(self.task, self.classes, self.encoder, _EMPTY, _EMPTY)
+
 
 def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> LinearModel:
     """Fold ``preprocessor`` (optional, shared) and the artifact's own preprocessing into one
@@ -69,7 +83,9 @@ def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> Linea
         )
     inputs, pre = art.inputs, art.preprocessing
     if preprocessor is not None:
-        inputs, pre = _chain(preprocessor, art)
+        inputs, pre = chain(preprocessor, art)
+    if any(passes_nan(c) for c in inputs):
+        raise ManifestError("a linear model cannot take NaN inputs: give each column a fill value")
     encoder = encoder_for(tuple(inputs))
     coef = art.params["coef"].astype(np.float64)  # (K, F)
     weight = np.zeros((coef.shape[0], encoder.width), np.float64)  # (K, E)
@@ -85,7 +101,7 @@ def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> Linea
     )
 
 
-def _chain(first: Artifact, second: Artifact) -> tuple[list[Column], Preprocessing]:
+def chain(first: Artifact, second: Artifact) -> tuple[list[Column], Preprocessing]:
     """Preprocessing of ``second`` applied to the outputs of ``first`` (the shared stage)."""
     p1, p2 = first.preprocessing, second.preprocessing
     if len(second.inputs) != p1.n_features:
@@ -121,17 +137,21 @@ class LinearFamily:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.slabs: dict[tuple[int, int], Slab] = {}
+        self.slabs: dict[tuple[int, int], LinearSlab] = {}
 
     def slot_bytes(self, model: LinearModel) -> int:
         return slot_bytes(*model.slab_key)
 
-    def place(self, model: LinearModel) -> tuple[Slab, int]:
+    def row_width(self, slab: LinearSlab, meta: LinearModel) -> int:
+        """Columns of the encoded rows this slab's op takes (the padded width)."""
+        return slab.d
+
+    def place(self, model: LinearModel) -> tuple[LinearSlab, int]:
         """Copy the model into a free slot of its size class's slab."""
         key = model.slab_key
         slab = self.slabs.get(key)
         if slab is None:
-            slab = self.slabs[key] = Slab(key[0], key[1], self.device)
+            slab = self.slabs[key] = LinearSlab(key[0], key[1], self.device)
         slot = slab.alloc()
         e = model.encoder.width
         if self.device.type == "cpu":
@@ -149,7 +169,7 @@ class LinearFamily:
             slab.link[slot] = model.link
         return slab, slot
 
-    def read_back(self, slab: Slab, slot: int, model: LinearModel) -> LinearModel:
+    def read_back(self, slab: LinearSlab, slot: int, model: LinearModel) -> LinearModel:
         """The model's parameters as they sit in the slot (demotion keeps exactly these).
         With CUDA they land in pinned host memory, so promotion is a DMA copy."""
         e = model.encoder.width
@@ -160,10 +180,10 @@ class LinearFamily:
         b_host = torch.empty(b.shape, dtype=b.dtype, pin_memory=pin).copy_(b)
         return replace(model, weight=w_host.numpy(), bias=b_host.numpy())
 
-    def free(self, slab: Slab, slot: int) -> None:
+    def free(self, slab: LinearSlab, slot: int) -> None:
         slab.free(slot)
 
-    def forward(self, slab: Slab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def forward(self, slab: LinearSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, K) scores after each model's link."""
         return linear_forward(x, slots, slab.weight, slab.bias, slab.link)
 

@@ -1,0 +1,422 @@
+"""The trees family: XGBoost ensembles as node records in arena slabs, one fused op per slab.
+
+Load: an artifact's ``xgboost-model`` file -> ``TreeEnsemble`` (``convert.xgboost``, which
+checks it) -> ``kernels.trees.pack`` (which checks every tree and numbers its nodes breadth
+first) -> a ``TreeModel``: the node records of one model with indices relative to its own first
+node, ready to copy into a slot. The host tier keeps exactly these.
+
+A ``TreeSlab`` holds models of one size class: up to C nodes, up to T trees and K outputs each.
+Slot s owns records ``s*C : s*C + C`` of the flattened node table and trees ``s*T : s*T + T``;
+placing a model adds ``s*C`` to its child and root indices, so the op (``mmhost::trees``) walks
+every slot of a slab in one call. Size classes step by an eighth of a power of two (< 25%
+padding); the tier accounts a slot's exact bytes (``tree_slot_bytes``).
+
+Preprocessing is not folded into thresholds (that would change float32 rounding at the splits):
+``FeatureEncoder`` applies the artifact's ``scale * source + shift`` to the encoded rows, in
+float64 as scikit-learn does before XGBoost sees float32, and skips it when it is the identity
+(SageMaker's bare ``xgboost-model``). NaN passes through to the trees' default directions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from mmhost.artifacts import Artifact, Column, Preprocessing
+from mmhost.artifacts.manifest import MAX_COLUMNS, ManifestError
+from mmhost.codecs import RowEncoder, encoder_for
+from mmhost.convert.xgboost import TreeEnsemble, read_xgboost
+from mmhost.errors import UnsupportedModel
+from mmhost.families.arena import Slab
+from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_forward
+
+# the objective's link, applied to each row's margins after the op
+LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX, LINK_EXP, LINK_ARGMAX = range(5)
+LINKS = {
+    "identity": LINK_IDENTITY,
+    "sigmoid": LINK_SIGMOID,
+    "softmax": LINK_SOFTMAX,
+    "exp": LINK_EXP,
+    "argmax": LINK_ARGMAX,
+}
+_INT32_MAX = 2**31 - 1
+_NO_NODES = np.zeros((0, 4), np.int32)
+_NO_TREES = np.zeros(0, np.int64)
+_NO_GROUPS = np.zeros(0, np.int32)
+_NO_BASE = np.zeros(0, np.float32)
+
+
+def tree_slot_bytes(c: int, t: int, k: int) -> int:
+    """Exact device bytes of one slot: C 16-byte node records, T tree roots (int64) and groups
+    (int32), the tree range (2 x int64), K base margins, the feature count and the link code."""
+    return c * 16 + t * 12 + 16 + k * 4 + 4 + 1
+
+
+def size_class(n: int, floor: int) -> int:
+    """``n`` rounded up to a multiple of an eighth of the next power of two (>= floor): a
+    class wastes under 25%, and a handful of classes cover a fleet of similar models."""
+    if n <= floor:
+        return floor
+    step = max(1, (1 << (n - 1).bit_length()) // 8)
+    return -(-n // step) * step
+
+
+# --- rows in ---------------------------------------------------------------------------------
+class FeatureEncoder:
+    """Raw rows -> the model's float32 features: the input schema's encoding (``RowEncoder``),
+    then feature j = scale[j] * encoded[slot[j]] + shift[j] unless that is the identity.
+    Shared by every model with the same schema and preprocessing (see ``feature_encoder``)."""
+
+    def __init__(
+        self,
+        rows: RowEncoder,
+        slot: np.ndarray | None,
+        scale: np.ndarray | None,
+        shift: np.ndarray | None,
+    ) -> None:
+        self.rows = rows
+        self.columns = rows.columns
+        self.slot, self.scale, self.shift = slot, scale, shift  # (F,) each, or None: identity
+        self.width = rows.width if slot is None else len(slot)
+
+    def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
+        """Rows -> (N, width) float32 features, zero beyond the model's."""
+        width = self.width if width is None else width
+        if self.slot is None:
+            return self.rows.encode(rows, width)
+        assert self.scale is not None and self.shift is not None
+        enc = self.rows.encode(rows, dtype=np.float64)  # (N, E), the values as given
+        out = np.zeros((enc.shape[0], width), np.float32)
+        out[:, : self.width] = enc[:, self.slot] * self.scale + self.shift
+        return out
+
+    def encode_tensor(self, x: Any, device: torch.device, width: int) -> torch.Tensor:
+        if self.slot is None:
+            return self.rows.encode_tensor(x, device, width)
+        assert self.scale is not None and self.shift is not None
+        enc = self.rows.encode_tensor(x, device, self.rows.width, torch.float64)  # (N, E)
+        slot = torch.from_numpy(self.slot).to(device)
+        feats = enc.index_select(1, slot) * torch.from_numpy(self.scale).to(device)
+        feats = (feats + torch.from_numpy(self.shift).to(device)).float()  # (N, F)
+        if width > self.width:
+            feats = torch.nn.functional.pad(feats, (0, width - self.width))
+        return feats.contiguous()
+
+
+def feature_encoder(columns: tuple[Column, ...], pre: Preprocessing) -> FeatureEncoder:
+    rows = encoder_for(columns)
+    slot = np.array(
+        [rows.offsets[f.column] + (f.category or 0) for f in pre.features], dtype=np.int64
+    )
+    scale = np.ascontiguousarray(pre.scale, np.float64)
+    shift = np.ascontiguousarray(pre.shift, np.float64)
+    identity = (
+        len(slot) == rows.width
+        and (slot == np.arange(len(slot))).all()
+        and (scale == 1.0).all()
+        and (shift == 0.0).all()
+    )
+    if identity:
+        return _shared_encoder(rows, None, None, None)
+    return _shared_encoder(rows, slot.tobytes(), scale.tobytes(), shift.tobytes())
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_encoder(
+    rows: RowEncoder, slot: bytes | None, scale: bytes | None, shift: bytes | None
+) -> FeatureEncoder:
+    if slot is None:
+        return FeatureEncoder(rows, None, None, None)
+    assert scale is not None and shift is not None
+    return FeatureEncoder(
+        rows,
+        np.frombuffer(slot, np.int64),
+        np.frombuffer(scale, np.float64),
+        np.frombuffer(shift, np.float64),
+    )
+
+
+# --- the model -------------------------------------------------------------------------------
+@dataclass(eq=False, slots=True)
+class TreeModel:
+    """One ensemble in host memory, as its slot holds it (indices relative to the model)."""
+
+    family: ClassVar[str] = "trees"
+    task: str
+    classes: list[Any] | None
+    encoder: FeatureEncoder
+    link: int
+    k: int  # outputs (margins) per row
+    nodes: np.ndarray  # (M, 4) int32 records; left relative to the model's first node
+    tree_root: np.ndarray  # (T,) int64, relative likewise
+    tree_group: np.ndarray  # (T,) int32
+    base: np.ndarray  # (K,) float32 base margins
+
+    @property
+    def num_features(self) -> int:
+        return self.encoder.width
+
+    @property
+    def slab_key(self) -> tuple[int, int, int]:
+        return (size_class(len(self.nodes), 8), size_class(len(self.tree_root), 4), self.k)
+
+    @property
+    def nbytes(self) -> int:
+        """Host-tier bytes: the records and per-tree arrays (the encoder is shared)."""
+        arrays = (self.nodes, self.tree_root, self.tree_group, self.base)
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def meta_key(self) -> tuple[object, ...]:
+        classes = None if self.classes is None else tuple(self.classes)
+        return ("trees", self.task, classes, self.encoder, self.link, self.k)
+
+    def stripped(self) -> TreeModel:
+        return TreeModel(
+            self.task,
+            self.classes,
+            self.encoder,
+            self.link,
+            self.k,
+            _NO_NODES,
+            _NO_TREES,
+            _NO_GROUPS,
+            _NO_BASE,
+        )
+
+
+def compile_trees(art: Artifact, preprocessor: Artifact | None = None) -> TreeModel:
+    """An xgboost artifact -> a checked, packed ``TreeModel``. ManifestError says what's off."""
+    if art.kind != "model" or art.algorithm != "xgboost" or art.xgboost is None:
+        raise ManifestError(f"not an xgboost model artifact (algorithm={art.algorithm})")
+    try:
+        ens = read_xgboost(art.xgboost)
+    except UnsupportedModel as exc:  # MalformedModel too
+        raise ManifestError(f"xgboost-model: {exc.message}") from None
+    if ens.num_class > 1 and not ens.objective.startswith("multi:"):
+        raise ManifestError(
+            f"xgboost-model: {ens.num_class} targets under {ens.objective}; multi-target models "
+            "are not supported"
+        )
+    if not art.inputs:  # SageMaker's bare xgboost-model: F numeric columns, NaN = missing
+        if ens.num_feature > MAX_COLUMNS:
+            raise ManifestError(
+                f"xgboost-model: {ens.num_feature} features, over the {MAX_COLUMNS} supported"
+            )
+        inputs = [Column(f"f{i}", "float", missing=math.nan) for i in range(ens.num_feature)]
+        pre = Preprocessing.identity(ens.num_feature)
+        task, classes = _builtin_task(ens), None
+    else:
+        inputs, pre = art.inputs, art.preprocessing
+        if preprocessor is not None:
+            from mmhost.families.linear import chain
+
+            inputs, pre = chain(preprocessor, art)
+        task, classes = art.task or "regressor", art.classes
+        _check_task(ens, task, classes, pre.n_features)
+    try:
+        packed = pack([ens])
+    except ValueError as exc:
+        raise ManifestError(f"xgboost-model: {exc}") from None
+    return TreeModel(
+        task,
+        classes,
+        feature_encoder(tuple(inputs), pre),
+        LINKS[ens.link],
+        ens.num_class,
+        packed.nodes.numpy(),
+        packed.tree_root.numpy(),
+        packed.tree_group.numpy(),
+        packed.base.numpy()[0],
+    )
+
+
+def _builtin_task(ens: TreeEnsemble) -> str:
+    """How SageMaker's XGBoost answers: a probability for binary:logistic, K probabilities for
+    multi:softprob, one number per row for everything else (multi:softmax's is the class)."""
+    if ens.objective == "binary:logistic":
+        return "binary_classifier"
+    if ens.objective == "multi:softprob":
+        return "multiclass_classifier"
+    return "regressor"
+
+
+def _check_task(ens: TreeEnsemble, task: str, classes: list[Any] | None, features: int) -> None:
+    if features != ens.num_feature:
+        raise ManifestError(
+            f"the preprocessing produces {features} features; the xgboost-model takes "
+            f"{ens.num_feature}"
+        )
+    if task == "binary_classifier" and ens.objective != "binary:logistic":
+        raise ManifestError(f"a binary classifier needs binary:logistic, not {ens.objective}")
+    if task == "multiclass_classifier":
+        n = len(classes or [])
+        if ens.objective != "multi:softprob" or ens.num_class != n:
+            raise ManifestError(
+                f"a classifier of {n} classes needs multi:softprob with num_class {n}, "
+                f"not {ens.objective} with {ens.num_class}"
+            )
+    if task == "regressor" and ens.link == "softmax":
+        raise ManifestError("multi:softprob gives probabilities: declare a multiclass_classifier")
+
+
+# --- the slab and the family -----------------------------------------------------------------
+class TreeSlab(Slab):
+    """Slots for ensembles of up to C nodes and T trees with K outputs."""
+
+    fields = (
+        "nodes",
+        "tree_root",
+        "tree_group",
+        "model_trees",
+        "base",
+        "num_features",
+        "link",
+    )
+
+    def __init__(self, c: int, t: int, k: int, device: torch.device) -> None:
+        self.c, self.t, self.k, self.device = c, t, k, device
+        capacity = max(1, min(64, (1 << 20) // tree_slot_bytes(c, t, k)))  # ~1 MiB to start
+
+        def zeros(*shape: int, dtype: torch.dtype = torch.int32) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        self.nodes = zeros(capacity, c, 4)  # (S, C, 4) records
+        self.tree_root = zeros(capacity, t, dtype=torch.int64)  # (S, T) absolute node index
+        self.tree_group = zeros(capacity, t)  # (S, T)
+        self.model_trees = zeros(capacity, 2, dtype=torch.int64)  # (S, 2) [first, end) tree
+        self.base = zeros(capacity, k, dtype=torch.float32)  # (S, K)
+        self.num_features = zeros(capacity)  # (S,)
+        self.link = zeros(capacity, dtype=torch.int8)  # (S,)
+        self.sizes = np.zeros((capacity, 2), np.int64)  # host: nodes and trees of each slot
+        self.links: dict[int, int] = {}  # link code -> slots using it (host bookkeeping)
+        super().__init__(capacity)
+
+    @property
+    def slot_bytes(self) -> int:
+        return tree_slot_bytes(self.c, self.t, self.k)
+
+    def _grow(self, capacity: int) -> None:
+        if capacity * self.c > _INT32_MAX:
+            raise RuntimeError(
+                f"a trees slab of {capacity} x {self.c} nodes would overflow int32 node indices"
+            )
+        old = self.capacity
+        super()._grow(capacity)
+        self.sizes = np.concatenate([self.sizes, np.zeros((capacity - old, 2), np.int64)])
+
+
+class TreesFamily:
+    """Owns the trees slabs on one device: place, read back, free, and the fused forward."""
+
+    name = "trees"
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.slabs: dict[tuple[int, int, int], TreeSlab] = {}
+
+    def slot_bytes(self, model: TreeModel) -> int:
+        return tree_slot_bytes(*model.slab_key)
+
+    def row_width(self, slab: TreeSlab, meta: TreeModel) -> int:
+        return meta.num_features
+
+    def place(self, model: TreeModel) -> tuple[TreeSlab, int]:
+        key = model.slab_key
+        slab = self.slabs.get(key)
+        if slab is None:
+            slab = self.slabs[key] = TreeSlab(*key, self.device)
+        s = slab.alloc()
+        m, t = len(model.nodes), len(model.tree_root)
+        rec = model.nodes.copy()  # (M, 4)
+        rec[:, NODE_LEFT] += np.where(rec[:, NODE_FEATURE] >= 0, s * slab.c, 0).astype(np.int32)
+        roots = model.tree_root + s * slab.c  # (T,)
+        trees = np.array([s * slab.t, s * slab.t + t], np.int64)
+        if self.device.type == "cpu":
+            # numpy views of the slab: a memcpy each, no torch indexing overhead
+            slab.nodes.numpy()[s, :m] = rec
+            slab.tree_root.numpy()[s, :t] = roots
+            slab.tree_group.numpy()[s, :t] = model.tree_group
+            slab.model_trees.numpy()[s] = trees
+            slab.base.numpy()[s] = model.base
+        else:
+            slab.nodes[s, :m].copy_(torch.from_numpy(rec))
+            slab.tree_root[s, :t].copy_(torch.from_numpy(roots))
+            slab.tree_group[s, :t].copy_(torch.from_numpy(model.tree_group))
+            slab.model_trees[s].copy_(torch.from_numpy(trees))
+            slab.base[s].copy_(torch.from_numpy(model.base))
+        slab.num_features[s] = model.num_features
+        slab.link[s] = model.link
+        slab.sizes[s] = (m, t)
+        slab.links[model.link] = slab.links.get(model.link, 0) + 1
+        return slab, s
+
+    def read_back(self, slab: TreeSlab, slot: int, meta: TreeModel) -> TreeModel:
+        """The model as its slot holds it, with indices made relative again."""
+        m, t = (int(v) for v in slab.sizes[slot])
+        rec = slab.nodes[slot, :m].cpu().numpy().copy()
+        rec[:, NODE_LEFT] -= np.where(rec[:, NODE_FEATURE] >= 0, slot * slab.c, 0).astype(np.int32)
+        roots = slab.tree_root[slot, :t].cpu().numpy() - slot * slab.c
+        return replace(
+            meta,
+            nodes=rec,
+            tree_root=roots,
+            tree_group=slab.tree_group[slot, :t].cpu().numpy().copy(),
+            base=slab.base[slot].cpu().numpy().copy(),
+        )
+
+    def free(self, slab: TreeSlab, slot: int) -> None:
+        code = int(slab.link[slot])
+        slab.links[code] -= 1
+        if not slab.links[code]:
+            del slab.links[code]
+        slab.sizes[slot] = 0
+        slab.model_trees[slot] = 0  # an empty range: a stale slot walks no trees
+        slab.free(slot)
+
+    def forward(self, slab: TreeSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """x (N, F) and slots (N,) for one slab -> (N, K) outputs after each model's link."""
+        margins = trees_forward(
+            x,
+            slots,
+            slab.nodes.view(-1, 4),
+            slab.tree_root.view(-1),
+            slab.tree_group.view(-1),
+            slab.model_trees,
+            slab.base,
+            slab.num_features,
+        )
+        codes = list(slab.links)
+        if len(codes) == 1:
+            return apply_link(codes[0], margins)
+        link = slab.link.index_select(0, slots)  # (N,)
+        out = margins
+        for code in codes:
+            if code != LINK_IDENTITY:
+                mine = (link == code)[:, None]  # (N, 1)
+                out = torch.where(mine, apply_link(code, margins), out)
+        return out
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(s.reserved_bytes for s in self.slabs.values())
+
+
+def apply_link(code: int, margins: torch.Tensor) -> torch.Tensor:
+    """(N, K) margins -> outputs. argmax puts the class index (as float) in column 0."""
+    if code == LINK_SIGMOID:
+        return torch.sigmoid(margins)
+    if code == LINK_SOFTMAX:
+        return torch.softmax(margins, dim=1)
+    if code == LINK_EXP:
+        return torch.exp(margins)
+    if code == LINK_ARGMAX:
+        out = torch.zeros_like(margins)
+        out[:, 0] = margins.argmax(dim=1).to(margins.dtype)
+        return out
+    return margins
