@@ -458,7 +458,7 @@ def test_registered_torch_op_is_the_same_function():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_runs_the_reference():
+def test_cuda_runs_the_triton_kernel_and_matches_cpu():
     p, args = small_pack()
     on_gpu = {k: v.cuda() for k, v in args.items()}
     assert torch.equal(trees_forward(**on_gpu).cpu(), trees_forward(**args))

@@ -1,6 +1,6 @@
 """The fused multi-model tree-ensemble op: each row is scored by its own model's trees, in one call.
 
-Semantics (the reference below is the oracle for the C++ kernel and, later, a Triton one)::
+Semantics (the reference below is the oracle for the C++ and Triton kernels)::
 
     for i in range(N):
         s = row_model[i]
@@ -59,8 +59,9 @@ corrupt pack cannot loop forever.
 
 Dispatch: ``torch.ops.mmhost.trees`` is registered with torch.library; the CPU kernel is the C++
 op ``mmhost._C.trees_forward`` (falling back to the reference with one warning when the
-extension is not built, or was built before this op existed); CUDA runs the reference for now
-(a Triton kernel comes later).
+extension is not built, or was built before this op existed); the CUDA kernel is the Triton
+kernel in ``trees_triton.py`` (bit-identical to the reference; a corrupt pack gives NaN rows
+there, as a GPU kernel cannot raise without a device sync).
 """
 
 from __future__ import annotations
@@ -375,10 +376,9 @@ def _trees_cpu(x, row_model, nodes, tree_root, tree_group, model_trees, base, nu
 
 @torch.library.register_kernel("mmhost::trees", "cuda")
 def _trees_cuda(x, row_model, nodes, tree_root, tree_group, model_trees, base, num_features):
-    # the reference until the Triton kernel lands
-    return trees_reference(
-        x, row_model, nodes, tree_root, tree_group, model_trees, base, num_features
-    )
+    from mmhost.kernels.trees_triton import trees_triton
+
+    return trees_triton(x, row_model, nodes, tree_root, tree_group, model_trees, base, num_features)
 
 
 def trees_forward(
