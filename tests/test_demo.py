@@ -38,10 +38,11 @@ def test_demo_serves_scikit_learns_prices(tmp_path, capsys):
     want = np.array([s[3] for s in served])
     np.testing.assert_allclose(got, want, rtol=RTOL_PRICE)
     models = {s[0] for s in served}
-    assert models == {f"{c}/{c}.tar.gz" for c in CITIES}  # Houston too, deployed while serving
+    # Houston too, deployed while serving, and Austin's XGBoost model in SageMaker's layout
+    assert models == {f"{c}/{c}.tar.gz" for c in CITIES} | {"Austin_TX/model.tar.gz"}
     assert set(summary["cold_ms"]) == models
     assert "Using model " in out and "took" in out
-    assert "all match scikit-learn" in out
+    assert "all match scikit-learn/XGBoost" in out
     assert "unknown category 'maybe'" in out and "was not found" in out
 
 
@@ -56,3 +57,4 @@ def test_mmhost_demo_command(tmp_path):
     for city in CITIES:
         assert city in proc.stdout
     assert (tmp_path / "d" / "models" / "Houston_TX" / "Houston_TX.tar.gz").is_file()
+    assert (tmp_path / "d" / "models" / "Austin_TX" / "model.tar.gz").is_file()

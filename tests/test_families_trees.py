@@ -172,6 +172,22 @@ def test_demotion_round_trip_is_exact_and_accounting_is_exact_bytes(host_factory
     assert stats["evictions"]["device"] >= 2 and stats["hits"]["host"] >= 2
 
 
+def test_a_shared_preprocessor_feeds_a_bare_xgboost_model(host_factory, store):
+    """An inference pipeline: raw rows -> the shared scaler + one-hot -> SageMaker's trees."""
+    X, y = houses(300, 3)
+    pre = ColumnTransformer(
+        [("num", StandardScaler(), list(range(6))), ("cat", OneHotEncoder(), [6, 7])]
+    ).fit(X)
+    from_sklearn(pre, COLUMNS).save(store.parent / "pre.tar.gz")
+    features = pre.transform(X)
+    bst = xgb.train({"max_depth": 5}, xgb.DMatrix(features, y), 20)
+    save_xgboost(bst, store / "city" / "model.tar.gz")
+    host = host_factory(store=str(store), preprocessor=str(store.parent / "pre.tar.gz"))
+    got = host.predict("city/model.tar.gz", X[:50].tolist())
+    np.testing.assert_allclose(got, bst.predict(xgb.DMatrix(features[:50])), rtol=RTOL)
+    assert [c["name"] for c in host.describe("city/model.tar.gz")["inputs"]] == COLUMNS
+
+
 def test_slot_bytes_and_size_classes():
     assert tree_slot_bytes(8, 4, 1) == 8 * 16 + 4 * 12 + 16 + 4 + 4 + 1
     for n in range(1, 5000):

@@ -33,6 +33,7 @@ from mmhost.codecs import RowEncoder, encoder_for
 from mmhost.convert.xgboost import TreeEnsemble, read_xgboost
 from mmhost.errors import UnsupportedModel
 from mmhost.families.arena import Slab
+from mmhost.families.linear import chain
 from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_forward
 
 # the objective's link, applied to each row's margins after the op
@@ -203,29 +204,32 @@ def compile_trees(art: Artifact, preprocessor: Artifact | None = None) -> TreeMo
             f"xgboost-model: {ens.num_class} targets under {ens.objective}; multi-target models "
             "are not supported"
         )
-    if not art.inputs:  # SageMaker's bare xgboost-model: F numeric columns, NaN = missing
+    builtin = not art.inputs
+    if builtin:  # SageMaker's bare xgboost-model: F numeric columns, NaN = missing
         if ens.num_feature > MAX_COLUMNS:
             raise ManifestError(
                 f"xgboost-model: {ens.num_feature} features, over the {MAX_COLUMNS} supported"
             )
-        inputs = [Column(f"f{i}", "float", missing=math.nan) for i in range(ens.num_feature)]
-        pre = Preprocessing.identity(ens.num_feature)
-        task, classes = _builtin_task(ens), None
-    else:
-        inputs, pre = art.inputs, art.preprocessing
-        if preprocessor is not None:
-            from mmhost.families.linear import chain
-
-            inputs, pre = chain(preprocessor, art)
-        task, classes = art.task or "regressor", art.classes
-        _check_task(ens, task, classes, pre.n_features)
+        art = replace(
+            art,
+            inputs=[Column(f"f{i}", "float", missing=math.nan) for i in range(ens.num_feature)],
+            preprocessing=Preprocessing.identity(ens.num_feature),
+            task=_builtin_task(ens),
+            classes=None,
+        )
+    inputs, pre = art.inputs, art.preprocessing
+    if preprocessor is not None:  # an inference pipeline: its outputs are the model's inputs
+        inputs, pre = chain(preprocessor, art)
+    task = art.task or "regressor"
+    if not builtin:
+        _check_task(ens, task, art.classes, art.preprocessing.n_features)
     try:
         packed = pack([ens])
     except ValueError as exc:
         raise ManifestError(f"xgboost-model: {exc}") from None
     return TreeModel(
         task,
-        classes,
+        art.classes,
         feature_encoder(tuple(inputs), pre),
         LINKS[ens.link],
         ens.num_class,
