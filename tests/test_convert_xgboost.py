@@ -568,3 +568,19 @@ def test_fuzz_ubjson_mutations(edits: list[tuple[int, int]], cut: int | None) ->
         return
     out = predict_reference(ens, data(8, ens.num_feature))
     assert out.shape[0] == 8
+
+
+@pytest.mark.parametrize("p", [0.27255628, 0.41557786, 0.70846814])
+def test_base_margins_round_as_xgboosts_logf(p):
+    """-logf(1/p - 1) rounds differently from a correctly rounded log at these base scores (each
+    fails without libm), so margins stay bit-identical only with the C library's logf."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(float)
+    params = {"objective": "binary:logistic", "base_score": p, "max_depth": 2, "nthread": 1}
+    bst = xgb.train(params, xgb.DMatrix(x, y), 2)
+    ens = from_xgboost(bst)
+    want = bst.predict(xgb.DMatrix(x), output_margin=True)
+    np.testing.assert_array_equal(predict_reference(ens, x, output_margin=True).ravel(), want)
