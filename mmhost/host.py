@@ -305,13 +305,18 @@ class Host:
         held: dict[int, Resident],
         results: list[Any],
     ) -> list[_Block]:
-        """(slab, member requests, rows, slots) per block: list rows that share an encoder and
-        a slab are decoded in one call; a block that fails to decode is split into single
-        requests so each error stays with its own request."""
-        groups: dict[tuple[int, int], list[int]] = {}
+        """(slab, member requests, rows, slots) per block: list rows (or 2-D numeric arrays of
+        one width) that share an encoder and a slab are decoded in one call; a block that fails
+        to decode is split into single requests so each error stays with its own request."""
+        groups: dict[tuple[object, ...], list[int]] = {}
         for i, r in held.items():
-            shared = isinstance(requests[i][1], list)  # arrays and tensors go alone
-            key = (id(r.meta.encoder), id(r.slab)) if shared else (i, -1)
+            rows = requests[i][1]
+            if isinstance(rows, list):
+                key: tuple[object, ...] = (id(r.meta.encoder), id(r.slab), "list")
+            elif _is_matrix(rows):
+                key = (id(r.meta.encoder), id(r.slab), "array", rows.shape[1])
+            else:  # tensors and anything else go alone
+                key = (i,)
             groups.setdefault(key, []).append(i)
         blocks: list[_Block] = []
         for group in groups.values():
@@ -333,11 +338,14 @@ class Host:
         attempts = ([members] if len(members) > 1 else []) + [[i] for i in members]
         for attempt in attempts:
             r0 = held[attempt[0]]
-            rows = (
-                [row for i in attempt for row in requests[i][1]]
-                if len(attempt) > 1
-                else (requests[attempt[0]][1])
-            )
+            rows = requests[attempt[0]][1]
+            if len(attempt) > 1:
+                parts = [requests[i][1] for i in attempt]
+                rows = (
+                    np.concatenate(parts)
+                    if isinstance(rows, np.ndarray)
+                    else [row for part in parts for row in part]
+                )
             try:
                 x = self._encode(r0, rows)  # (rows of all of them, D)
             except Exception as exc:
@@ -467,6 +475,11 @@ def _row_count(rows: Any) -> int:
     if shape is not None and len(shape) > 0:
         return int(shape[0])
     return len(rows) if isinstance(rows, (list, tuple)) else 0
+
+
+def _is_matrix(rows: Any) -> bool:
+    """A 2-D numeric numpy array (requests of these can be joined and decoded at once)."""
+    return isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.dtype.kind in "fiub"
 
 
 def _is_tensor(rows: Any) -> bool:

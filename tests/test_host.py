@@ -78,6 +78,27 @@ def test_requests_for_many_models_share_one_fused_call(city_store, host_factory)
         )
 
 
+def test_numpy_requests_are_decoded_together_and_errors_stay_their_own(store, host_factory):
+    X = np.random.default_rng(0).normal(size=(32, 5))
+    regs = {}
+    for i in range(3):
+        regs[f"num{i}"] = LinearRegression().fit(X, X @ np.arange(1.0 + i, 6.0 + i))
+        from_sklearn(regs[f"num{i}"]).save(store / f"num{i}")
+    h = host_factory(store=str(store))
+    bad = X[:2].copy()
+    bad[1, 3] = np.nan  # no imputer: refused, for this request only
+    requests = [(f"num{i % 3}", X[i : i + 2]) for i in range(9)]
+    requests.insert(4, ("num1", bad))
+    requests.insert(6, ("num2", X[:2, :4]))  # one column short
+    outs = h.predict_many(requests)
+    assert isinstance(outs[4], ValidationError) and "row 1, column 'x3'" in outs[4].message
+    assert isinstance(outs[6], ValidationError) and "shape (2, 4)" in outs[6].message
+    for (name, rows), out in zip(requests, outs, strict=True):
+        if not isinstance(out, Exception):
+            np.testing.assert_allclose(out, regs[name].predict(rows), rtol=1e-5)
+    assert h.stats()["batches"]["calls"] == 1  # decoded per slab, not per request
+
+
 def test_async_invoke_from_another_loop(city_store, host_factory):
     h = host_factory(store=str(city_store))
     X, _ = houses(3, seed=7)
