@@ -34,6 +34,9 @@ Raises:
         py::arg("x"), py::arg("slots"), py::arg("weight"), py::arg("bias"), py::arg("link"),
         py::call_guard<py::gil_scoped_release>());
 
+  // The trees op's argument layout: 2 = model_trees as (S, 2) ranges. mmhost/kernels/trees.py
+  // runs the reference instead of a build whose layout differs (a stale build).
+  m.attr("TREES_ABI") = 2;
   m.def("trees_forward", &mmhost::trees_forward,
         R"doc(Margins of every row under its model's trees (fused multi-model tree ensembles).
 

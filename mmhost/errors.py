@@ -72,6 +72,13 @@ class InsufficientCapacity(MmhostError):
         )
 
 
+class SlabFull(MmhostError):
+    """An arena slab cannot take another slot (e.g. its node indices would pass int32)."""
+
+    status = 507
+    code = "ServiceUnavailable"
+
+
 class HostClosed(MmhostError):
     status = 503
     code = "ServiceUnavailable"

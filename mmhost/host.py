@@ -381,11 +381,13 @@ class Host:
         batcher moves a whole batch at once)."""
         encoder = r.meta.encoder
         d = self.families.row_width(r.slab, r.meta)
-        cells = _row_count(rows) * d
+        # the widest array the request makes: the raw encoding, the op's rows, or its outputs
+        wide = max(d, encoder.encoded_width, r.slab.k)
+        cells = _row_count(rows) * wide
         if cells > self.settings.max_request_values:
             raise ValidationError(
-                f"{_row_count(rows)} rows x {d} encoded features = {cells} values in one "
-                f"request; the limit is {self.settings.max_request_values}"
+                f"{_row_count(rows)} rows x {wide} encoded features or outputs = {cells} values "
+                f"in one request; the limit is {self.settings.max_request_values}"
             )
         if _is_tensor(rows):
             return encoder.encode_tensor(rows, self.device, d)
@@ -418,6 +420,7 @@ class Host:
             "name": name,
             "task": m.task,
             "classes": m.classes,
+            "outputs": r.slab.k,  # score columns (a multiclass model's k probabilities)
             "version": r.version,
             "inputs": [c.to_json() for c in m.encoder.columns],
         }

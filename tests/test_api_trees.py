@@ -162,7 +162,12 @@ def test_kserve_v2_infer_with_missing_values(server, boosters):
     res = client.infer(BINARY, [inp])
     np.testing.assert_allclose(res.as_numpy("score"), want(boosters[BINARY], x), rtol=RTOL)
     meta = client.get_model_metadata(BINARY)
-    assert meta["inputs"][0]["shape"][-1] == 4 or len(meta["inputs"]) == 4
+    assert [i["name"] for i in meta["inputs"]] == ["f0", "f1", "f2", "f3"]
+    assert meta["outputs"] == [{"name": "score", "datatype": "FP32", "shape": [-1]}]
+    meta = client.get_model_metadata(SOFTPROB)  # a bare softprob model: k columns, no labels
+    assert meta["outputs"] == [{"name": "score", "datatype": "FP32", "shape": [-1, 3]}]
+    res = client.infer(SOFTPROB, [inp])
+    np.testing.assert_allclose(res.as_numpy("score"), want(boosters[SOFTPROB], x), rtol=RTOL)
 
 
 def test_container_contract_load_and_invoke(server, boosters, store):

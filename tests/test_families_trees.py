@@ -21,8 +21,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mmhost.convert import from_sklearn, save_xgboost
-from mmhost.errors import BadArtifact, ValidationError
-from mmhost.families.trees import size_class, tree_slot_bytes
+from mmhost.errors import BadArtifact, SlabFull, ValidationError
+from mmhost.families.trees import TreeModel, TreesFamily, compile_trees, size_class, tree_slot_bytes
 from mmhost.houses import COLUMNS, houses
 
 RTOL = 1e-5
@@ -194,6 +194,62 @@ def test_slot_bytes_and_size_classes():
         c = size_class(n, 8)
         assert c >= n and (n <= 8 or c < 1.25 * n + 8), n
     assert len({size_class(n, 8) for n in range(1000, 2000)}) <= 10
+
+
+def _tree_model(seed: int = 0) -> TreeModel:
+    from mmhost.artifacts import Artifact, Preprocessing
+
+    blob = bytes(booster("binary:logistic", seed=seed).save_raw(raw_format="ubj"))
+    art = Artifact("model", [], Preprocessing.identity(0), algorithm="xgboost", xgboost=blob)
+    return compile_trees(art)
+
+
+def test_a_slot_is_exactly_the_bytes_of_its_tensors():
+    fam = TreesFamily(torch.device("cpu"))
+    slab, _ = fam.place(_tree_model())
+    per_slot = sum(getattr(slab, f)[0].nbytes for f in slab.fields)
+    assert slab.slot_bytes == per_slot == tree_slot_bytes(slab.c, slab.t, slab.k)
+
+
+def test_a_slab_stops_where_int32_node_indices_end(monkeypatch):
+    import mmhost.families.trees as trees_family
+
+    model = _tree_model()
+    c = size_class(len(model.nodes), 8)
+    monkeypatch.setattr(trees_family, "_INT32_MAX", 70 * c - 1)  # room for 70 slots
+    fam = TreesFamily(torch.device("cpu"))
+    placed = [fam.place(model) for _ in range(70)]
+    with pytest.raises(SlabFull, match="is full"):
+        fam.place(model)
+    slab = placed[0][0]
+    assert slab.capacity == 70 and slab.used == 70
+    fam.free(*placed[3])
+    assert fam.place(model)[1] == placed[3][1]  # a freed slot is taken again
+
+
+def test_a_failed_copy_leaks_no_slot(monkeypatch):
+    fam = TreesFamily(torch.device("cpu"))
+    slab, _ = fam.place(_tree_model())
+    links = dict(slab.links)
+
+    def broken(*args):
+        raise RuntimeError("copy failed")
+
+    monkeypatch.setattr(fam, "_write", broken)
+    with pytest.raises(RuntimeError, match="copy failed"):
+        fam.place(_tree_model())
+    assert slab.used == 1 and slab.links == links
+
+
+def test_the_request_limit_counts_outputs_and_the_raw_encoding(host_factory, store):
+    x = data(0, 100, f=2)
+    y = np.arange(100) % 5
+    params = {"objective": "multi:softprob", "num_class": 5, "max_depth": 2, "nthread": 1}
+    save_xgboost(xgb.train(params, xgb.DMatrix(x, y), 2), store / "k5.tar.gz")  # 2 in, 5 out
+    host = host_factory(store=str(store), max_request_values=30)
+    assert host.predict("k5.tar.gz", x[:6]).shape == (6, 5)  # 6 rows x 5 outputs = 30
+    with pytest.raises(ValidationError, match="7 rows x 5 encoded features or outputs = 35"):
+        host.predict("k5.tar.gz", x[:7])
 
 
 def test_identical_schemas_share_one_encoder(host_factory, store):

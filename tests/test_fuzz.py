@@ -705,7 +705,8 @@ def test_mutated_xgboost_model_files(fmt, cut, flips, insert):
 
     fam = Families(torch.device("cpu"))
     slab, slot = fam.place(loaded.model)
-    x = torch.tensor([[0.5, float("nan"), -1.0]])[:, : loaded.model.num_features].contiguous()
+    width = loaded.model.num_features
+    x = torch.tensor([[0.5, float("nan"), -1.0] * (width // 3 + 1)])[:, :width].contiguous()
     out = fam.forward(slab, x, torch.tensor([slot]))
     assert out.shape == (1, loaded.model.k)
 

@@ -187,7 +187,9 @@ def test_new_keys_are_invokable_at_once_and_changes_are_reloaded(store, host_fac
 def test_requests_too_large_once_encoded_are_refused_before_encoding(city_store, host_factory):
     h = host_factory(store=str(city_store), max_request_values=16 * 3)  # 3 rows of the 16-wide slab
     X, _ = houses(4)
-    with pytest.raises(ValidationError, match="4 rows x 16 encoded features = 64 values"):
+    with pytest.raises(
+        ValidationError, match="4 rows x 16 encoded features or outputs = 64 values"
+    ):
         h.predict("Chicago_IL/Chicago_IL.tar.gz", X.tolist())
     assert h.predict("Chicago_IL/Chicago_IL.tar.gz", X[:3].tolist()).shape == (3,)
 

@@ -437,18 +437,36 @@ def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(_native, "_tried", False)
 
 
-def test_native_build_without_trees_falls_back_with_one_warning(monkeypatch):
+@pytest.mark.parametrize(
+    "stale",
+    [
+        types.SimpleNamespace(linear_forward=None),  # an _C built before the trees op
+        types.SimpleNamespace(trees_forward=lambda *a: 1 / 0),  # before (S, 2) ranges
+        types.SimpleNamespace(trees_forward=lambda *a: 1 / 0, TREES_ABI=1),
+    ],
+    ids=["no trees op", "no TREES_ABI", "older TREES_ABI"],
+)
+def test_native_build_without_trees_falls_back_with_one_warning(monkeypatch, stale):
     from mmhost.kernels import trees
 
-    stale = types.SimpleNamespace(linear_forward=None)  # an _C built before the trees op
     monkeypatch.setattr(_native, "_tried", True)
     monkeypatch.setattr(_native, "_loaded", stale)
     monkeypatch.setattr(trees, "_warned_stale", False)
     _, args = small_pack()
-    with pytest.warns(RuntimeWarning, match="mmhost._C has no trees_forward"):
+    with pytest.warns(RuntimeWarning, match="built before the current trees op"):
         got = trees_forward(**args)
     assert torch.equal(got, trees_reference(**args))
     trees_forward(**args)  # no second warning
+
+
+def test_this_build_has_the_current_layout():
+    assert native().TREES_ABI == trees_module().TREES_ABI
+
+
+def trees_module():
+    from mmhost.kernels import trees
+
+    return trees
 
 
 def test_registered_torch_op_is_the_same_function():

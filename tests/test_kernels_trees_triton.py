@@ -126,9 +126,9 @@ def test_gpu_block_sizes_under_interpreter(monkeypatch):
     # 32-row programs: many blocks, a ragged last one, each mixing models of other tree counts
     interpret = tt._INTERPRET
     monkeypatch.setattr(tt, "_INTERPRET", False)
-    sizes = tt._block_sizes(3)
+    sizes = tt._block_sizes()
     monkeypatch.setattr(tt, "_INTERPRET", interpret)
-    monkeypatch.setattr(tt, "_block_sizes", lambda k: sizes)
+    monkeypatch.setattr(tt, "_block_sizes", lambda: sizes)
     assert sizes[0] == 32
     ensembles = _random_models(seed=20, n=6, k=3, depth=4)
     x, row_model = mixed_batch(ensembles, 101, seed=21)
@@ -272,3 +272,12 @@ def test_matches_reference_on_cuda(k):
     ensembles = _random_models(seed=50 + k, n=200, k=k, depth=6)
     x, row_model = mixed_batch(ensembles, 5000, seed=51)
     _run(pack(ensembles), x, row_model, device="cuda")
+
+
+def test_many_outputs_cost_no_registers():
+    """K = 300 outputs (a 300-class softprob): leaves go straight to out[row, group]."""
+    rng = np.random.default_rng(40)
+    trees = [random_tree(rng, 2, 3) for _ in range(600)]
+    ens = ensemble(trees, 3, k=300)  # tree t adds to output t % 300
+    x, row_model = mixed_batch([ens], 20, seed=41)
+    _run(pack([ens]), x, row_model)

@@ -123,7 +123,7 @@ def routes(host: Host) -> list[BaseRoute]:
 
 
 def _metadata(info: dict[str, Any]) -> dict[str, Any]:
-    k = len(info["classes"] or [])
+    k = info["outputs"]
     outputs = [
         {
             "name": "score",

@@ -48,6 +48,11 @@ class RowEncoder:
         # numeric columns whose missing value is NaN itself: passed through (trees decide)
         self._nan_ok = np.array([passes_nan(c) for c in columns], bool)
 
+    @property
+    def encoded_width(self) -> int:
+        """Columns of the encoding (one per number, one per category)."""
+        return self.width
+
     # --- numpy / list rows -------------------------------------------------------------
     def encode(self, rows: Any, width: int | None = None, dtype: type = np.float32) -> np.ndarray:
         """Rows -> (N, width) float32, zero beyond the encoded columns. ``rows`` is a 2-D

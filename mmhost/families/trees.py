@@ -31,7 +31,7 @@ from mmhost.artifacts import Artifact, Column, Preprocessing
 from mmhost.artifacts.manifest import MAX_COLUMNS, ManifestError
 from mmhost.codecs import RowEncoder, encoder_for
 from mmhost.convert.xgboost import TreeEnsemble, read_xgboost
-from mmhost.errors import UnsupportedModel
+from mmhost.errors import SlabFull, UnsupportedModel
 from mmhost.families.arena import Slab
 from mmhost.families.linear import chain
 from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_forward
@@ -84,6 +84,11 @@ class FeatureEncoder:
         self.columns = rows.columns
         self.slot, self.scale, self.shift = slot, scale, shift  # (F,) each, or None: identity
         self.width = rows.width if slot is None else len(slot)
+
+    @property
+    def encoded_width(self) -> int:
+        """Columns of the raw rows' encoding, before the features are taken from it."""
+        return self.rows.width
 
     def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
         """Rows -> (N, width) float32 features, zero beyond the model's."""
@@ -306,11 +311,14 @@ class TreeSlab(Slab):
         return tree_slot_bytes(self.c, self.t, self.k)
 
     def _grow(self, capacity: int) -> None:
-        if capacity * self.c > _INT32_MAX:
-            raise RuntimeError(
-                f"a trees slab of {capacity} x {self.c} nodes would overflow int32 node indices"
-            )
+        most = (_INT32_MAX + 1) // self.c  # slots whose node indices fit int32
+        capacity = min(capacity, most)
         old = self.capacity
+        if capacity <= old:
+            raise SlabFull(
+                f"the trees slab of {self.c}-node models is full: {old} slots x {self.c} nodes "
+                "is as many as int32 node indices reach; unload models of this size"
+            )
         super()._grow(capacity)
         self.sizes = np.concatenate([self.sizes, np.zeros((capacity - old, 2), np.int64)])
 
@@ -336,6 +344,16 @@ class TreesFamily:
         if slab is None:
             slab = self.slabs[key] = TreeSlab(*key, self.device)
         s = slab.alloc()
+        try:
+            self._write(slab, s, model)
+        except BaseException:
+            slab.free(s)  # nothing points at the slot yet
+            raise
+        slab.links[model.link] = slab.links.get(model.link, 0) + 1
+        return slab, s
+
+    def _write(self, slab: TreeSlab, s: int, model: TreeModel) -> None:
+        """Copy ``model`` into slot ``s``, its indices made absolute in the slab."""
         m, t = len(model.nodes), len(model.tree_root)
         rec = model.nodes.copy()  # (M, 4)
         rec[:, NODE_LEFT] += np.where(rec[:, NODE_FEATURE] >= 0, s * slab.c, 0).astype(np.int32)
@@ -357,8 +375,6 @@ class TreesFamily:
         slab.num_features[s] = model.num_features
         slab.link[s] = model.link
         slab.sizes[s] = (m, t)
-        slab.links[model.link] = slab.links.get(model.link, 0) + 1
-        return slab, s
 
     def read_back(self, slab: TreeSlab, slot: int, meta: TreeModel) -> TreeModel:
         """The model as its slot holds it, with indices made relative again."""

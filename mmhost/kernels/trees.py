@@ -86,7 +86,8 @@ NODE_VALUE = 3  # float32 bits: the threshold at a split, the leaf value at a le
 class PackedTrees(NamedTuple):
     """Several models' tree ensembles as the op's flat inputs (``trees_forward(x, rows, *p)``).
 
-    Stands in for the trees family's arena slabs, which come later."""
+    ``pack`` builds one for tests and benchmarks; the trees family's slabs
+    (``families/trees.py``) hold the same tensors per slot."""
 
     nodes: torch.Tensor  # (M, 4) int32: feature, left (right = left + 1), default_left, bits
     tree_root: torch.Tensor  # (T,) int64: absolute node index of each tree's root
@@ -347,24 +348,30 @@ def _(x, row_model, nodes, tree_root, tree_group, model_trees, base, num_feature
     return x.new_empty((x.shape[0], base.shape[1]))
 
 
+TREES_ABI = 2  # csrc/bindings.cpp's TREES_ABI: model_trees as (S, 2) ranges
 _warned_stale = False
 
 
 def _native_trees() -> Callable[..., torch.Tensor] | None:
     """mmhost._C.trees_forward, or None: not built (``_native`` warned), or built before this op
-    existed (warned here, once)."""
+    or its current argument layout existed (warned here, once)."""
     global _warned_stale
     native = _native.load()
-    fn = getattr(native, "trees_forward", None) if native is not None else None
-    if native is not None and fn is None and not _warned_stale:
+    if native is None:
+        return None
+    fn = getattr(native, "trees_forward", None)
+    if fn is not None and getattr(native, "TREES_ABI", 1) == TREES_ABI:
+        return fn
+    if not _warned_stale:
         _warned_stale = True
         warnings.warn(
-            "mmhost._C has no trees_forward (built before the trees op); the trees op runs the "
-            "plain-torch reference (slower). Reinstall to rebuild it.",
+            "mmhost._C was built before the current trees op (no trees_forward, or an older "
+            "argument layout); the trees op runs the plain-torch reference (slower). Reinstall "
+            "to rebuild it.",
             RuntimeWarning,
             stacklevel=3,
         )
-    return fn
+    return None
 
 
 @torch.library.register_kernel("mmhost::trees", "cpu")

@@ -9,9 +9,11 @@ The math, per row ``i`` (see ``trees.py`` for the reference that defines it)::
 
 Each program takes BLOCK_N rows, one lane per row, and walks their trees in lockstep: tree j of
 every row at step j (rows of different models walk different trees), each walk a ``while`` loop
-that runs until no lane of the block is at a split. The leaf is added into a (BLOCK_N, BLOCK_K)
-float32 accumulator at column tree_group[t] right after its walk, so every sum is taken in the
-reference's order and the result is bit-identical to it.
+that runs until no lane of the block is at a split. ``out`` starts as the rows' base margins
+(gathered by the launcher) and each leaf is added to ``out[row, tree_group[t]]`` right after its
+walk: a lane owns its row, so the read-add-write needs no atomics, every sum is taken in the
+reference's order (bit-identical to it), and nothing is sized by K (a model of many classes
+costs memory traffic, not registers).
 
 A corrupt pack (a root, child or feature out of range, a group >= K, or a walk that does not
 reach a leaf within MAX_DEPTH levels) cannot raise from inside a kernel without a device sync:
@@ -49,7 +51,6 @@ def _trees_kernel(
     tree_root_ptr,
     tree_group_ptr,
     model_trees_ptr,
-    base_ptr,
     out_ptr,
     # sizes
     N,
@@ -66,13 +67,10 @@ def _trees_kernel(
     stride_group,
     stride_ms,
     stride_mc,
-    stride_bs,
-    stride_bk,
     stride_on,
     stride_ok,
     # constexprs
     BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
     MAX_LEVELS: tl.constexpr,
     COL_FEATURE: tl.constexpr,
     COL_LEFT: tl.constexpr,
@@ -82,8 +80,6 @@ def _trees_kernel(
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) int64
     mask_n = rows < N
-    ks = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
-    mask_nk = mask_n[:, None] & (ks < K)[None, :]  # (BLOCK_N, BLOCK_K)
 
     # padding rows read model 0 and own no trees; nothing is stored for them
     slot = tl.load(row_model_ptr + rows * stride_rm, mask=mask_n, other=0)  # (BLOCK_N,) int64
@@ -91,10 +87,7 @@ def _trees_kernel(
     end = tl.load(model_trees_ptr + slot * stride_ms + stride_mc, mask=mask_n, other=0)
     count = end - first  # (BLOCK_N,) int64, >= 0 (checked on the host)
     x_row = x_ptr + rows * stride_xn  # (BLOCK_N,)
-
-    acc = tl.load(
-        base_ptr + slot[:, None] * stride_bs + ks[None, :] * stride_bk, mask=mask_nk, other=0.0
-    )  # (BLOCK_N, BLOCK_K) float32
+    out_row = out_ptr + rows * stride_on  # (BLOCK_N,) holds the base margins already
     broken = rows < 0  # (BLOCK_N,) all False: rows that met a corrupt tree
     for j in range(0, tl.max(count, axis=0)):
         live = mask_n & (j < count)  # (BLOCK_N,) rows that have a j-th tree
@@ -131,21 +124,21 @@ def _trees_kernel(
             at_split = ok & (feat >= 0)
 
         leaf = tl.load(rec + COL_VALUE * stride_nc, mask=ok, other=0).to(tl.float32, bitcast=True)
-        hit = ok[:, None] & (ks[None, :] == group[:, None])  # (BLOCK_N, BLOCK_K)
-        acc = tl.where(hit, acc + leaf[:, None], acc)  # one leaf per row: the reference's order
+        at = out_row + group.to(tl.int64) * stride_ok  # (BLOCK_N,) this tree's output
+        tl.store(at, tl.load(at, mask=ok, other=0.0) + leaf, mask=ok)  # the reference's order
 
-    acc = tl.where(broken[:, None], float("nan"), acc)
-    tl.store(out_ptr + rows[:, None] * stride_on + ks[None, :] * stride_ok, acc, mask=mask_nk)
+    for k in range(0, K):  # a row that met a corrupt tree: NaN margins
+        tl.store(out_row + k * stride_ok, float("nan"), mask=broken)
 
 
-def _block_sizes(k: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for K outputs."""
+def _block_sizes() -> tuple[int, int]:
+    """(BLOCK_N, num_warps)."""
     if _INTERPRET:
         # the interpreter runs one program at a time in numpy: few big programs are fastest
-        return 1024, triton.next_power_of_2(k), 1
+        return 1024, 1
     # one warp, one row a lane: the "any lane at a split" test of every step is a warp vote,
     # and small programs keep many warps in flight to hide the latency of the node gathers
-    return 32, triton.next_power_of_2(k), 1
+    return 32, 1
 
 
 def _check_rows(
@@ -201,11 +194,11 @@ def trees_triton(
         x = x.new_zeros((n, 1))
     if m == 0:
         nodes = nodes.new_zeros((1, 4))
-    out = torch.empty((n, k), dtype=torch.float32, device=x.device)
-    block_n, block_k, num_warps = _block_sizes(k)
+    out = base.index_select(0, row_model)  # (N, K) base margins; the kernel adds the leaves
+    block_n, num_warps = _block_sizes()
     grid = (triton.cdiv(n, block_n),)
     _trees_kernel[grid](
-        x, row_model, nodes, tree_root, tree_group, model_trees, base, out,
+        x, row_model, nodes, tree_root, tree_group, model_trees, out,
         n, f, m, k,
         x.stride(0), x.stride(1),
         row_model.stride(0),
@@ -213,9 +206,8 @@ def trees_triton(
         tree_root.stride(0),
         tree_group.stride(0),
         model_trees.stride(0), model_trees.stride(1),
-        base.stride(0), base.stride(1),
         out.stride(0), out.stride(1),
-        BLOCK_N=block_n, BLOCK_K=block_k, MAX_LEVELS=MAX_DEPTH,
+        BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH,
         COL_FEATURE=NODE_FEATURE, COL_LEFT=NODE_LEFT, COL_DEFAULT_LEFT=NODE_DEFAULT_LEFT,
         COL_VALUE=NODE_VALUE,
         num_warps=num_warps, enable_fp_fusion=False,  # adds only; never contract to an fma
