@@ -205,3 +205,15 @@ def test_load_time_is_split_into_fetch_decode_and_place(store, many, host_factor
     assert sum(parts) <= t["sum"]
     h.load(many[0])  # a device hit is not a load: nothing moves
     assert h.stats()["load_seconds"] == t
+
+
+def test_unloading_every_model_of_a_slab_gives_its_memory_back(store, many, host_factory):
+    h = host_factory(store=str(store))
+    for name in many[:5]:
+        h.load(name)
+    assert h.stats()["tiers"]["device"]["reserved_bytes"] > 0
+    for name in many[:5]:
+        h.unload(name)
+    assert h.stats()["tiers"]["device"]["reserved_bytes"] == 0
+    assert h.families.linear.slabs == {}
+    h.predict(many[0], houses(2, seed=1)[0].tolist())  # a new slab when needed again

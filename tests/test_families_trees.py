@@ -227,6 +227,15 @@ def test_a_slab_stops_where_int32_node_indices_end(monkeypatch):
     assert fam.place(model)[1] == placed[3][1]  # a freed slot is taken again
 
 
+def test_an_empty_slab_gives_its_memory_back():
+    fam = TreesFamily(torch.device("cpu"))
+    placed = [fam.place(_tree_model(seed)) for seed in range(3)]
+    assert fam.reserved_bytes > 0
+    for slab, slot in placed:
+        fam.free(slab, slot)
+    assert fam.slabs == {} and fam.reserved_bytes == 0
+
+
 def test_a_failed_copy_leaks_no_slot(monkeypatch):
     fam = TreesFamily(torch.device("cpu"))
     slab, _ = fam.place(_tree_model())

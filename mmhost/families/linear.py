@@ -182,6 +182,8 @@ class LinearFamily:
 
     def free(self, slab: LinearSlab, slot: int) -> None:
         slab.free(slot)
+        if not slab.used:  # an empty slab gives its memory back
+            del self.slabs[(slab.k, slab.d)]
 
     def forward(self, slab: LinearSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, K) scores after each model's link."""

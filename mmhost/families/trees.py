@@ -398,6 +398,8 @@ class TreesFamily:
         slab.sizes[slot] = 0
         slab.model_trees[slot] = 0  # an empty range: a stale slot walks no trees
         slab.free(slot)
+        if not slab.used:  # an empty slab gives its memory back
+            del self.slabs[(slab.c, slab.t, slab.k)]
 
     def forward(self, slab: TreeSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, F) and slots (N,) for one slab -> (N, K) outputs after each model's link."""
