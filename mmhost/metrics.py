@@ -203,6 +203,18 @@ class Metrics:
             budget.add_metric([tier], t["budget"])
             util.add_metric([tier], t["bytes"] / t["budget"] if t["budget"] else 0.0)
         yield from (loaded, used, budget, util)
+        family_models = GaugeMetricFamily(
+            "mmhost_family_models", "Device-resident models of each family.", labels=["family"]
+        )
+        reserved = GaugeMetricFamily(
+            "mmhost_arena_reserved_bytes",
+            "Device bytes each family's arena slabs reserve (>= its models' slot bytes).",
+            labels=["family"],
+        )
+        for name, fam in tiers["device"]["families"].items():
+            family_models.add_metric([name], fam["models"])
+            reserved.add_metric([name], fam["reserved_bytes"])
+        yield from (family_models, reserved)
         yield GaugeMetricFamily(
             "mmhost_models_loading", "Loads in progress.", value=stats["loading"]
         )

@@ -76,6 +76,10 @@ def test_every_metric_moves_as_it_should(serve, fleet):
     assert one(m, "mmhost_tier_bytes", tier="device") == 2 * SLOT
     assert one(m, "mmhost_tier_budget_bytes", tier="device") == 2 * SLOT
     assert one(m, "mmhost_tier_utilization", tier="device") == 1.0
+    assert one(m, "mmhost_family_models", family="linear") == 2
+    assert one(m, "mmhost_family_models", family="trees") == 0
+    assert one(m, "mmhost_arena_reserved_bytes", family="linear") >= 2 * SLOT
+    assert one(m, "mmhost_arena_reserved_bytes", family="trees") == 0
     assert one(m, "mmhost_errors_total", status="400", code="ValidationError") == 1
     assert one(m, "mmhost_errors_total", status="424", code="ModelError") == 1
     count = {name: one(m, f"mmhost_{name}_count") for name in HISTOGRAMS}
@@ -100,6 +104,9 @@ def test_stats_has_the_same_numbers_and_the_hottest_models(serve, fleet):
     stats = httpx.get(server.url + "/stats", params={"top": 2}).json()
     assert stats["invocations"] == 6 and stats["misses"] == 3
     assert stats["tiers"]["device"]["models"] == 3
+    families = stats["tiers"]["device"]["families"]
+    assert families["linear"]["models"] == 3 and families["linear"]["slabs"] == 1
+    assert families["trees"] == {"models": 0, "slabs": 0, "reserved_bytes": 0}
     assert stats["hottest"] == [
         {"model": "m0.tar.gz", "requests": 3, "version": stats["hottest"][0]["version"]},
         {"model": "m2.tar.gz", "requests": 2, "version": stats["hottest"][1]["version"]},

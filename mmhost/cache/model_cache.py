@@ -416,6 +416,7 @@ class ModelCache:
                 "bytes": self.device.used,
                 "budget": self.device.budget,
                 "reserved_bytes": self.family.reserved_bytes,
+                "families": self.family.stats(),
             },
             "host": {"models": len(self.host), "bytes": self.host.used, "budget": self.host.budget},
         }

@@ -69,3 +69,16 @@ class Families:
     @property
     def reserved_bytes(self) -> int:
         return self.linear.reserved_bytes + self.trees.reserved_bytes
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per family: resident models, slabs (size classes in use) and the bytes they reserve
+        (capacity grows by doubling, so reserved >= the models' exact slot bytes)."""
+        families: dict[str, Family] = {"linear": self.linear, "trees": self.trees}
+        return {
+            name: {
+                "models": sum(s.used for s in f.slabs.values()),
+                "slabs": len(f.slabs),
+                "reserved_bytes": f.reserved_bytes,
+            }
+            for name, f in families.items()
+        }
