@@ -98,6 +98,19 @@ def test_missing_values_in_lists_and_tensors(host_factory, store):
         host.predict("b.tar.gz", [[0, 0, math.inf, 0, 0, 0]])
 
 
+def test_a_model_trained_with_feature_names_takes_columns_by_name(host_factory, store):
+    x = data(9, 100, f=3)
+    names = ["sqft", "year", "lot"]
+    dm = xgb.DMatrix(x, np.nan_to_num(x[:, 0]), feature_names=names)
+    bst = xgb.train({"max_depth": 3, "nthread": 1}, dm, 5)
+    save_xgboost(bst, store / "named.tar.gz")
+    host = host_factory(store=str(store))
+    assert [c["name"] for c in host.describe("named.tar.gz")["inputs"]] == names
+    by_name = {"lot": x[:4, 2].tolist(), "sqft": x[:4, 0].tolist(), "year": x[:4, 1].tolist()}
+    want = bst.predict(xgb.DMatrix(x[:4], feature_names=names))
+    np.testing.assert_allclose(host.predict("named.tar.gz", by_name), want, rtol=RTOL)
+
+
 @pytest.mark.parametrize("depth", [1, 3, 6, 10])
 def test_depths(host_factory, store, depth):
     bst = booster("reg:squarederror", seed=depth, rounds=5, depth=depth)

@@ -91,6 +91,7 @@ class TreeEnsemble:
     num_class: int  # K, the number of outputs (1 for a single regression/binary output)
     objective: str
     objective_params: dict[str, float] = field(default_factory=dict)  # none affects prediction
+    feature_names: list[str] | None = None  # as trained (e.g. a DataFrame's columns), if known
 
     @property
     def link(self) -> str:
@@ -371,7 +372,18 @@ def _ensemble(doc: Any) -> TreeEnsemble:
         num_class=outputs,
         objective=name,
         objective_params=params,
+        feature_names=_feature_names(learner.get("feature_names"), num_feature),
     )
+
+
+def _feature_names(raw: Any, num_feature: int) -> list[str] | None:
+    """The names the model was trained with (a DataFrame's columns), when they name every
+    feature once; else None (they are informational: inputs are read by position)."""
+    if not isinstance(raw, list) or len(raw) != num_feature or not raw:
+        return None
+    if not all(isinstance(n, str) and 0 < len(n) <= 256 for n in raw) or len(set(raw)) < len(raw):
+        return None
+    return list(raw)
 
 
 def _base_score(raw: Any, objective: str, outputs: int) -> np.ndarray:

@@ -217,7 +217,7 @@ def compile_trees(art: Artifact, preprocessor: Artifact | None = None) -> TreeMo
             )
         art = replace(
             art,
-            inputs=[Column(f"f{i}", "float", missing=math.nan) for i in range(ens.num_feature)],
+            inputs=[Column(n, "float", missing=math.nan) for n in _column_names(ens)],
             preprocessing=Preprocessing.identity(ens.num_feature),
             task=_builtin_task(ens),
             classes=None,
@@ -243,6 +243,11 @@ def compile_trees(art: Artifact, preprocessor: Artifact | None = None) -> TreeMo
         packed.tree_group.numpy(),
         packed.base.numpy()[0],
     )
+
+
+def _column_names(ens: TreeEnsemble) -> list[str]:
+    """The model's own feature names when it was trained with them, else f0, f1, ..."""
+    return ens.feature_names or [f"f{i}" for i in range(ens.num_feature)]
 
 
 def _builtin_task(ens: TreeEnsemble) -> str:
