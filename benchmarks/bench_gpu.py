@@ -1,0 +1,156 @@
+"""The fused ops on a CUDA device (the Triton kernels) against the same ops on the CPU (C++) and
+a per-model loop: what a session with a GPU runs first. Skips without CUDA.
+
+Groups (1,000 distinct models each, mixed batches as in ``bench_fused_op.py`` and
+``bench_trees.py``):
+
+- linear: 1,000 houses models x 1 row and x 100 rows (``linear_forward``)
+- trees: 1,000 XGBoost models (binary:logistic, 100 trees of depth 6) x 1 row and x 100 rows
+  (``trees_forward`` + sigmoid; the boosters are trained once and cached by ``bench_trees.py``)
+
+Providers per group:
+
+- the fused C++ op on the CPU (the baseline; torch's default threads)
+- the fused op on the device, inputs already there (``torch.cuda.synchronize`` inside the
+  timing)
+- the same with the transfers a server pays: rows to the device, scores back to the host
+- trees only: the per-model ``xgboost`` ``inplace_predict`` loop (CPU, nthread=1)
+
+Checked off the clock: linear scores to rtol 1e-5 of the CPU op (the Triton kernel sums in
+another order); tree margins bit-identical to the CPU op's.
+
+``MMHOST_BENCH_DEVICE=cpu`` runs this file on the CPU (the "device" is then the C++ op again):
+a check of the benchmark itself, never a claim.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from bench_trees import P_XGB, TreeBatch, TreeFleet, load_tree_fleet, make_tree_batch
+from fleet import RTOL_PRICE, Batch, describe, make_batch
+
+from mmhost.kernels.linear import linear_forward
+from mmhost.kernels.trees import trees_forward
+
+DEVICE = os.environ.get("MMHOST_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
+pytestmark = pytest.mark.skipif(not DEVICE, reason="needs a CUDA device")
+NAME = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+P_CPU = "fused C++ op on the CPU"
+P_DEV = f"fused op on {NAME} (inputs resident)"
+P_DEV_COPY = f"fused op on {NAME}, rows in and scores out over the bus"
+BASELINES = (P_CPU, P_XGB)
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _label(benchmark: Any, family: str, rows_per_model: int, n: int, provider: str) -> None:
+    s = "s" if rows_per_model > 1 else ""
+    group = f"{family} on {NAME}: 1000 models x {rows_per_model} row{s}"
+    describe(benchmark, group, provider, n, baseline=provider in BASELINES)
+
+
+# -- linear -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
+def lbatch(request: pytest.FixtureRequest, fleet) -> Batch:
+    return make_batch(fleet, request.param)
+
+
+def _linear_args(batch: Batch, device: str) -> tuple[torch.Tensor, ...]:
+    s = batch.slab
+    return tuple(t.to(device) for t in (batch.x, batch.row_slots, s.weight, s.bias, s.link))
+
+
+def test_linear_cpu(benchmark, lbatch):
+    args = _linear_args(lbatch, "cpu")
+    _label(benchmark, "linear", lbatch.rows_per_model, lbatch.n_rows, P_CPU)
+    benchmark(linear_forward, *args)
+
+
+def test_linear_device(benchmark, lbatch):
+    args = _linear_args(lbatch, DEVICE)
+    want = linear_forward(*_linear_args(lbatch, "cpu"))
+    np.testing.assert_allclose(linear_forward(*args).cpu(), want, rtol=RTOL_PRICE)
+
+    def run() -> torch.Tensor:
+        out = linear_forward(*args)
+        _sync()
+        return out
+
+    _label(benchmark, "linear", lbatch.rows_per_model, lbatch.n_rows, P_DEV)
+    benchmark(run)
+
+
+def test_linear_device_with_transfers(benchmark, lbatch):
+    x, slots, *params = _linear_args(lbatch, DEVICE)
+    host_x = lbatch.x.pin_memory() if DEVICE == "cuda" else lbatch.x
+
+    def run() -> np.ndarray:
+        return linear_forward(host_x.to(DEVICE, non_blocking=True), slots, *params).cpu().numpy()
+
+    _label(benchmark, "linear", lbatch.rows_per_model, lbatch.n_rows, P_DEV_COPY)
+    benchmark(run)
+
+
+# -- trees ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_tree_fleet() -> TreeFleet:
+    return load_tree_fleet()
+
+
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
+def tbatch(request: pytest.FixtureRequest, gpu_tree_fleet: TreeFleet) -> TreeBatch:
+    return make_tree_batch(gpu_tree_fleet, request.param)
+
+
+def _tree_args(fleet: TreeFleet, batch: TreeBatch, device: str) -> tuple[torch.Tensor, ...]:
+    return (batch.xt.to(device), batch.row_model_t.to(device), *fleet.packed.to(device))
+
+
+def test_trees_xgboost_loop(benchmark, gpu_tree_fleet, tbatch):
+    boosters = gpu_tree_fleet.boosters
+
+    def run() -> list[np.ndarray]:
+        return [boosters[m].inplace_predict(r) for m, r in tbatch.calls]
+
+    _label(benchmark, "trees", tbatch.rows_per_model, tbatch.n_rows, P_XGB)
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def test_trees_cpu(benchmark, gpu_tree_fleet, tbatch):
+    args = _tree_args(gpu_tree_fleet, tbatch, "cpu")
+    _label(benchmark, "trees", tbatch.rows_per_model, tbatch.n_rows, P_CPU)
+    benchmark(lambda: torch.sigmoid(trees_forward(*args)))
+
+
+def test_trees_device(benchmark, gpu_tree_fleet, tbatch):
+    args = _tree_args(gpu_tree_fleet, tbatch, DEVICE)
+    want = trees_forward(*_tree_args(gpu_tree_fleet, tbatch, "cpu"))
+    assert torch.equal(trees_forward(*args).cpu(), want)  # margins bit for bit
+
+    def run() -> torch.Tensor:
+        out = torch.sigmoid(trees_forward(*args))
+        _sync()
+        return out
+
+    _label(benchmark, "trees", tbatch.rows_per_model, tbatch.n_rows, P_DEV)
+    benchmark(run)
+
+
+def test_trees_device_with_transfers(benchmark, gpu_tree_fleet, tbatch):
+    _, row_model, *packed = _tree_args(gpu_tree_fleet, tbatch, DEVICE)
+    host_x = tbatch.xt.pin_memory() if DEVICE == "cuda" else tbatch.xt
+
+    def run() -> np.ndarray:
+        x = host_x.to(DEVICE, non_blocking=True)
+        return torch.sigmoid(trees_forward(x, row_model, *packed)).cpu().numpy()
+
+    _label(benchmark, "trees", tbatch.rows_per_model, tbatch.n_rows, P_DEV_COPY)
+    benchmark(run)
