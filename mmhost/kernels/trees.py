@@ -254,6 +254,41 @@ def check_inputs(
         raise ValueError(f"all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
+def check_rows(
+    x: torch.Tensor,
+    row_model: torch.Tensor,
+    tree_root: torch.Tensor,
+    model_trees: torch.Tensor,
+    base: torch.Tensor,
+    num_features: torch.Tensor,
+) -> None:
+    """Every row's model is packed, reads <= F columns and owns a range of the packed trees:
+    else a RuntimeError naming the first row that does not, as the C++ kernel words it. One
+    device sync when all is well (the reference and the Triton launcher share this)."""
+    n, f = x.shape
+    s, t = base.shape[0], tree_root.shape[0]
+    if n == 0:
+        return
+    outside = (row_model < 0) | (row_model >= s)  # (N,)
+    bad = outside
+    if s > 0:
+        slot = row_model.clamp(0, s - 1)  # (N,)
+        first, end = model_trees.index_select(0, slot).unbind(1)  # (N,), (N,)
+        wide = num_features.index_select(0, slot) > f
+        no_range = (first < 0) | (end < first) | (end > t)
+        bad = outside | wide | no_range
+    if not bool(bad.any()):
+        return
+    i = int(bad.nonzero()[0, 0])
+    m = int(row_model[i])
+    if outside[i]:
+        raise RuntimeError(f"row_model[{i}] = {m} is not a packed model (0 <= model < {s})")
+    if wide[i]:
+        raise RuntimeError(f"row {i} (model {m}) reads {int(num_features[m])} columns, x has F={f}")
+    lo, hi = model_trees[m].tolist()
+    raise RuntimeError(f"model_trees[{m}] = [{lo}, {hi}] is not a range of the {t} packed trees")
+
+
 def trees_reference(
     x: torch.Tensor,
     row_model: torch.Tensor,
@@ -268,35 +303,13 @@ def trees_reference(
 
     Walks every (row, tree) pair at once, a level per step, then adds the leaves tree by tree
     (the j-th tree of every row in one step) so each sum is in the semantics' order."""
-    n, f = x.shape
-    s = base.shape[0]
-    bad = (row_model < 0) | (row_model >= s)
-    if bad.any():
-        i = int(bad.nonzero()[0, 0])
-        raise RuntimeError(
-            f"row_model[{i}] = {int(row_model[i])} is not a packed model (0 <= model < {s})"
-        )
+    n = x.shape[0]
+    check_rows(x, row_model, tree_root, model_trees, base, num_features)
     out = base.index_select(0, row_model)  # (N, K), a copy
     if n == 0:
         return out
-    wide = num_features.index_select(0, row_model) > f
-    if wide.any():
-        i = int(wide.nonzero()[0, 0])
-        raise RuntimeError(
-            f"row {i} (model {int(row_model[i])}) reads {int(num_features[row_model[i]])} "
-            f"columns, x has F={f}"
-        )
-
     first = model_trees[:, 0].index_select(0, row_model)  # (N,)
     count = model_trees[:, 1].index_select(0, row_model) - first  # (N,)
-    bad = (first < 0) | (count < 0) | (first + count > tree_root.shape[0])
-    if bad.any():
-        s_bad = int(row_model[bad.nonzero()[0, 0]])
-        lo, hi = model_trees[s_bad].tolist()
-        raise RuntimeError(
-            f"model_trees[{s_bad}] = [{lo}, {hi}] is not a range of the "
-            f"{tree_root.shape[0]} packed trees"
-        )
     pair_row = torch.repeat_interleave(torch.arange(n, device=x.device), count)  # (P,)
     pos = torch.arange(len(pair_row), device=x.device) - (count.cumsum(0) - count)[pair_row]
     tree = first[pair_row] + pos  # (P,) row-major, trees in order within a row

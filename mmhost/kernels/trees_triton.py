@@ -35,7 +35,7 @@ from mmhost.kernels.trees import (
     NODE_LEFT,
     NODE_VALUE,
     check_inputs,
-    trees_reference,
+    check_rows,
 )
 
 # triton.jit reads this when the kernel below is decorated; read it once here to agree with it.
@@ -141,26 +141,6 @@ def _block_sizes() -> tuple[int, int]:
     return 32, 1
 
 
-def _check_rows(
-    x: torch.Tensor,
-    row_model: torch.Tensor,
-    tree_root: torch.Tensor,
-    model_trees: torch.Tensor,
-    base: torch.Tensor,
-    num_features: torch.Tensor,
-) -> bool:
-    """Whether every row's model is packed, reads <= F columns and owns a range of the packed
-    trees: the reference's checks, in one device sync."""
-    s = base.shape[0]
-    bad = (row_model < 0) | (row_model >= s)  # (N,)
-    if s > 0:
-        slot = row_model.clamp(0, s - 1)  # (N,)
-        first, end = model_trees.index_select(0, slot).unbind(1)  # (N,), (N,)
-        bad |= num_features.index_select(0, slot) > x.shape[1]
-        bad |= (first < 0) | (end < first) | (end > tree_root.shape[0])
-    return not bool(bad.any())
-
-
 def trees_triton(
     x: torch.Tensor,
     row_model: torch.Tensor,
@@ -183,9 +163,7 @@ def trees_triton(
         )
     n, f = x.shape
     m, k = nodes.shape[0], base.shape[1]
-    if not _check_rows(x, row_model, tree_root, model_trees, base, num_features):
-        trees_reference(*args)  # raises the reference's error for the first bad row
-        raise AssertionError("trees_reference accepted a batch that trees_triton refused")
+    check_rows(x, row_model, tree_root, model_trees, base, num_features)
     if n == 0 or k == 0 or tree_root.shape[0] == 0:  # nothing to walk: the base margins
         return base.index_select(0, row_model)  # (N, K), a copy
 
