@@ -63,6 +63,13 @@ def csv_body(x: np.ndarray) -> bytes:
     return "".join(",".join(r) + "\n" for r in cells).encode()
 
 
+def invoke(client, target: str, body: bytes, accept: str = "application/json") -> dict:
+    """boto3's invoke_endpoint with a CSV body."""
+    return client.invoke_endpoint(
+        EndpointName="mmhost", TargetModel=target, ContentType="text/csv", Accept=accept, Body=body
+    )
+
+
 def want(bst: xgb.Booster, x: np.ndarray) -> np.ndarray:
     return bst.predict(xgb.DMatrix(x))
 
@@ -70,13 +77,7 @@ def want(bst: xgb.Booster, x: np.ndarray) -> np.ndarray:
 def test_boto3_csv_in_csv_out_one_score_per_line(server, boosters):
     client = runtime_client(server.url)
     x = rows(25, 1)
-    reply = client.invoke_endpoint(
-        EndpointName="mmhost",
-        TargetModel=BINARY,
-        ContentType="text/csv",
-        Accept="text/csv",
-        Body=csv_body(x),
-    )
+    reply = invoke(client, BINARY, csv_body(x), accept="text/csv")
     assert reply["ContentType"].startswith("text/csv")
     lines = reply["Body"].read().decode().splitlines()
     assert len(lines) == 25
@@ -87,13 +88,7 @@ def test_boto3_csv_in_json_out(server, boosters):
     client = runtime_client(server.url)
     x = rows(10, 2)
     for target in (BINARY, REGRESSION):
-        reply = client.invoke_endpoint(
-            EndpointName="mmhost",
-            TargetModel=target,
-            ContentType="text/csv",
-            Accept="application/json",
-            Body=csv_body(x),
-        )
+        reply = invoke(client, target, csv_body(x))
         preds = json.loads(reply["Body"].read())["predictions"]
         assert all(set(p) == {"score"} for p in preds)  # the built-in algorithm's shape
         got = [p["score"] for p in preds]
@@ -105,13 +100,7 @@ def test_softprob_gives_every_class_probability(server, boosters):
     x = rows(6, 3)
     expected = want(boosters[SOFTPROB], x)  # (6, 3)
     for accept in ("text/csv", "application/json"):
-        body = client.invoke_endpoint(
-            EndpointName="mmhost",
-            TargetModel=SOFTPROB,
-            ContentType="text/csv",
-            Accept=accept,
-            Body=csv_body(x),
-        )["Body"].read()
+        body = invoke(client, SOFTPROB, csv_body(x), accept=accept)["Body"].read()
         if accept == "text/csv":
             got = [[float(v) for v in line.split(",")] for line in body.decode().splitlines()]
         else:
@@ -140,16 +129,12 @@ def test_bad_rows_are_clear_400s_and_the_model_keeps_serving(server, boosters):
         (b"1,2,inf,4\n", "column 'f2'"),
     ]:
         with pytest.raises(ClientError) as info:
-            client.invoke_endpoint(
-                EndpointName="mmhost", TargetModel=BINARY, ContentType="text/csv", Body=body
-            )
+            invoke(client, BINARY, body)
         err = info.value.response
         assert err["ResponseMetadata"]["HTTPStatusCode"] == 400
         assert why in err["Error"]["Message"]
     x = rows(3, 5)
-    reply = client.invoke_endpoint(
-        EndpointName="mmhost", TargetModel=BINARY, ContentType="text/csv", Body=csv_body(x)
-    )
+    reply = invoke(client, BINARY, csv_body(x))
     got = [p["score"] for p in json.loads(reply["Body"].read())["predictions"]]
     np.testing.assert_allclose(got, want(boosters[BINARY], x), rtol=RTOL)
 
@@ -190,9 +175,7 @@ def test_a_bad_model_file_is_a_424_naming_it(server, store):
     (store / "xgb" / "broken" / "xgboost-model").write_bytes(b'{"learner": {"truncated')
     client = runtime_client(server.url)
     with pytest.raises(ClientError) as info:
-        client.invoke_endpoint(
-            EndpointName="mmhost", TargetModel="xgb/broken", ContentType="text/csv", Body=b"1,2,3,4"
-        )
+        invoke(client, "xgb/broken", b"1,2,3,4")
     err = info.value.response
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert "xgb/broken" in err["Error"]["Message"] and "JSON" in err["Error"]["Message"]

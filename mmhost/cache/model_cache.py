@@ -86,7 +86,7 @@ class ModelCache:
         self,
         settings: Settings,
         store: Store,
-        family: Families,
+        families: Families,
         executor: Executor,
         device_budget: int,
         preprocessor: Artifact | None = None,
@@ -95,7 +95,7 @@ class ModelCache:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.family = family
+        self.families = families
         self.executor = executor
         self.preprocessor = preprocessor
         self.policy: Policy = policy or LRUPolicy()
@@ -294,7 +294,7 @@ class ModelCache:
         while (r := self._place_now(name, model, version)) is None:
             # everything evictable is pinned by batches in flight: wait for one to finish
             left = deadline - time.monotonic()
-            need = self.family.slot_bytes(model)
+            need = self.families.slot_bytes(model)
             if need > self.device.budget or left <= 0:
                 raise InsufficientCapacity(name, need, self.device.budget)
             self._unpinned.clear()
@@ -307,13 +307,13 @@ class ModelCache:
     def _place_now(self, name: str, model: Model, version: str) -> Resident | None:
         """Place ``model`` on the device, demoting LRU models; None if the room it needs is
         pinned by batches in flight."""
-        need = self.family.slot_bytes(model)
+        need = self.families.slot_bytes(model)
         victims = self.policy.victims(self.device, need, lambda r: r.pins > 0)
         if victims is None:
             return None
         for v in victims:
             self._demote(v)
-        slab, slot = self.family.place(model)
+        slab, slot = self.families.place(model)
         r = Resident(name, self._meta(model), slab, slot, version, time.monotonic())
         self.device.add(r, need)
         self.resident[name] = r
@@ -332,7 +332,7 @@ class ModelCache:
     def _demote(self, r: Resident) -> None:
         """device -> host: the slot's exact parameters go back to RAM."""
         t0 = time.perf_counter()
-        model = self.family.read_back(r.slab, r.slot, r.meta)
+        model = self.families.read_back(r.slab, r.slot, r.meta)
         self._free(r)
         r.gone = True
         del self.resident[r.name]
@@ -363,7 +363,7 @@ class ModelCache:
     def _free(self, r: Resident) -> None:
         if r in self.device:
             self.device.remove(r)
-            self.family.free(r.slab, r.slot)
+            self.families.free(r.slab, r.slot)
 
     def _forget(self, name: str) -> bool:
         """Drop ``name`` from the device and host tiers (in-flight users keep their slot)."""
@@ -415,8 +415,8 @@ class ModelCache:
                 "models": len(self.device),
                 "bytes": self.device.used,
                 "budget": self.device.budget,
-                "reserved_bytes": self.family.reserved_bytes,
-                "families": self.family.stats(),
+                "reserved_bytes": self.families.reserved_bytes,
+                "families": self.families.stats(),
             },
             "host": {"models": len(self.host), "bytes": self.host.used, "budget": self.host.budget},
         }

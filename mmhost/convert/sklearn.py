@@ -130,7 +130,7 @@ def _model_artifact(
             feature_names,
             {"coef": coef, "intercept": intercept[:1]},
         )
-    classes = [c.item() if hasattr(c, "item") else c for c in est.classes_]
+    classes = _labels(est)
     if len(classes) > 2:
         mc = getattr(est, "multi_class", "auto")
         if mc == "ovr" or (mc == "auto" and getattr(est, "solver", "") == "liblinear"):
@@ -173,7 +173,7 @@ def _xgboost_artifact(
         )
     task, classes = "regressor", None
     if kind == "XGBClassifier":
-        classes = [c.item() if hasattr(c, "item") else c for c in est.classes_]
+        classes = _labels(est)
         task = "binary_classifier" if len(classes) == 2 else "multiclass_classifier"
         want = "binary:logistic" if len(classes) == 2 else "multi:softprob"
         if ens.objective != want:
@@ -186,6 +186,11 @@ def _xgboost_artifact(
             f"XGBRegressor with {ens.num_class} outputs ({ens.objective}): only one is supported"
         )
     return Artifact("model", inputs, pre, "xgboost", task, classes, feature_names, {}, xgboost=blob)
+
+
+def _labels(est: Any) -> list[Any]:
+    """A classifier's class labels as plain Python values (numpy scalars unwrapped)."""
+    return [c.item() if hasattr(c, "item") else c for c in est.classes_]
 
 
 def _apply(step: Any, feats: list[_Feat], state: _State) -> list[_Feat]:

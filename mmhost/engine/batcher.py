@@ -47,12 +47,12 @@ class BatchCounters:
 class Batcher:
     def __init__(
         self,
-        family: Families,
+        families: Families,
         max_batch_rows: int,
         max_delay_us: int,
         metrics: Metrics | None = None,
     ) -> None:
-        self.family = family
+        self.families = families
         self.metrics = metrics or Metrics()
         self.max_batch_rows = max_batch_rows
         self.max_delay = max_delay_us / 1e6
@@ -95,7 +95,7 @@ class Batcher:
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
         try:
             counts = [p.x.shape[0] for p in group]
-            x = _device_rows(group, self.family.device)  # (N, D)
+            x = _device_rows(group, self.families.device)  # (N, D)
             slots = np.concatenate(
                 [
                     np.full(n, p.slots, np.int64) if isinstance(p.slots, int) else p.slots
@@ -103,7 +103,7 @@ class Batcher:
                 ]
             )  # (N,)
             device_slots = torch.from_numpy(slots).to(x.device)
-            out = self.family.forward(slab, x, device_slots).cpu().numpy()  # (N, K)
+            out = self.families.forward(slab, x, device_slots).cpu().numpy()  # (N, K)
         except Exception as exc:
             for p in group:
                 if not p.future.done():
