@@ -326,6 +326,21 @@ def test_sklearn_pipeline_with_xgboost_serves_like_the_pipeline(host_factory, st
         assert host.describe("p.tar.gz")["classes"] == list(range(2 if kind == "binary" else 3))
 
 
+def test_a_scaled_pipeline_takes_tensors(host_factory, store):
+    x = data(11, 200, f=4)
+    y = np.nan_to_num(x[:, 0]) * 3 + np.nan_to_num(x[:, 1])
+    x64 = x.astype(np.float64)
+    est = xgb.XGBRegressor(n_estimators=10, max_depth=4, nthread=1)
+    pipe = Pipeline([("scale", StandardScaler()), ("xgb", est)]).fit(x64, y)
+    from_sklearn(pipe).save(store / "scaled")
+    host = host_factory(store=str(store))
+    for rows in (x[:30], x[30:60]):  # the second call reuses the mapping on the device
+        got = host.predict("scaled", torch.from_numpy(rows))
+        # mmhost scales in float64 whatever the input's dtype, as scikit-learn does for float64
+        # rows (for float32 rows scikit-learn scales in float32, and splits may then differ)
+        np.testing.assert_allclose(got, pipe.predict(rows.astype(np.float64)), rtol=RTOL)
+
+
 def test_pipeline_refuses_a_non_nan_missing_value():
     from mmhost.errors import UnsupportedModel
 

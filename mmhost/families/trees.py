@@ -84,6 +84,7 @@ class FeatureEncoder:
         self.columns = rows.columns
         self.slot, self.scale, self.shift = slot, scale, shift  # (F,) each, or None: identity
         self.width = rows.width if slot is None else len(slot)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, ...]] = {}  # slot, scale, shift
 
     @property
     def encoded_width(self) -> int:
@@ -106,9 +107,15 @@ class FeatureEncoder:
             return self.rows.encode_tensor(x, device, width)
         assert self.scale is not None and self.shift is not None
         enc = self.rows.encode_tensor(x, device, self.rows.width, torch.float64)  # (N, E)
-        slot = torch.from_numpy(self.slot).to(device)
-        feats = enc.index_select(1, slot) * torch.from_numpy(self.scale).to(device)
-        feats = (feats + torch.from_numpy(self.shift).to(device)).float()  # (N, F)
+        mapping = self._on_device.get(device)
+        if mapping is None:  # copied to a device once, not per request
+            arrays = (self.slot, self.scale, self.shift)
+            mapping = self._on_device[device] = tuple(
+                torch.tensor(a, device=device)
+                for a in arrays  # a copy: the arrays are read-only
+            )
+        slot, scale, shift = mapping
+        feats = (enc.index_select(1, slot) * scale + shift).float()  # (N, F)
         if width > self.width:
             feats = torch.nn.functional.pad(feats, (0, width - self.width))
         return feats.contiguous()
