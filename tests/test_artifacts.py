@@ -147,3 +147,25 @@ def test_oversized_archive_is_refused_before_inflating(art, tmp_path):
     art.save(tmp_path / "a.tar.gz")
     with pytest.raises(ManifestError, match="cap"):
         read_artifact(tmp_path / "a.tar.gz", max_bytes=100)
+
+
+@pytest.mark.parametrize(
+    "missing, why",
+    [
+        ("NaN", "a linear model cannot take NaN inputs"),  # parses; the linear family refuses it
+        ("nan", 'missing must be a finite number or "NaN"'),
+        (float("inf"), 'missing must be a finite number or "NaN"'),
+    ],
+)
+def test_a_nan_passthrough_column_is_for_trees_only(art, store, host_factory, missing, why):
+    files = parts(art)
+    doc = json.loads(files["mmhost.json"])
+    doc["inputs"][0]["missing"] = missing
+    files["mmhost.json"] = json.dumps(doc).encode()
+    (store / "nan.tar.gz").write_bytes(tar_of(files))
+    art.save(store / "good.tar.gz")
+    h = host_factory(store=str(store))
+    X, _ = houses(2)
+    with pytest.raises(BadArtifact, match=why):
+        h.predict("nan.tar.gz", X.tolist())
+    assert h.predict("good.tar.gz", X.tolist()).shape == (2,)
