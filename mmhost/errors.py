@@ -124,6 +124,52 @@ class PayloadTooLarge(MmhostError):
         super().__init__(f"{got} is over the limit of {limit} bytes")
 
 
+class ResponseTooLarge(ValidationError):
+    """The answer would pass ``max_response_bytes``: refused before it is scored or encoded."""
+
+    status = 413
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"the answer would be {what}, {size} bytes; the limit is {limit} bytes "
+            "(max_response_bytes): send fewer rows per request"
+        )
+
+
+class BodyTimeout(MmhostError):
+    """The client did not send its whole body within ``body_timeout``."""
+
+    status = 408
+    code = "ValidationError"
+
+    def __init__(self, got: int, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s ({got} bytes came)")
+
+
+class ClientDisconnected(MmhostError):
+    """The client went away before its request was read; nobody is left to answer. Not a
+    server error: it is neither logged as one nor counted as a 5xx."""
+
+    status = 499
+    code = "ClientDisconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before its request body was read")
+
+
+class ServerBusy(MmhostError):
+    """Too many request bodies are being received at once (``max_inflight_body_bytes``)."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+    def __init__(self, size: int, inflight: int, limit: int) -> None:
+        super().__init__(
+            f"the server is receiving {inflight} bytes of request bodies, and this one's "
+            f"{size} would pass the limit of {limit}; retry"
+        )
+
+
 class ModelNotLoaded(MmhostError):
     """Container contract: the named model was never loaded (or was unloaded)."""
 

@@ -26,7 +26,8 @@ from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
 from mmhost.engine import Batcher
 from mmhost.engine.batcher import Rows, Slots, runs_of_rows
-from mmhost.errors import HostClosed, ModelNotReady, ValidationError
+from mmhost.codecs.outputs import MIN_VALUE_BYTES
+from mmhost.errors import HostClosed, ModelNotReady, ResponseTooLarge, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.router import Families
 from mmhost.metrics import Metrics, exposition
@@ -91,7 +92,11 @@ class Host:
             metrics=self.metrics,
         )
         self.batcher = Batcher(
-            self.families, settings.max_batch_rows, settings.max_delay_us, self.metrics
+            self.families,
+            settings.max_batch_rows,
+            settings.max_delay_us,
+            self.metrics,
+            settings.max_request_values,
         )
         self._loop = _new_loop()
         self._thread = threading.Thread(
@@ -105,9 +110,13 @@ class Host:
         """Scores for ``rows`` from ``target_model`` (see ``predict`` for shapes)."""
         return (await self._on_engine(self._invoke(target_model, rows))).scores
 
-    async def infer(self, target_model: str, rows: Any) -> Prediction:
-        """``invoke``, with the model's task and classes beside the scores."""
-        return await self._on_engine(self._invoke(target_model, rows))
+    async def infer(
+        self, target_model: str, rows: Any, max_response_bytes: int | None = None
+    ) -> Prediction:
+        """``invoke``, with the model's task and classes beside the scores. With
+        ``max_response_bytes``, an answer that can't be encoded in that many bytes (at
+        ``MIN_VALUE_BYTES`` a value) is refused (ResponseTooLarge) before it is scored."""
+        return await self._on_engine(self._invoke(target_model, rows, max_response_bytes))
 
     def predict(self, target_model: str, rows: Any, timeout: float | None = None) -> np.ndarray:
         """Regressor: (N,) values. Binary classifier: (N,) probability of the positive class.
@@ -203,7 +212,7 @@ class Host:
         self.close()
 
     # --- on the engine loop --------------------------------------------------------------------
-    async def _invoke(self, name: str, rows: Any) -> Prediction:
+    async def _invoke(self, name: str, rows: Any, max_response_bytes: int | None = None) -> Prediction:
         key, n = self._checked_key(name, rows)
         self.metrics.invoked(key, n)
         waited = 0.0
@@ -217,6 +226,8 @@ class Host:
                 self.metrics.loading_wait(waited)
         r.uses += 1
         try:
+            if max_response_bytes is not None:
+                _check_answer(r, n, max_response_bytes)
             x = self._encode(r, rows)  # (n, D)
             t1 = time.perf_counter()
             out = await self._score(r.slab, x, r.slot)  # (n, K)
@@ -464,6 +475,16 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def _check_answer(r: Resident, n: int, limit: int) -> None:
+    """Refuse an answer of ``n`` rows that no encoding fits in ``limit`` bytes."""
+    per_row = r.slab.k + (r.meta.classes is not None)  # scores, and a classifier's label
+    least = n * per_row * MIN_VALUE_BYTES
+    if least > limit:
+        raise ResponseTooLarge(
+            f"{n} rows x {per_row} values (at least {MIN_VALUE_BYTES} bytes each)", least, limit
+        )
 
 
 def _scores(task: str, scores: np.ndarray) -> np.ndarray:

@@ -107,6 +107,24 @@ class Settings:
     """The EndpointName that ``POST /endpoints/{name}/invocations`` answers to."""
     max_body_bytes: int = 6 * 1024**2
     """Largest request body accepted (bytes); the SageMaker runtime's limit is 6 MiB."""
+    max_response_bytes: int = 6 * 1024**2
+    """Largest answer sent (bytes); the SageMaker runtime's limit is 6 MB. Checked from rows x
+    outputs before a request is scored (at 4 bytes a value at least), then on the answer."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request's whole body once its head has arrived."""
+    max_inflight_body_bytes: int = 256 * 1024**2
+    """Bytes of request bodies being received at once, all clients together (by their
+    Content-Length); past it a request gets 503 (ServiceUnavailable) before its body is read."""
+    header_timeout: float = 5.0
+    """Seconds a client has to send a request's head (request line and headers) once its first
+    byte has arrived, or once it connected; then 408 and the connection is closed."""
+    keep_alive_timeout: float = 5.0
+    """Seconds an idle keep-alive connection is held open between requests."""
+    max_connections: int = 1000
+    """Open client connections at once; one more is answered 503 and closed at once (keep it
+    below the process's open-file limit, ``ulimit -n``)."""
+    max_container_models: int = 100_000
+    """Names each principal may have loaded through ``POST /models`` at once."""
     log_level: str = "info"
     """Log level of the server: debug, info, warning or error."""
     log_format: str = "text"
@@ -150,15 +168,56 @@ class Settings:
         "disk_budget",
         "max_artifact_bytes",
         "max_body_bytes",
+        "max_response_bytes",
+        "max_inflight_body_bytes",
+    )
+    # (field, least allowed value, whether the least value itself is allowed): every number a
+    # user can set, so that ``--load-timeout 0`` or ``--clock-skew-seconds -1`` stops start-up
+    _ranges = (
+        ("device_budget", 1, True),
+        ("host_budget", 0, True),
+        ("disk_budget", 0, True),
+        ("max_batch_rows", 1, True),
+        ("max_delay_us", 0, True),
+        ("revalidate_seconds", 0, True),
+        ("capacity_wait_seconds", 0, True),
+        ("load_workers", 1, True),
+        ("max_artifact_bytes", 1, True),
+        ("max_rows_per_request", 1, True),
+        ("max_request_values", 1, True),
+        ("load_timeout", 0, False),
+        ("s3_connect_timeout", 0, False),
+        ("s3_read_timeout", 0, False),
+        ("s3_max_attempts", 1, True),
+        ("max_concurrent_downloads", 1, True),
+        ("max_body_bytes", 1, True),
+        ("max_response_bytes", 1, True),
+        ("body_timeout", 0, False),
+        ("max_inflight_body_bytes", 1, True),
+        ("header_timeout", 0, False),
+        ("keep_alive_timeout", 0, False),
+        ("max_connections", 1, True),
+        ("max_container_models", 1, True),
+        ("clock_skew_seconds", 0, True),
+        ("rate_limit", 0, True),
+        ("rate_burst", 0, True),
+        ("cold_load_limit", 0, True),
     )
 
     def __post_init__(self) -> None:
         for name in self._byte_fields:
             setattr(self, name, parse_bytes(getattr(self, name)))
+        for name, least, inclusive in self._ranges:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, not {value!r}")
+            if not (value >= least if inclusive else value > least) or value != value:
+                bound = f">= {least}" if inclusive else f"> {least}"
+                raise ValueError(f"{name} must be {bound}, not {value!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.max_batch_rows < 1:
-            raise ValueError(f"max_batch_rows must be >= 1, not {self.max_batch_rows}")
         if not _ENDPOINT_NAME.fullmatch(self.endpoint_name):
             raise ValueError(
                 f"endpoint_name {self.endpoint_name!r} must be 1-63 letters, digits and "

@@ -230,7 +230,7 @@ def test_a_broken_artifact_is_a_model_error(serve, store):
 
 
 def test_a_load_past_the_timeout_is_model_not_ready_then_serves(serve, city_store):
-    client = runtime_client(serve(store=str(city_store), load_timeout=0.0).url)
+    client = runtime_client(serve(store=str(city_store), load_timeout=1e-6).url)
     code, status, r = _error(lambda: _invoke(client, _csv([ROW])))
     assert (code, status) == ("ModelNotReadyException", 429)
     assert "still loading" in r["Error"]["Message"]

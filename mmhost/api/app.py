@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 import mmhost
 from mmhost.api import container, errors, monitoring, sagemaker, v2
+from mmhost.api.invocation import BodyBudget
 from mmhost.api.request_ids import RequestIds
 from mmhost.host import Host
 from mmhost.security import Guard
@@ -31,6 +32,8 @@ def create_app(host: Host, guard: Guard | None = None) -> FastAPI:
     )
     app.state.host = host
     app.state.guard = guard or Guard.from_settings(host.settings)
+    app.state.bodies = BodyBudget(host.settings.max_inflight_body_bytes)
     errors.install(app)
-    app.add_middleware(RequestIds)
+    app.add_middleware(errors.CatchAll)
+    app.add_middleware(RequestIds)  # outermost: a 500 carries its request id too
     return app

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import admit, authorize, invocation
+from mmhost.api.invocation import admit, authorize, invocation, whole_number
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
 from mmhost.host import Host
@@ -147,6 +147,7 @@ def _load_request(body: bytes) -> tuple[str, str]:
 def _page_start(token: str | None) -> int:
     if token is None:
         return 0
-    if not token.isdigit():
-        raise ValidationError(f"next_page_token {token!r} is not one this server gave out")
-    return int(token)
+    start = whole_number(token, 10**12)
+    if start is None:
+        raise ValidationError(f"next_page_token {token[:32]!r} is not one this server gave out")
+    return start

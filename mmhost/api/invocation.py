@@ -1,18 +1,28 @@
 """The request path every route shares, in two short functions:
 
-admit:       read the body -> authenticate (and rate-limit) the caller
+admit:       authenticate from the head -> read the body (bounded in size, time and bytes
+             in flight) -> finish authenticating (SigV4 signs the body) -> rate-limit
 invocation:  authorize the target -> decode rows (codecs) -> infer (host: cache, batcher,
              fused op) -> encode
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from mmhost.codecs import inputs, media, outputs
-from mmhost.errors import PayloadTooLarge, ValidationError
+from mmhost.codecs.limits import DecodeLimits
+from mmhost.errors import (
+    BodyTimeout,
+    ClientDisconnected,
+    PayloadTooLarge,
+    ServerBusy,
+    ValidationError,
+)
 from mmhost.host import Host, Prediction
 from mmhost.security import Guard
 from mmhost.security.guard import INVOKE, Caller
@@ -25,28 +35,68 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _MAX_CUSTOM_ATTRIBUTES = 1024
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it passes ``limit`` bytes."""
+class BodyBudget:
+    """Bytes of request bodies being received now, all clients together, against a limit.
+    Touched on the server's loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+
+    def take(self, n: int) -> None:
+        if n and self.inflight + n > self.limit:
+            raise ServerBusy(n, self.inflight, self.limit)
+        self.inflight += n
+
+    def give(self, n: int) -> None:
+        self.inflight -= n
+
+
+async def read_body(
+    request: Request, limit: int, timeout: float = 30.0, budget: BodyBudget | None = None
+) -> bytes:
+    """The whole body: refused (413) as soon as it passes ``limit`` bytes, (408) when it has
+    not all come within ``timeout`` seconds, (503) when ``budget`` can't hold it (by its
+    Content-Length, or as it arrives when it has none)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(None, limit)
-        chunks.append(chunk)
+    size = int(declared) if declared.isascii() and declared.isdigit() else None
+    if size is not None and size > limit:
+        raise PayloadTooLarge(size, limit)
+    budget = budget or BodyBudget(limit)
+    held = size or 0
+    budget.take(held)
+    chunks, got = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                got += len(chunk)
+                if got > limit:
+                    raise PayloadTooLarge(None, limit)
+                if got > held:  # no (or a short) Content-Length: hold what has come
+                    budget.take(got - held)
+                    held = got
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(got, timeout) from None
+    except ClientDisconnect:
+        raise ClientDisconnected() from None
+    finally:
+        budget.give(held)
     return b"".join(chunks)
 
 
 async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
     """The body, and who sent it (NotAuthenticated, Throttled). Every guarded route starts
-    here, before it looks at anything the caller sent."""
+    here, before it looks at anything the caller sent: a caller without valid credentials is
+    refused from the head alone (an API key fully, SigV4 up to its signature), before its
+    body is read."""
     scope = request.scope
     scope[STARTED] = time.perf_counter()
-    body = await read_body(request, host.settings.max_body_bytes)
     guard: Guard = request.app.state.guard
-    caller = guard.authenticate(request, body)
+    early = guard.admit_head(request)
+    s = host.settings
+    body = await read_body(request, s.max_body_bytes, s.body_timeout, request.app.state.bodies)
+    caller = early or guard.authenticate(request, body)
     scope[CALLER] = caller  # the error handler lets a failed request be retried
     return body, caller
 
@@ -79,9 +129,12 @@ async def invocation(
     headers = request.headers
     accept = media.response_type(headers.get("accept"))
     reply = _reply_headers(headers.get(CUSTOM_ATTRIBUTES))
-    rows = inputs.decode(body, media.request_type(headers.get("content-type"), body))
-    prediction = await host.infer(target, rows)
-    response = Response(outputs.encode(prediction, accept), media_type=accept, headers=reply)
+    media_type = media.request_type(headers.get("content-type"), body)
+    rows = inputs.decode(body, media_type, DecodeLimits.of(host.settings))
+    limit = host.settings.max_response_bytes
+    prediction = await host.infer(target, rows, limit)
+    answer = outputs.encode(prediction, accept, limit)
+    response = Response(answer, media_type=accept, headers=reply)
     overhead(host, request, prediction)
     return response
 
@@ -90,6 +143,15 @@ def overhead(host: Host, request: Request, p: Prediction) -> None:
     """Record the request's time outside its model and its load (OverheadLatency)."""
     spent = time.perf_counter() - request.scope[STARTED]
     host.metrics.overhead(max(0.0, spent - p.model_seconds - p.wait_seconds))
+
+
+def whole_number(text: str, most: int) -> int | None:
+    """``text`` as an int 0..``most`` (a query parameter), else None: ASCII digits only
+    ("²".isdigit() is true, int("²") fails) and no more of them than ``most`` has."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(most)):
+        return None
+    n = int(text)
+    return n if n <= most else None
 
 
 def _reply_headers(custom: str | None) -> dict[str, str]:

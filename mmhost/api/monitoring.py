@@ -10,7 +10,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import admit, authorize
+from mmhost.api.invocation import admit, authorize, whole_number
 from mmhost.errors import ValidationError
 from mmhost.host import Host
 from mmhost.metrics import CONTENT_TYPE
@@ -29,9 +29,10 @@ def routes(host: Host) -> list[BaseRoute]:
         _, caller = await admit(host, request)
         await authorize(host, request, caller, METRICS)
         top = request.query_params.get("top", "10")
-        if not top.isdigit() or not 0 <= int(top) <= MAX_TOP:
-            raise ValidationError(f"top must be a whole number 0..{MAX_TOP}, not {top!r}")
-        return JSONResponse(await host.areport(int(top)))
+        n = whole_number(top, MAX_TOP)
+        if n is None:
+            raise ValidationError(f"top must be a whole number 0..{MAX_TOP}, not {top[:32]!r}")
+        return JSONResponse(await host.areport(n))
 
     return [
         Route("/metrics", metrics, methods=["GET"]),

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from mmhost.api.app import create_app
-from mmhost.api.http_limits import LimitedHttpToolsProtocol
+from mmhost.api.http_limits import limited_protocol
 from mmhost.host import Host
 from mmhost.security import Guard
 
@@ -40,7 +40,8 @@ def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.C
         access_log=s.log_level == "debug",
         timeout_graceful_shutdown=GRACE,
         server_header=False,
-        http=LimitedHttpToolsProtocol,
+        http=limited_protocol(s.header_timeout, s.max_connections),
+        timeout_keep_alive=s.keep_alive_timeout,
     )
 
 

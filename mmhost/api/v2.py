@@ -16,8 +16,9 @@ from starlette.routing import BaseRoute, Route
 
 import mmhost
 from mmhost.api.invocation import admit, authorize, overhead
-from mmhost.codecs import v2
+from mmhost.codecs import outputs, v2
 from mmhost.codecs.documents import parse_json
+from mmhost.codecs.limits import DecodeLimits
 from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError
 from mmhost.host import Host
 from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
@@ -51,18 +52,23 @@ def routes(host: Host) -> list[BaseRoute]:
         body, caller = await admit(host, request)
         name = request.path_params["name"]
         await authorize(host, request, caller, INVOKE, name, loads=True)
-        doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH))
+        limits = DecodeLimits.of(host.settings)
+        doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH), limits)
         requested = doc.get("outputs")
-        p = await host.infer(name, rows)
+        limit = host.settings.max_response_bytes
+        p = await host.infer(name, rows, limit)
         tensors = v2.select(v2.outputs(p.scores, p.task, p.classes), requested)
         overhead(host, request, p)
         head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
         binary = v2.wants_binary(doc, requested)
         if not binary:
             head["outputs"] = tensors
-            return JSONResponse(head)
+            response = JSONResponse(head)
+            outputs.check_size(response.body, p.scores.shape, limit)
+            return response
         head["outputs"], tail = v2.encode_binary(tensors, binary)
         raw = json.dumps(head, separators=(",", ":")).encode()
+        outputs.check_size(raw + tail, p.scores.shape, limit)
         return Response(
             raw + tail,
             media_type="application/octet-stream",

@@ -24,6 +24,7 @@ import numpy as np
 
 from mmhost.codecs import media
 from mmhost.codecs.documents import parse_json
+from mmhost.codecs.limits import DecodeLimits
 from mmhost.codecs.v2 import decode_tensors
 from mmhost.errors import ValidationError
 
@@ -34,16 +35,18 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _SHAPES = 'expected {"instances": [...]}, {"inputs": [...]}, {"features": [...]} or a list of rows'
 
 
-def decode(body: bytes, media_type: str) -> Any:
-    """The rows of a request body of ``media_type`` (one of ``media.REQUEST_TYPES``)."""
+def decode(body: bytes, media_type: str, limits: DecodeLimits = DecodeLimits()) -> Any:
+    """The rows of a request body of ``media_type`` (one of ``media.REQUEST_TYPES``). What the
+    body declares (an array's shape, a tensor's) is checked against ``limits`` before it is
+    allocated or iterated; rows past the row limit are refused as they are read."""
     if media_type == media.CSV:
-        return _csv(body)
+        return _csv(body, limits)
     if media_type == media.JSON:
-        return _json(parse_json(body, "the body"))
+        return _json(parse_json(body, "the body"), limits, len(body))
     if media_type == media.JSONLINES:
-        return _jsonlines(body)
+        return _jsonlines(body, limits)
     if media_type == media.NPY:
-        return _npy(body)
+        return _npy(body, limits)
     raise AssertionError(f"no decoder for {media_type!r}")
 
 
@@ -54,16 +57,17 @@ def _text(body: bytes) -> str:
         raise ValidationError(f"the body is not UTF-8 text (byte {exc.start})") from None
 
 
-def _csv(body: bytes) -> list[list[str]]:
+def _csv(body: bytes, limits: DecodeLimits) -> list[list[str]]:
     line = body.strip()
     if line and b'"' not in line and b"\n" not in line and b"\r" not in line:
         return [[cell.strip() for cell in _text(line).split(",")]]  # one plain row: no parser
+    rows = []
     try:
-        rows = [
-            [cell.strip() for cell in row]
-            for row in csv.reader(io.StringIO(_text(body)))
-            if row and not (len(row) == 1 and not row[0].strip())  # blank lines; ",," is a row
-        ]
+        for row in csv.reader(io.StringIO(_text(body))):
+            if row and not (len(row) == 1 and not row[0].strip()):  # blank lines; ",," is a row
+                rows.append([cell.strip() for cell in row])
+                if len(rows) > limits.max_rows:
+                    limits.rows(len(rows), "the CSV body (at least)")
     except csv.Error as exc:
         raise ValidationError(f"malformed CSV: {exc}") from None
     if not rows:
@@ -71,7 +75,7 @@ def _csv(body: bytes) -> list[list[str]]:
     return rows
 
 
-def _json(doc: Any) -> Any:
+def _json(doc: Any, limits: DecodeLimits, size: int) -> Any:
     if isinstance(doc, dict):
         if "instances" in doc:
             instances = doc["instances"]
@@ -81,7 +85,7 @@ def _json(doc: Any) -> Any:
         if "inputs" in doc:
             inputs = doc["inputs"]
             if isinstance(inputs, list) and inputs and all(isinstance(t, dict) for t in inputs):
-                return decode_tensors(inputs)
+                return decode_tensors(inputs, b"", limits, size)
             if not isinstance(inputs, list):
                 raise ValidationError('"inputs" must be a list of rows or of V2 tensors')
             return [_instance(x, i) for i, x in enumerate(inputs)]
@@ -117,7 +121,7 @@ def _row_list(v: Any, i: int) -> list[Any]:
     return v
 
 
-def _jsonlines(body: bytes) -> list[list[Any]]:
+def _jsonlines(body: bytes, limits: DecodeLimits) -> list[list[Any]]:
     rows: list[list[Any]] = []
     # only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped
     for n, line in enumerate(_text(body).split("\n")):
@@ -127,17 +131,19 @@ def _jsonlines(body: bytes) -> list[list[Any]]:
                 rows.append(_instance(doc, len(rows)))
             except ValidationError as exc:
                 raise ValidationError(f"line {n + 1}: {exc.message}") from None
+            if len(rows) > limits.max_rows:
+                limits.rows(len(rows), "the JSON Lines body (at least)")
     if not rows:
         raise ValidationError("the JSON Lines body has no rows")
     return rows
 
 
-def _npy(body: bytes) -> Any:
+def _npy(body: bytes, limits: DecodeLimits) -> Any:
     if body.startswith(_ZIP_MAGIC):
         raise ValidationError("expected one .npy array, not an .npz archive")
     if not body.startswith(_NPY_MAGIC):  # np.load would try it as a pickle (and refuse)
         raise ValidationError("not a readable .npy array: it does not start with \\x93NUMPY")
-    _check_npy_header(body)
+    _check_npy_header(body, limits)
     try:
         arr = np.load(io.BytesIO(body), allow_pickle=False)
     except _NPY_ERRORS as exc:
@@ -158,9 +164,10 @@ def _npy(body: bytes) -> Any:
     raise ValidationError(f"unsupported .npy dtype {arr.dtype}")
 
 
-def _check_npy_header(body: bytes) -> None:
-    """Refuse a header that claims more data than the body holds before numpy allocates it
-    (numpy sizes its buffer from the header alone)."""
+def _check_npy_header(body: bytes, limits: DecodeLimits) -> None:
+    """Refuse a header that claims more data than the body holds, or than the limits allow,
+    before numpy allocates it (numpy sizes its buffer from the header alone; a zero-sized
+    ``(2**62, 0)`` needs no bytes, yet listing its rows never ends)."""
     from numpy.lib import format as npy
 
     stream = io.BytesIO(body)
@@ -172,9 +179,12 @@ def _check_npy_header(body: bytes) -> None:
         return  # not a plain .npy header: np.load says why
     if dtype.itemsize == 0:  # any shape fits in no bytes, and tolist() would build it all
         raise ValidationError(f"unsupported .npy dtype {dtype} (its items have no size)")
-    need = math.prod(shape) * dtype.itemsize
+    if len(shape) > 2:
+        raise ValidationError(f"expected a 1-D or 2-D array, got shape {shape}")
     have = len(body) - stream.tell()
+    need = math.prod(shape) * dtype.itemsize
     if need > have:
         raise ValidationError(
             f"the .npy header claims shape {shape} ({need} bytes) but the body holds {have}"
         )
+    limits.shape((1, *shape) if len(shape) == 1 else shape, "the .npy array", have, 1)

@@ -16,13 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 from mmhost.codecs import media
 from mmhost.codecs.v2 import check_scores, predicted_labels
+from mmhost.errors import ResponseTooLarge
 
 if TYPE_CHECKING:
     from mmhost.host import Prediction
 
+# the fewest bytes any answer spends on one value: "0.0" and a separator in text (a float's
+# repr always has a "." or an "e"), 4 in a V2 binary FP32 tensor
+MIN_VALUE_BYTES = 4
 
-def encode(p: Prediction, media_type: str) -> bytes:
-    """The body for ``p`` in ``media_type`` (one of ``media.RESPONSE_TYPES``)."""
+
+def encode(p: Prediction, media_type: str, limit: int | None = None) -> bytes:
+    """The body for ``p`` in ``media_type`` (one of ``media.RESPONSE_TYPES``), refused
+    (ResponseTooLarge) when it passes ``limit`` bytes."""
+    body = _encode(p, media_type)
+    check_size(body, p.scores.shape, limit)
+    return body
+
+
+def check_size(body: bytes, shape: tuple[int, ...], limit: int | None) -> None:
+    if limit is not None and len(body) > limit:
+        what = " x ".join(map(str, shape)) + " scores"
+        raise ResponseTooLarge(what, len(body), limit)
+
+
+def _encode(p: Prediction, media_type: str) -> bytes:
     check_scores(p.scores)
     if media_type == media.CSV:
         return _csv(p)

@@ -290,6 +290,8 @@ def _shown(v: Any) -> str:
     """``v`` as an error message shows it: a 6 MB cell must not come back as a 6 MB message."""
     if isinstance(v, int) and v.bit_length() > 256:  # repr refuses past 4,300 digits
         return f"an integer of about {int(v.bit_length() * math.log10(2))} digits"
+    if isinstance(v, (list, tuple, dict)):  # repr of a cell nested 1,000 deep recurses past
+        return f"a {type(v).__name__} of {len(v)} item(s)"  # the limit; a 6 MB one is 6 MB
     return _clipped(repr(v))
 
 

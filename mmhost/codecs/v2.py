@@ -19,6 +19,7 @@ import numpy as np
 
 from mmhost.artifacts.manifest import MAX_NAME
 from mmhost.codecs.documents import parse_json
+from mmhost.codecs.limits import DecodeLimits
 from mmhost.errors import ValidationError
 
 # V2 datatype -> numpy dtype (BYTES is handled apart)
@@ -38,6 +39,7 @@ DTYPES = {
 }
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _MAX_DIMS = 4
+_UNKNOWN = 2**63  # bytes of a document whose size the caller did not say
 
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -54,7 +56,9 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def parse_request(body: bytes, header_length: str | None = None) -> tuple[dict[str, Any], Any]:
+def parse_request(
+    body: bytes, header_length: str | None = None, limits: DecodeLimits = DecodeLimits()
+) -> tuple[dict[str, Any], Any]:
     """(the request document, its rows) from an infer request body."""
     head, binary = split_binary(body, header_length)
     doc = parse_json(head, "the infer request")
@@ -63,18 +67,27 @@ def parse_request(body: bytes, header_length: str | None = None) -> tuple[dict[s
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ValidationError('"inputs" must be a non-empty list of tensors')
-    return doc, decode_tensors(inputs, binary)
+    return doc, decode_tensors(inputs, binary, limits, len(head))
 
 
-def decode_tensors(inputs: list[Any], binary: bytes = b"") -> Any:
-    """V2 input tensors -> a list of rows, or {column name: values} (see the module rule)."""
+def decode_tensors(
+    inputs: list[Any],
+    binary: bytes = b"",
+    limits: DecodeLimits = DecodeLimits(),
+    json_bytes: int | None = None,
+) -> Any:
+    """V2 input tensors -> a list of rows, or {column name: values} (see the module rule).
+    Each declared shape is checked against ``limits`` and against the bytes that could hold
+    its values (``json_bytes``: the JSON document's size) before any value is read."""
     tensors: dict[str, np.ndarray | list[Any]] = {}
     shapes = {}
     offset = 0
     for i, t in enumerate(inputs):
         name, shape, datatype = _header(t, i)
         size = _binary_size(t, name)
+        what = f"input {name!r}"
         if size is not None:
+            limits.shape(shape, what, _UNKNOWN, 1)  # _from_bytes checks the exact size
             if offset + size > len(binary):
                 raise ValidationError(
                     f"input {name!r}: binary_data_size {size} runs past the body's binary part"
@@ -82,6 +95,8 @@ def decode_tensors(inputs: list[Any], binary: bytes = b"") -> Any:
             values = _from_bytes(binary[offset : offset + size], datatype, shape, name)
             offset += size
         else:
+            # a JSON value takes at least one byte of the document
+            limits.shape(shape, what, _UNKNOWN if json_bytes is None else json_bytes, 1)
             values = _from_json(t.get("data"), datatype, shape, name)
         if name in tensors:
             raise ValidationError(f"input {name!r} appears twice")

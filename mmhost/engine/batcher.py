@@ -2,7 +2,11 @@
 
 Submissions made during one turn of the event loop (plus ``max_delay_us`` if set) are run
 together: per slab (size class) their rows and per-row slot indices are concatenated and the
-family's fused op scores all of them at once. A submission is one request, or a group of
+family's fused op scores all of them at once. Rows of one slab are padded to the widest of
+their call (a trees slab holds models of different feature counts), so submissions are
+grouped by width (to the next power of two: padding at most doubles a call's cells) and a
+call holds at most ``max_batch_values`` cells: one tenant's wide model never makes another's
+narrow rows cost more than twice their size. A submission is one request, or a group of
 requests already decoded together; each gets back its own rows' scores, as a view of ONE host
 copy of the call's output (one device-to-host copy per call, not per request). An error in
 the op fails the submissions of that call only.
@@ -51,10 +55,12 @@ class Batcher:
         max_batch_rows: int,
         max_delay_us: int,
         metrics: Metrics | None = None,
+        max_batch_values: int = 50_000_000,
     ) -> None:
         self.families = families
         self.metrics = metrics or Metrics()
         self.max_batch_rows = max_batch_rows
+        self.max_batch_values = max_batch_values
         self.max_delay = max_delay_us / 1e6
         self._pending: list[_Pending] = []
         self._rows = 0
@@ -84,12 +90,19 @@ class Batcher:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending, self._rows = self._pending, [], 0
-        by_slab: dict[Slab, list[_Pending]] = defaultdict(list)
+        by_width: dict[tuple[Slab, int], list[_Pending]] = defaultdict(list)
         for p in pending:
             if not p.future.done():  # a cancelled request needs no rows scored
-                by_slab[p.slab].append(p)
-        for slab, group in by_slab.items():
-            for chunk in runs_of_rows(group, lambda p: p.x.shape[0], self.max_batch_rows):
+                by_width[p.slab, _width_class(p.x.shape[1])].append(p)
+        for (slab, width), group in by_width.items():
+            runs = runs_of_rows(
+                group,
+                lambda p: p.x.shape[0],
+                self.max_batch_rows,
+                cells=lambda p: p.x.shape[0] * width,  # padded to the group's widest at most
+                max_cells=self.max_batch_values,
+            )
+            for chunk in runs:
                 self._run(slab, chunk)
 
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
@@ -145,16 +158,30 @@ def _device_rows(group: list[_Pending], device: torch.device) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def runs_of_rows(items: list[T], rows: Callable[[T], int], max_rows: int) -> list[list[T]]:
-    """Consecutive runs of ``items`` holding at most ``max_rows`` rows in all (an item bigger
-    than that stands alone)."""
+def _width_class(d: int) -> int:
+    """``d`` rounded up to a power of two: rows of one class pad to at most twice their width."""
+    return 1 << max(0, d - 1).bit_length()
+
+
+def runs_of_rows(
+    items: list[T],
+    rows: Callable[[T], int],
+    max_rows: int,
+    cells: Callable[[T], int] | None = None,
+    max_cells: int | None = None,
+) -> list[list[T]]:
+    """Consecutive runs of ``items`` holding at most ``max_rows`` rows (and, with ``cells``,
+    at most ``max_cells`` cells) in all; an item bigger than that stands alone."""
     out: list[list[T]] = [[]]
-    total = 0
+    total = total_cells = 0
     for item in items:
         n = rows(item)
-        if out[-1] and total + n > max_rows:
+        c = 0 if cells is None else cells(item)
+        over_cells = max_cells is not None and total_cells + c > max_cells
+        if out[-1] and (total + n > max_rows or over_cells):
             out.append([])
-            total = 0
+            total = total_cells = 0
         out[-1].append(item)
         total += n
+        total_cells += c
     return out

@@ -1,7 +1,8 @@
 """The guard every route passes: who is calling (SigV4 or an API key), are they within their
 limits, and may they do this action on this model.
 
-    principal = guard.authenticate(request, body)           # NotAuthenticated, Throttled
+    early = guard.admit_head(request)                        # before the body is read
+    principal = early or guard.authenticate(request, body)  # NotAuthenticated, Throttled
     guard.authorize(principal, action, target, endpoint)    # AccessDenied
     guard.admit_cold_load(principal, target)                # Throttled (cold loads per second)
 
@@ -72,21 +73,47 @@ class Guard:
         return self.config is None
 
     # --- who -------------------------------------------------------------------------------
+    def admit_head(self, request: Request) -> Caller | None:
+        """Authenticate from the request's head alone, before its body is read: an API key
+        completely (the caller, rate-limited); SigV4 up to the signature, which covers the
+        body's hash (None: ``authenticate`` finishes with the body). A client without valid
+        credentials is refused here and never gets a body buffered."""
+        if self.config is None:
+            return self._anonymous
+        try:
+            if _bearer(request) is not None:
+                caller = self._identify(request, b"")
+            else:
+                now = datetime.now(timezone.utc)
+                headers = request.headers.items()
+                sigv4.check_head(headers, self._secret_of, self.regions, now, self.skew)
+                return None
+        except NotAuthenticated as exc:
+            self._unauthenticated(request, exc)
+            raise
+        return self._admitted(caller, request)
+
     def authenticate(self, request: Request, body: bytes) -> Caller:
         if self.config is None:
             return self._anonymous
         try:
             caller = self._identify(request, body)
         except NotAuthenticated as exc:
-            self.audit.event(
-                "unauthenticated",
-                code=exc.code,
-                reason=exc.message,
-                method=request.method,
-                path=request.url.path,
-                remote=request.client.host if request.client else None,
-            )
+            self._unauthenticated(request, exc)
             raise
+        return self._admitted(caller, request)
+
+    def _unauthenticated(self, request: Request, exc: NotAuthenticated) -> None:
+        self.audit.unauthenticated(
+            request.client.host if request.client else None,
+            code=exc.code,
+            reason=exc.message,
+            method=request.method,
+            path=request.url.path,
+        )
+
+    def _admitted(self, caller: Caller, request: Request) -> Caller:
+        """``caller``, unless over its request rate (Throttled)."""
         arn = caller.principal.arn
         if not self._bucket(self._requests, arn, "requests").take():
             limits = self._limits[arn]
@@ -99,10 +126,10 @@ class Guard:
 
     def _identify(self, request: Request, body: bytes) -> Caller:
         assert self.config is not None
-        header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
+        key = _bearer(request)
+        if key is not None:
             # looked up by its sha256: the lookup's timing says nothing about the key itself
-            principal = self.config.by_api_key.get(api_key_digest(header[7:].strip()))
+            principal = self.config.by_api_key.get(api_key_digest(key))
             if principal is None:
                 raise NotAuthenticated("UnrecognizedClientException", "The API key is not valid.")
             return Caller(principal, self.regions[0])
@@ -193,3 +220,9 @@ class Guard:
 
     def close(self) -> None:
         self.audit.close()
+
+
+def _bearer(request: Request) -> str | None:
+    """The API key of an ``Authorization: Bearer`` request, else None."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None

@@ -73,22 +73,44 @@ def parse_authorization(value: str) -> tuple[list[str], list[str], str]:
     return scope, fields["SignedHeaders"].split(";"), fields["Signature"]
 
 
-def verify(
-    method: str,
-    raw_path: str,
-    query: str,
+@dataclass(frozen=True)
+class _Head:
+    """What the request's head says, checked: all but the payload hash and the signature."""
+
+    by_name: dict[str, list[str]]
+    key_id: str
+    day: str
+    region: str
+    signed: list[str]
+    signature: str
+    stamp: str
+    when: datetime
+    secret: str
+
+
+def check_head(
     headers: Iterable[tuple[str, str]],
-    body: bytes,
     secret_of: Callable[[str], str | None],
     regions: tuple[str, ...],
     now: datetime,
     skew_seconds: float = 300.0,
-) -> Signed:
-    """The key id a request was validly signed with, else NotAuthenticated saying why.
-    ``secret_of(key_id)`` is None for a key this server doesn't know."""
+) -> None:
+    """Everything ``verify`` checks that needs no body: the header's form, the scope, the
+    signed headers, the date and a known key id (NotAuthenticated saying why). A server reads
+    a body only for a request that passes this."""
+    _head(headers, secret_of, regions, now, skew_seconds)
+
+
+def _head(
+    headers: Iterable[tuple[str, str]],
+    secret_of: Callable[[str], str | None],
+    regions: tuple[str, ...],
+    now: datetime,
+    skew_seconds: float,
+) -> _Head:
     by_name: dict[str, list[str]] = {}
     for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(value)
+        by_name.setdefault(name.lower(), []).append(_as_sent(value))
     auth = by_name.get("authorization")
     if not auth:
         raise NotAuthenticated(
@@ -126,6 +148,25 @@ def verify(
         raise NotAuthenticated(
             "UnrecognizedClientException", "The security token included in the request is invalid."
         )
+    return _Head(by_name, key_id, day, region, signed, signature, stamp, when, secret)
+
+
+def verify(
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    secret_of: Callable[[str], str | None],
+    regions: tuple[str, ...],
+    now: datetime,
+    skew_seconds: float = 300.0,
+) -> Signed:
+    """The key id a request was validly signed with, else NotAuthenticated saying why.
+    ``secret_of(key_id)`` is None for a key this server doesn't know."""
+    h = _head(headers, secret_of, regions, now, skew_seconds)
+    by_name, key_id, day, region = h.by_name, h.key_id, h.day, h.region
+    signed, signature, stamp, when, secret = h.signed, h.signature, h.stamp, h.when, h.secret
     payload = hashlib.sha256(body).hexdigest()
     claimed = by_name.get("x-amz-content-sha256")
     if claimed and claimed[0] != payload:
@@ -153,6 +194,17 @@ def verify(
             "Check your AWS Secret Access Key and signing method."
         )
     return Signed(key_id, region, signature, when)
+
+
+def _as_sent(value: str) -> str:
+    """A header value as the client's SDK had it: the server reads header bytes as latin-1,
+    botocore sends (and signs) str values as UTF-8, so ``Zürich`` arrives as ``ZÃ¼rich``."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value  # not UTF-8 on the wire: signed as it came, or not at all
 
 
 @lru_cache(maxsize=1024)
