@@ -65,11 +65,14 @@ class InsufficientCapacity(MmhostError):
     status = 507
     code = "ServiceUnavailable"
 
-    def __init__(self, name: str, need: int, budget: int) -> None:
-        super().__init__(
-            f"model {name!r} needs {need} bytes on the device; the device budget is {budget}"
-            " bytes and everything else resident is in use"
+    def __init__(self, name: str, need: int, budget: int, never: bool = False) -> None:
+        why = "more than the whole device budget of" if never else "the device budget is"
+        tail = (
+            " bytes: it can never be loaded here (raise device_budget)"
+            if never
+            else " bytes and everything else resident is in use"
         )
+        super().__init__(f"model {name!r} needs {need} bytes on the device; {why} {budget}{tail}")
 
 
 class SlabFull(MmhostError):

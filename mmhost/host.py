@@ -24,9 +24,9 @@ import torch
 from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
+from mmhost.codecs.outputs import MIN_VALUE_BYTES
 from mmhost.engine import Batcher
 from mmhost.engine.batcher import Rows, Slots, runs_of_rows
-from mmhost.codecs.outputs import MIN_VALUE_BYTES
 from mmhost.errors import HostClosed, ModelNotReady, ResponseTooLarge, ValidationError
 from mmhost.families.arena import Slab
 from mmhost.families.router import Families
@@ -173,6 +173,10 @@ class Host:
         """ "device" or "host" when ``name`` is loaded, else None (never loads)."""
         return await self._on_engine(self._call(self.cache.tier_of, validate_key(name)))
 
+    async def aloading(self, name: str) -> bool:
+        """Whether a load of ``name`` is running now."""
+        return await self._on_engine(self._call(self.cache.loading, validate_key(name)))
+
     async def astore_keys(
         self, prefix: str = "", start_after: str = "", limit: int | None = None
     ) -> list[str]:
@@ -203,6 +207,7 @@ class Host:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.cache.close()
         self._loop.close()
 
     def __enter__(self) -> Host:
@@ -212,7 +217,9 @@ class Host:
         self.close()
 
     # --- on the engine loop --------------------------------------------------------------------
-    async def _invoke(self, name: str, rows: Any, max_response_bytes: int | None = None) -> Prediction:
+    async def _invoke(
+        self, name: str, rows: Any, max_response_bytes: int | None = None
+    ) -> Prediction:
         key, n = self._checked_key(name, rows)
         self.metrics.invoked(key, n)
         waited = 0.0
@@ -225,6 +232,7 @@ class Host:
                 waited = time.perf_counter() - t0
                 self.metrics.loading_wait(waited)
         r.uses += 1
+        self.metrics.served(key)
         try:
             if max_response_bytes is not None:
                 _check_answer(r, n, max_response_bytes)
@@ -295,6 +303,7 @@ class Host:
                     continue
                 for i, part in zip(members, np.split(out, np.cumsum(counts)[:-1]), strict=True):
                     held[i].uses += 1
+                    self.metrics.served(held[i].name)
                     results[i] = _scores(held[i].meta.task, part)
         finally:
             for r in held.values():

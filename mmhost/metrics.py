@@ -161,8 +161,17 @@ class Metrics:
     def invoked(self, model: str, rows: int) -> None:
         self.invocations += 1
         self.rows += rows
+
+    def served(self, model: str) -> None:
+        """A request that reached its loaded model (per-model series exist for those only:
+        names asked for and never found make none)."""
         if self.per_model is not None:
             self.per_model[model] += 1
+
+    def dropped(self, model: str) -> None:
+        """``model`` left the loaded tiers (device and host): its series goes with it."""
+        if self.per_model is not None:
+            self.per_model.pop(model, None)
 
     def batch(self, rows: int, models: int) -> None:
         self.hist["batch_rows"].observe(rows)
@@ -263,7 +272,9 @@ class Metrics:
             yield self.hist[name].family("mmhost_" + name, doc)
         if self.per_model is not None:
             per = CounterMetricFamily(
-                "mmhost_model_invocations", "Invocations per model.", labels=["model"]
+                "mmhost_model_invocations",
+                "Invocations per loaded model (since it was loaded).",
+                labels=["model"],
             )
             for model, n in self.per_model.items():
                 per.add_metric([model], n)

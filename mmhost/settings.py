@@ -75,6 +75,12 @@ class Settings:
     """Threads reading and decoding artifacts (cold loads run there, off the engine loop)."""
     max_artifact_bytes: int = 256 * 1024**2
     """Refuse artifacts (compressed or expanded) larger than this."""
+    large_artifact_bytes: int = 16 * 1024**2
+    """Artifacts at least this big are decoded in a separate process (``decode_processes``),
+    so parsing them (seconds for a 200 MB XGBoost JSON file) never stalls warm requests."""
+    decode_processes: int = 1
+    """Processes decoding large artifacts; each decodes one at a time, bounding their memory.
+    0: large artifacts are decoded on the load threads, one at a time."""
     max_rows_per_request: int = 100_000
     """Refuse requests with more rows than this."""
     max_request_values: int = 50_000_000
@@ -167,6 +173,7 @@ class Settings:
         "host_budget",
         "disk_budget",
         "max_artifact_bytes",
+        "large_artifact_bytes",
         "max_body_bytes",
         "max_response_bytes",
         "max_inflight_body_bytes",
@@ -183,6 +190,8 @@ class Settings:
         ("capacity_wait_seconds", 0, True),
         ("load_workers", 1, True),
         ("max_artifact_bytes", 1, True),
+        ("large_artifact_bytes", 0, True),
+        ("decode_processes", 0, True),
         ("max_rows_per_request", 1, True),
         ("max_request_values", 1, True),
         ("load_timeout", 0, False),

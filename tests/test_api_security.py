@@ -59,25 +59,29 @@ PRINCIPALS = [
 ]
 
 
+def start_secured(serve, store, tmp_path, principals=PRINCIPALS, **options):
+    """A server over ``store`` with these principals (default: A, B and nobody) and options;
+    ``.audit`` is its audit log."""
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"principals": principals}))
+    audit = tmp_path / "audit.jsonl"
+    server = serve(
+        store=str(store),
+        auth_config=str(path),
+        audit_log=str(audit),
+        account_id="111122223333",
+        **options,
+    )
+    server.audit = audit  # type: ignore[attr-defined]
+    return server
+
+
 @pytest.fixture
 def secured(serve, city_store, tmp_path):
     """Start a server with these principals (default: A, B and nobody) and options."""
-
-    def start(principals=PRINCIPALS, **options):
-        path = tmp_path / "auth.json"
-        path.write_text(json.dumps({"principals": principals}))
-        audit = tmp_path / "audit.jsonl"
-        server = serve(
-            store=str(city_store),
-            auth_config=str(path),
-            audit_log=str(audit),
-            account_id="111122223333",
-            **options,
-        )
-        server.audit = audit  # type: ignore[attr-defined]
-        return server
-
-    return start
+    return lambda principals=PRINCIPALS, **options: start_secured(
+        serve, city_store, tmp_path, principals, **options
+    )
 
 
 def invoke(client, target: str) -> float:

@@ -68,6 +68,7 @@ def s3(monkeypatch, tmp_path):
 class FaultyProxy:
     """A loopback HTTP proxy in front of the S3 server that breaks chosen keys for real
     clients: ``truncate`` sends a GET's headers and half its body, then drops the connection;
+    ``cut_headers`` sends a status line and part of the headers, then drops it;
     ``deny`` answers S3's own 403 AccessDenied. ``faults[key] = [mode, times]`` (None: always)."""
 
     DENIED = (
@@ -128,6 +129,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         headers = [(k, v) for k, v in up.getheaders() if k.lower() not in skip]
         if self.command == "HEAD":  # no body here, but the object's length stands
             headers.append(("Content-Length", up.getheader("Content-Length", "0")))
+        if fault == "cut_headers":  # the status line and one header, then the connection ends
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nx-amz-request-id: cut\r\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if fault == "truncate":
             self.send_response(up.status)
             for k, v in headers:
@@ -445,3 +451,17 @@ def test_access_denied_by_s3_names_the_key(s3, faulty, serve):
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert "'secret.tar.gz'" in err["Message"] and "denied" in err["Message"]
     assert _invoke(client, "open.tar.gz") == pytest.approx(_want(1, 2.0), rel=RTOL_PRICE)
+
+
+def test_an_s3_reply_cut_inside_its_headers_is_retried_then_503(s3, faulty, serve):
+    s3.upload("cut.tar.gz", house_pipeline(0))
+    faulty.faults["cut.tar.gz"] = ["cut_headers", None]
+    client = runtime_client(serve(store=PREFIX, s3_endpoint_url=faulty.url, s3_max_attempts=3).url)
+    with pytest.raises(ClientError) as info:
+        _invoke(client, "cut.tar.gz")
+    err = info.value.response
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert "lacks its ETag or Content-Length" in err["Error"]["Message"]
+    assert sum(g.split("?")[0].endswith("/cut.tar.gz") for g in faulty.gets) == 3  # retried
+    faulty.faults.clear()
+    assert _invoke(client, "cut.tar.gz") == pytest.approx(_want(0, 1.0), rel=RTOL_PRICE)

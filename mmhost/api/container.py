@@ -7,8 +7,9 @@
     DELETE /models/{name}          200, 404 if not loaded
     POST   /models/{name}/invoke   the model's output, 404 if not loaded
 
-``model_name`` is an opaque name chosen by the caller; ``url`` must lie inside the store (a key
-or a path, see ``Store.key_of``): nothing outside the store is ever read.
+``model_name`` is an opaque name chosen by the caller, in that principal's own namespace (see
+``Loaded``); ``url`` must lie inside the store (a key or a path, see ``Store.key_of``): nothing
+outside the store is ever read, and the caller is authorized before the store is looked at.
 """
 
 from __future__ import annotations
@@ -32,41 +33,83 @@ _LOADING = ("", "")  # a reservation: the name is taken while its load runs
 
 
 class Loaded:
-    """Names the platform loaded -> (store key, url it gave). Touched only on the app's loop."""
+    """Names loaded through ``POST /models``, one namespace per principal: principal ARN ->
+    {name -> (store key, url it gave)}. A principal sees and touches only the names it loaded,
+    so one can't take a name another will load (409), answer another's invocations with a
+    model of its choosing, or learn from a 403 or 404 what another loaded. Without
+    authentication everyone is the one anonymous principal, as the platform is. Touched only
+    on the app's loop."""
 
-    def __init__(self) -> None:
-        self.models: dict[str, tuple[str, str]] = {}
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # names per principal
+        self.by_owner: dict[str, dict[str, tuple[str, str]]] = {}
+        self._refs: dict[str, int] = {}  # store key -> names (of anyone) pointing at it
 
-    def target(self, name: str) -> str:
+    def names(self, owner: str) -> dict[str, tuple[str, str]]:
+        return self.by_owner.get(owner, {})
+
+    def target(self, owner: str, name: str) -> str:
         """What policies see as the target model: the store key when ``name`` is loaded,
         else the name itself (so a denied caller learns nothing about what is loaded)."""
-        entry = self.models.get(name)
+        entry = self.names(owner).get(name)
         return name if entry is None or entry is _LOADING else entry[0]
 
-    def key(self, name: str) -> str:
-        entry = self.models.get(name)
+    def key(self, owner: str, name: str) -> str:
+        entry = self.names(owner).get(name)
         if entry is None or entry is _LOADING:
             raise ModelNotLoaded(name)
         return entry[0]
 
+    def reserve(self, owner: str, name: str) -> None:
+        mine = self.by_owner.setdefault(owner, {})
+        if name in mine:
+            raise ModelAlreadyLoaded(name)
+        if len(mine) >= self.limit:
+            raise ValidationError(
+                f"{len(mine)} models are loaded under this caller's names; the limit is "
+                f"{self.limit} (max_container_models): unload one first"
+            )
+        mine[name] = _LOADING
+
+    def commit(self, owner: str, name: str, key: str, url: str) -> None:
+        self.by_owner[owner][name] = (key, url)
+        self._refs[key] = self._refs.get(key, 0) + 1
+
+    def drop(self, owner: str, name: str) -> bool:
+        """Forget ``name``; True when no name of anyone points at its key any more."""
+        mine = self.by_owner[owner]
+        key, _ = mine.pop(name)
+        if not mine:
+            del self.by_owner[owner]
+        if not key:  # a reservation
+            return False
+        self._refs[key] -= 1
+        if self._refs[key]:
+            return False
+        del self._refs[key]
+        return True
+
 
 def routes(host: Host) -> list[BaseRoute]:
-    loaded = Loaded()
+    loaded = Loaded(host.settings.max_container_models)
 
     async def load_model(request: Request) -> JSONResponse:
         body, caller = await admit(host, request)
         name, url = _load_request(body)
+        # authorized on what the caller named before the store is looked at (a stat or a
+        # listing would tell a caller with no rights which keys exist), then on what it is
+        named = host.store.lexical_key(url)
+        await authorize(host, request, caller, LOAD, named)
         key = await run_in_threadpool(host.store.key_of, url)
         await authorize(host, request, caller, LOAD, key, loads=True)
-        if name in loaded.models:
-            raise ModelAlreadyLoaded(name)
-        loaded.models[name] = _LOADING
+        owner = caller.principal.arn
+        loaded.reserve(owner, name)
         try:
             await host.aload(key)
         except BaseException:
-            del loaded.models[name]
+            loaded.drop(owner, name)
             raise
-        loaded.models[name] = (key, url)
+        loaded.commit(owner, name, key, url)
         return JSONResponse({"message": f"model {name!r} loaded"})
 
     async def list_models(request: Request) -> JSONResponse:
@@ -79,11 +122,10 @@ def routes(host: Host) -> list[BaseRoute]:
         if source != "loaded":
             raise ValidationError(f"source must be 'loaded' or 'store', not {source!r}")
         start = _page_start(query.get("next_page_token"))
-        names = [n for n, e in loaded.models.items() if e is not _LOADING]
+        mine = loaded.names(caller.principal.arn)
+        names = [n for n, e in mine.items() if e is not _LOADING]
         page = names[start : start + PAGE]
-        body: dict[str, Any] = {
-            "models": [{"modelName": n, "modelUrl": loaded.models[n][1]} for n in page]
-        }
+        body: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": mine[n][1]} for n in page]}
         if start + PAGE < len(names):
             body["nextPageToken"] = str(start + PAGE)
         return JSONResponse(body)
@@ -101,25 +143,25 @@ def routes(host: Host) -> list[BaseRoute]:
 
     async def invoke(request: Request) -> Response:
         body, caller = await admit(host, request)
-        name = request.path_params["name"]
-        await authorize(host, request, caller, INVOKE, loaded.target(name))
-        key = loaded.key(name)
+        name, owner = request.path_params["name"], caller.principal.arn
+        await authorize(host, request, caller, INVOKE, loaded.target(owner, name))
+        key = loaded.key(owner, name)
         return await invocation(host, request, body, caller, key, host.settings.endpoint_name)
 
     async def describe(request: Request) -> JSONResponse:
         _, caller = await admit(host, request)
-        name = request.path_params["name"]
-        await authorize(host, request, caller, DESCRIBE, loaded.target(name))
-        key = loaded.key(name)
-        return JSONResponse({"modelName": name, "modelUrl": loaded.models[name][1], "key": key})
+        name, owner = request.path_params["name"], caller.principal.arn
+        await authorize(host, request, caller, DESCRIBE, loaded.target(owner, name))
+        key = loaded.key(owner, name)
+        url = loaded.names(owner)[name][1]
+        return JSONResponse({"modelName": name, "modelUrl": url, "key": key})
 
     async def unload(request: Request) -> JSONResponse:
         _, caller = await admit(host, request)
-        name = request.path_params["name"]
-        await authorize(host, request, caller, UNLOAD, loaded.target(name))
-        key = loaded.key(name)
-        del loaded.models[name]
-        if key not in (k for k, _ in loaded.models.values()):  # another name may share it
+        name, owner = request.path_params["name"], caller.principal.arn
+        await authorize(host, request, caller, UNLOAD, loaded.target(owner, name))
+        key = loaded.key(owner, name)
+        if loaded.drop(owner, name):  # no other name (of anyone) still points at it
             await host.aunload(key)
         return JSONResponse({"message": f"model {name!r} unloaded"})
 

@@ -10,7 +10,6 @@ A bug answers 500 InternalFailure without a stack trace (the trace goes to the l
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -91,4 +90,3 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "ValidationError")
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return error_response(request, exc.status_code, code, message)
-

@@ -117,7 +117,8 @@ async def authorize(
     guard: Guard = request.app.state.guard
     guard.authorize(caller, action, target, endpoint or host.settings.endpoint_name)
     if loads and target is not None and guard.limits_cold_loads(caller):
-        if await host.atier(target) is None:
+        # the load is charged, not its waiters: none when it is loaded or already loading
+        if await host.atier(target) is None and not await host.aloading(target):
             guard.admit_cold_load(caller, target)
 
 

@@ -47,7 +47,8 @@ class RequestIds:
             await self.app(scope, receive, send_with_id)
         finally:
             ms = (time.perf_counter() - t0) * 1e3
-            target = dict(scope.get("headers", ())).get(_TARGET, b"").decode("latin-1") or None
+            raw = dict(scope.get("headers", ())).get(_TARGET, b"")
+            target = raw.decode("utf-8", errors="replace") or None
             log.debug(
                 "%s %s -> %d in %.2f ms (request %s)",
                 scope["method"],

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from mmhost.api.invocation import admit, invocation
 from mmhost.errors import HostClosed, ValidationError
 from mmhost.host import Host
+from mmhost.security.sigv4 import as_sent
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 
@@ -52,4 +53,7 @@ def _target(request: Request, endpoint: str) -> str:
             f"Endpoint {endpoint} is a multi-model endpoint: the request is missing a target "
             f"model header ({TARGET_MODEL})"
         )
-    return target
+    text = as_sent(target)  # UTF-8, as boto3 sends it and SigV4 verification reads it
+    if text is target and not target.isascii():
+        raise ValidationError(f"the {TARGET_MODEL} header is not UTF-8 text")
+    return text

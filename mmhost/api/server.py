@@ -41,7 +41,7 @@ def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.C
         timeout_graceful_shutdown=GRACE,
         server_header=False,
         http=limited_protocol(s.header_timeout, s.max_connections),
-        timeout_keep_alive=s.keep_alive_timeout,
+        timeout_keep_alive=s.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
     )
 
 

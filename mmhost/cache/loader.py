@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mmhost.artifacts import Artifact, read_artifact, read_artifact_bytes
+from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import ManifestError
+from mmhost.cache.decoder import Decoder, DecoderDied
 from mmhost.cache.tiers import DiskTier
 from mmhost.errors import BadArtifact
-from mmhost.families.router import Model, compile_model
+from mmhost.families.router import Model
 from mmhost.store.base import Store
 
 
@@ -25,8 +26,16 @@ class Loaded:
     """Unpacking, validating and composing it into a model."""
 
 
+_IN_THREAD = Decoder(large_bytes=2**63, processes=0)  # everything on the calling thread
+
+
 def load_model(
-    key: str, store: Store, disk: DiskTier | None, preprocessor: Artifact | None, max_bytes: int
+    key: str,
+    store: Store,
+    disk: DiskTier | None,
+    preprocessor: Artifact | None,
+    max_bytes: int,
+    decoder: Decoder | None = None,
 ) -> Loaded:
     t0 = time.perf_counter()
     if disk is not None:
@@ -35,18 +44,11 @@ def load_model(
         src, from_disk = store.fetch(key), False
     t1 = time.perf_counter()
     try:
-        if src.folder is not None:
-            art = read_artifact(src.folder, max_bytes)
-        else:
-            assert src.data is not None
-            if len(src.data) > max_bytes:
-                raise ManifestError(
-                    f"artifact is {len(src.data)} bytes, over the {max_bytes}-byte cap"
-                )
-            art = read_artifact_bytes(src.data, max_bytes)
-        model = compile_model(art, preprocessor)
+        model = (decoder or _IN_THREAD).decode(src, preprocessor, max_bytes)
     except ManifestError as exc:
         if disk is not None:
             disk.drop(key)  # never keep serving a bad copy from the disk tier
+        raise BadArtifact(key, str(exc)) from None
+    except DecoderDied as exc:
         raise BadArtifact(key, str(exc)) from None
     return Loaded(model, src.version, from_disk, t1 - t0, time.perf_counter() - t1)

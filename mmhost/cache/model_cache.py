@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from mmhost.artifacts import Artifact
+from mmhost.cache.decoder import Decoder
 from mmhost.cache.loader import Loaded, load_model
 from mmhost.cache.policy import LRUPolicy, Policy
 from mmhost.cache.tiers import DiskTier, Tier
@@ -30,6 +31,7 @@ from mmhost.settings import Settings
 from mmhost.store.base import Store
 
 log = logging.getLogger("mmhost.cache")
+_TOO_BIG_MEMORY = 100_000  # models remembered as bigger than the device budget
 
 
 class Resident:
@@ -103,10 +105,14 @@ class ModelCache:
         self.device: Tier[Resident] = Tier("device", device_budget)
         self.host: Tier[str] = Tier("host", settings.host_budget)
         self.disk = DiskTier(settings.disk_dir, settings.disk_budget) if settings.disk_dir else None
+        self.decoder = Decoder(settings.large_artifact_bytes, settings.decode_processes)
         self.resident: dict[str, Resident] = {}
         self._host: dict[str, _HostEntry] = {}
         self._flights: dict[str, _Flight] = {}
         self._metas: dict[tuple[object, ...], Model] = {}
+        # models bigger than the whole device budget, by the version found so: not decoded
+        # again on every request while that version stays in the store
+        self._too_big: dict[str, tuple[str, int]] = {}
         self.counters = CacheCounters()
         self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
 
@@ -222,6 +228,11 @@ class ModelCache:
                 self.host.remove(name)
                 del self._host[name]
                 return await self._place(name, entry.model, entry.version)
+        too_big = self._too_big.get(name)
+        if too_big is not None:
+            if await loop.run_in_executor(self.executor, self.store.version, name) == too_big[0]:
+                raise InsufficientCapacity(name, too_big[1], self.device.budget, never=True)
+            del self._too_big[name]
         t0 = time.perf_counter()
         try:
             loaded: Loaded = await loop.run_in_executor(
@@ -232,6 +243,7 @@ class ModelCache:
                 self.disk,
                 self.preprocessor,
                 self.settings.max_artifact_bytes,
+                self.decoder,
             )
         except Exception:
             self.counters.load_failures += 1
@@ -240,6 +252,13 @@ class ModelCache:
         # one finish on it (its slot is freed on their last release)
         self._forget(name)
         t1 = time.perf_counter()
+        need = self.families.slot_bytes(loaded.model)
+        if need > self.device.budget:
+            if len(self._too_big) >= _TOO_BIG_MEMORY:
+                self._too_big.clear()
+            self._too_big[name] = (loaded.version, need)
+            self.counters.load_failures += 1
+            raise InsufficientCapacity(name, need, self.device.budget, never=True)
         r = await self._place(name, loaded.model, loaded.version)
         t2 = time.perf_counter()
         c = self.counters
@@ -352,11 +371,13 @@ class ModelCache:
         victims = self.policy.victims(self.host, model.nbytes, lambda _k: False)
         if victims is None:  # bigger than the whole host budget: it goes straight down
             self.counters.evictions["host"] += 1
+            self.metrics.dropped(name)
             return
         for v in victims:  # host -> disk: the disk tier (if any) still holds the artifact
             self.host.remove(v)
             del self._host[v]
             self.counters.evictions["host"] += 1
+            self.metrics.dropped(v)
         self.host.add(name, model.nbytes)
         self._host[name] = _HostEntry(model, version, checked)
 
@@ -378,9 +399,13 @@ class ModelCache:
             found = True
             self.host.remove(name)
             del self._host[name]
+        self.metrics.dropped(name)
         return found
 
     # --- management --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.decoder.close()
+
     def unload(self, name: str) -> bool:
         t0 = time.perf_counter()
         gone = self._forget(name)
@@ -402,6 +427,9 @@ class ModelCache:
         if name in self.resident:
             return "device"
         return "host" if name in self._host else None
+
+    def loading(self, name: str) -> bool:
+        return name in self._flights
 
     def host_model(self, name: str) -> Model | None:
         """The host-tier copy of a demoted model (tests and tools; None if not there)."""

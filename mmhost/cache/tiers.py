@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
@@ -16,6 +18,8 @@ from mmhost.errors import StoreUnavailable
 from mmhost.store.base import Source, Store
 
 K = TypeVar("K", bound=Hashable)
+log = logging.getLogger("mmhost.cache")
+MIN_FREE_BYTES = 64 * 1024**2  # the disk tier never fills its filesystem past this
 
 
 class Tier(Generic[K]):
@@ -64,7 +68,16 @@ class DiskTier:
 
     def __init__(self, folder: str | os.PathLike[str], budget: int) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".probe{os.getpid()}.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(
+                f"the disk tier's folder {str(folder)!r} is not a writable folder "
+                f"({exc.strerror or exc}); give disk_dir a folder this process can write"
+            ) from None
         self.tier: Tier[str] = Tier("disk", budget)
         self._versions: dict[str, str] = {}
         self._digests: dict[str, str] = {}
@@ -131,28 +144,66 @@ class DiskTier:
         src = store.fetch(key)
         if src.data is None or len(src.data) > self.tier.budget:
             return src, False  # folders are read in place; oversized artifacts aren't kept
+        try:
+            self._keep(key, src)
+        except OSError as exc:  # ENOSPC, EIO, a folder removed: the load goes on without it
+            log.warning(
+                "could not keep %s in the disk tier (%s); serving it from memory",
+                key,
+                exc.strerror or exc,
+                extra={"fields": {"event": "disk_tier_write_failed", "model": key}},
+            )
+        return src, False
+
+    def _keep(self, key: str, src: Source) -> None:
+        """Write ``src`` into the tier, within the budget and the filesystem's free space (at
+        least ``MIN_FREE_BYTES`` stay free). Nothing is left behind if the write fails."""
+        assert src.data is not None
+        size = len(src.data)
         tmp = self._file(key).with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_bytes(src.data)
+        meta_tmp = tmp.with_name(tmp.name + ".json")
         with self._lock:
             if key in self.tier:
                 self.tier.remove(key)
-            while self.tier.used + len(src.data) > self.tier.budget:
+                self._versions.pop(key, None)
+                self._digests.pop(key, None)
+                self._delete(key)
+            while self.tier.used + size > self.tier.budget or not self._room_for(size):
+                if not len(self.tier):
+                    log.warning(
+                        "not keeping %s (%d bytes) in the disk tier: the filesystem of %s has "
+                        "%d bytes free",
+                        key,
+                        size,
+                        self.folder,
+                        _free_bytes(self.folder),
+                    )
+                    return
                 old, _ = next(self.tier.oldest_first())
                 self.tier.remove(old)
                 self._versions.pop(old, None)
                 self._digests.pop(old, None)
                 self._delete(old)
                 self.evictions += 1
-            digest = hashlib.sha256(src.data).hexdigest()
-            record = {"key": key, "version": src.version, "size": len(src.data), "sha256": digest}
-            meta_tmp = tmp.with_name(tmp.name + ".json")
-            meta_tmp.write_text(json.dumps(record))
-            os.replace(tmp, self._file(key))
-            os.replace(meta_tmp, self._meta(key))  # last: the record commits the file
-            self.tier.add(key, len(src.data))
-            self._versions[key] = src.version
-            self._digests[key] = digest
-        return src, False
+        try:
+            tmp.write_bytes(src.data)
+            with self._lock:
+                digest = hashlib.sha256(src.data).hexdigest()
+                record = {"key": key, "version": src.version, "size": size, "sha256": digest}
+                meta_tmp.write_text(json.dumps(record))
+                os.replace(tmp, self._file(key))
+                os.replace(meta_tmp, self._meta(key))  # last: the record commits the file
+                self.tier.add(key, size)
+                self._versions[key] = src.version
+                self._digests[key] = digest
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            meta_tmp.unlink(missing_ok=True)
+            self._file(key).unlink(missing_ok=True)  # (renamed in, but its record was not)
+            raise
+
+    def _room_for(self, size: int) -> bool:
+        return _free_bytes(self.folder) - size >= MIN_FREE_BYTES
 
     def _read(self, key: str) -> bytes | None:
         """The file's bytes if they match their record; else it is deleted (caller holds the
@@ -176,3 +227,10 @@ class DiskTier:
                 self._versions.pop(key, None)
                 self._digests.pop(key, None)
                 self._delete(key)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0

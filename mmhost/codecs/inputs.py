@@ -24,7 +24,7 @@ import numpy as np
 
 from mmhost.codecs import media
 from mmhost.codecs.documents import parse_json
-from mmhost.codecs.limits import DecodeLimits
+from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.codecs.v2 import decode_tensors
 from mmhost.errors import ValidationError
 
@@ -35,7 +35,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _SHAPES = 'expected {"instances": [...]}, {"inputs": [...]}, {"features": [...]} or a list of rows'
 
 
-def decode(body: bytes, media_type: str, limits: DecodeLimits = DecodeLimits()) -> Any:
+def decode(body: bytes, media_type: str, limits: DecodeLimits = DEFAULT) -> Any:
     """The rows of a request body of ``media_type`` (one of ``media.REQUEST_TYPES``). What the
     body declares (an array's shape, a tensor's) is checked against ``limits`` before it is
     allocated or iterated; rows past the row limit are refused as they are read."""
@@ -155,6 +155,7 @@ def _npy(body: bytes, limits: DecodeLimits) -> Any:
     if arr.dtype.kind in "fiub":
         return arr
     if arr.dtype.kind == "U":
+        _check_code_points(arr)
         return arr.tolist()
     if arr.dtype.kind == "S":
         try:
@@ -162,6 +163,15 @@ def _npy(body: bytes, limits: DecodeLimits) -> Any:
         except UnicodeDecodeError:
             raise ValidationError("a bytes .npy array must hold UTF-8 text") from None
     raise ValidationError(f"unsupported .npy dtype {arr.dtype}")
+
+
+def _check_code_points(arr: np.ndarray) -> None:
+    """A UCS-4 array's cells are only code points: numpy reads any 32-bit value, and past
+    U+10FFFF ``tolist`` fails inside CPython (SystemError); a surrogate can't be UTF-8."""
+    order = arr.dtype.byteorder if arr.dtype.byteorder in "<>" else "="
+    codes = np.ascontiguousarray(arr).view(np.dtype(np.uint32).newbyteorder(order))
+    if ((codes > 0x10FFFF) | ((codes >= 0xD800) & (codes <= 0xDFFF))).any():
+        raise ValidationError("a string .npy array holds a value that is not a Unicode character")
 
 
 def _check_npy_header(body: bytes, limits: DecodeLimits) -> None:

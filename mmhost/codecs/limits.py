@@ -59,3 +59,6 @@ class DecodeLimits:
 
 def _shown(shape: list[int] | tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+DEFAULT = DecodeLimits()

@@ -34,7 +34,7 @@ def encode(p: Prediction, media_type: str, limit: int | None = None) -> bytes:
     return body
 
 
-def check_size(body: bytes, shape: tuple[int, ...], limit: int | None) -> None:
+def check_size(body: bytes | memoryview, shape: tuple[int, ...], limit: int | None) -> None:
     if limit is not None and len(body) > limit:
         what = " x ".join(map(str, shape)) + " scores"
         raise ResponseTooLarge(what, len(body), limit)

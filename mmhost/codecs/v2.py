@@ -19,7 +19,7 @@ import numpy as np
 
 from mmhost.artifacts.manifest import MAX_NAME
 from mmhost.codecs.documents import parse_json
-from mmhost.codecs.limits import DecodeLimits
+from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.errors import ValidationError
 
 # V2 datatype -> numpy dtype (BYTES is handled apart)
@@ -57,7 +57,7 @@ def split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def parse_request(
-    body: bytes, header_length: str | None = None, limits: DecodeLimits = DecodeLimits()
+    body: bytes, header_length: str | None = None, limits: DecodeLimits = DEFAULT
 ) -> tuple[dict[str, Any], Any]:
     """(the request document, its rows) from an infer request body."""
     head, binary = split_binary(body, header_length)
@@ -73,7 +73,7 @@ def parse_request(
 def decode_tensors(
     inputs: list[Any],
     binary: bytes = b"",
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits = DEFAULT,
     json_bytes: int | None = None,
 ) -> Any:
     """V2 input tensors -> a list of rows, or {column name: values} (see the module rule).

@@ -3,10 +3,11 @@
 Submissions made during one turn of the event loop (plus ``max_delay_us`` if set) are run
 together: per slab (size class) their rows and per-row slot indices are concatenated and the
 family's fused op scores all of them at once. Rows of one slab are padded to the widest of
-their call (a trees slab holds models of different feature counts), so submissions are
-grouped by width (to the next power of two: padding at most doubles a call's cells) and a
-call holds at most ``max_batch_values`` cells: one tenant's wide model never makes another's
-narrow rows cost more than twice their size. A submission is one request, or a group of
+their call (a trees slab holds models of different feature counts), so a slab's submissions,
+widest first, are split into calls whose padded cells stay within twice their real cells (or
+``PAD_SLACK`` cells, whichever is more) and within ``max_batch_values``: one tenant's wide model
+never makes another's narrow rows cost more than twice their size, while models of similar
+widths still share one call. A submission is one request, or a group of
 requests already decoded together; each gets back its own rows' scores, as a view of ONE host
 copy of the call's output (one device-to-host copy per call, not per request). An error in
 the op fails the submissions of that call only.
@@ -28,6 +29,7 @@ from mmhost.families.router import Families
 from mmhost.metrics import Metrics
 
 T = TypeVar("T")
+PAD_SLACK = 1 << 20  # padded cells (4 MB) a call may hold beyond twice its real ones
 Rows = np.ndarray | torch.Tensor  # (n, D) float32: host rows, or a tensor on the device
 Slots = int | np.ndarray  # one model's slot for every row, or (n,) int64 per row
 
@@ -90,20 +92,36 @@ class Batcher:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending, self._rows = self._pending, [], 0
-        by_width: dict[tuple[Slab, int], list[_Pending]] = defaultdict(list)
+        by_slab: dict[Slab, list[_Pending]] = defaultdict(list)
         for p in pending:
             if not p.future.done():  # a cancelled request needs no rows scored
-                by_width[p.slab, _width_class(p.x.shape[1])].append(p)
-        for (slab, width), group in by_width.items():
-            runs = runs_of_rows(
-                group,
-                lambda p: p.x.shape[0],
-                self.max_batch_rows,
-                cells=lambda p: p.x.shape[0] * width,  # padded to the group's widest at most
-                max_cells=self.max_batch_values,
-            )
-            for chunk in runs:
+                by_slab[p.slab].append(p)
+        for slab, group in by_slab.items():
+            for chunk in self._calls(group):
                 self._run(slab, chunk)
+
+    def _calls(self, group: list[_Pending]) -> list[list[_Pending]]:
+        """One slab's submissions split into calls (see the module docstring)."""
+        if len(group) == 1:
+            return [group]
+        calls: list[list[_Pending]] = []
+        rows = cells = width = 0
+        for p in sorted(group, key=lambda p: -p.x.shape[1]):  # widest first: sets the width
+            n, d = p.x.shape
+            if calls:
+                padded = (rows + n) * width
+                fits = (
+                    rows + n <= self.max_batch_rows
+                    and padded <= self.max_batch_values
+                    and padded <= max(2 * (cells + n * d), PAD_SLACK)
+                )
+                if fits:
+                    calls[-1].append(p)
+                    rows, cells = rows + n, cells + n * d
+                    continue
+            calls.append([p])
+            rows, cells, width = n, n * d, d
+        return calls
 
     def _run(self, slab: Slab, group: list[_Pending]) -> None:
         try:
@@ -158,30 +176,16 @@ def _device_rows(group: list[_Pending], device: torch.device) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _width_class(d: int) -> int:
-    """``d`` rounded up to a power of two: rows of one class pad to at most twice their width."""
-    return 1 << max(0, d - 1).bit_length()
-
-
-def runs_of_rows(
-    items: list[T],
-    rows: Callable[[T], int],
-    max_rows: int,
-    cells: Callable[[T], int] | None = None,
-    max_cells: int | None = None,
-) -> list[list[T]]:
-    """Consecutive runs of ``items`` holding at most ``max_rows`` rows (and, with ``cells``,
-    at most ``max_cells`` cells) in all; an item bigger than that stands alone."""
+def runs_of_rows(items: list[T], rows: Callable[[T], int], max_rows: int) -> list[list[T]]:
+    """Consecutive runs of ``items`` holding at most ``max_rows`` rows in all (an item bigger
+    than that stands alone)."""
     out: list[list[T]] = [[]]
-    total = total_cells = 0
+    total = 0
     for item in items:
         n = rows(item)
-        c = 0 if cells is None else cells(item)
-        over_cells = max_cells is not None and total_cells + c > max_cells
-        if out[-1] and (total + n > max_rows or over_cells):
+        if out[-1] and total + n > max_rows:
             out.append([])
-            total = total_cells = 0
+            total = 0
         out[-1].append(item)
         total += n
-        total_cells += c
     return out

@@ -14,6 +14,7 @@ All state is touched on the engine loop only (the server runs there), so no lock
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -37,6 +38,7 @@ DESCRIBE = "mmhost:DescribeModel"
 METRICS = "mmhost:GetMetrics"
 TARGET_MODEL_KEY = "sagemaker:targetmodel"
 ANONYMOUS = Principal("anonymous")
+COLD_CHARGE_SECONDS = 1.0  # a charged cold load covers its target's requests this long
 REPLAY_MEMORY = 1_000_000  # signatures remembered (~100 B each) within the clock-skew window
 
 
@@ -61,6 +63,7 @@ class Guard:
         self._requests: dict[str, TokenBucket] = {}
         self._cold: dict[str, TokenBucket] = {}
         self._seen: dict[bytes, float] = {}  # signature -> its timestamp, oldest first
+        self._charged: dict[str, float] = {}  # cold target -> when its load was charged
         self._anonymous = Caller(ANONYMOUS, self.regions[0], open=config is None)
 
     @classmethod
@@ -200,9 +203,20 @@ class Guard:
         return limits is not None and limits.cold_loads_per_second > 0
 
     def admit_cold_load(self, caller: Caller, target: str) -> None:
-        """Called before a request that will load ``target`` from the store."""
+        """Called before a request that will load ``target`` from the store. One load is
+        charged once: requests for the same cold target within ``COLD_CHARGE_SECONDS`` of a
+        charged one (concurrent requests, before its load has begun) wait on that load free."""
         arn = caller.principal.arn
-        if self.config is None or self._bucket(self._cold, arn, "cold").take():
+        if self.config is None:
+            return
+        now = time.monotonic()
+        charged = self._charged.get(target)
+        if charged is not None and now - charged < COLD_CHARGE_SECONDS:
+            return
+        if self._bucket(self._cold, arn, "cold").take():
+            if len(self._charged) >= REPLAY_MEMORY:
+                self._charged.clear()
+            self._charged[target] = now
             return
         self.audit.throttled(arn, limit="cold_loads_per_second", model=target)
         raise Throttled(

@@ -14,8 +14,10 @@ not in a list). A statement has ``Effect`` (Allow/Deny), ``Action`` or ``NotActi
 - an explicit Deny in any statement wins; otherwise an Allow must match; nothing matching is a
   deny.
 
-Anything else in a statement (``Principal``, other operators) is refused when the policy is
-read, with the place it was found, rather than silently ignored.
+Anything else in a statement (``Principal``, other operators, condition keys other than
+``sagemaker:TargetModel``, policy variables such as ``${aws:username}``) is refused when the
+policy is read, with the place it was found, rather than silently ignored: a Deny on a key
+mmhost never sets would never match, and so fail open.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 _OPERATORS = ("StringLike", "StringNotLike", "StringEquals", "StringNotEquals")
+# the condition keys a request carries here (lower-cased: keys are case-insensitive)
+CONDITION_KEYS = ("sagemaker:targetmodel",)
+_VARIABLE = "${"
 _STATEMENT_KEYS = {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition"}
 
 
@@ -132,6 +137,7 @@ def _statement(s: object, where: str) -> Statement:
         raise PolicyError(f"{where}: Effect must be 'Allow' or 'Deny', not {s.get('Effect')!r}")
     actions, not_action = _one_of(s, "Action", "NotAction", where)
     resources, not_resource = _one_of(s, "Resource", "NotResource", where)
+    _no_variables(resources, f"{where}.{'NotResource' if not_resource else 'Resource'}")
     return Statement(
         allow=s["Effect"] == "Allow",
         actions=tuple(a.lower() for a in actions),
@@ -172,6 +178,20 @@ def _conditions(doc: object, where: str) -> tuple[Condition, ...]:
         if not isinstance(block, dict) or not block:
             raise PolicyError(f"{where}.{op}: expected an object {{key: value or [values]}}")
         for key, values in block.items():
+            if not isinstance(key, str) or key.lower() not in CONDITION_KEYS:
+                raise PolicyError(
+                    f"{where}.{op}: condition key {key!r} is not one mmhost sets (supported: "
+                    "sagemaker:TargetModel); a condition on it could never match"
+                )
             vals = _strings(values, f"{where}.{op}.{key}")
+            _no_variables(vals, f"{where}.{op}.{key}")
             out.append(Condition(base, op != base, key.lower(), vals))
     return tuple(out)
+
+
+def _no_variables(values: tuple[str, ...], where: str) -> None:
+    for v in values:
+        if _VARIABLE in v:
+            raise PolicyError(
+                f"{where}: policy variables ({v!r}) are not supported; write the value out"
+            )

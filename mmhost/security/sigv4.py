@@ -110,7 +110,7 @@ def _head(
 ) -> _Head:
     by_name: dict[str, list[str]] = {}
     for name, value in headers:
-        by_name.setdefault(name.lower(), []).append(_as_sent(value))
+        by_name.setdefault(name.lower(), []).append(as_sent(value))
     auth = by_name.get("authorization")
     if not auth:
         raise NotAuthenticated(
@@ -196,7 +196,7 @@ def verify(
     return Signed(key_id, region, signature, when)
 
 
-def _as_sent(value: str) -> str:
+def as_sent(value: str) -> str:
     """A header value as the client's SDK had it: the server reads header bytes as latin-1,
     botocore sends (and signs) str values as UTF-8, so ``Zürich`` arrives as ``ZÃ¼rich``."""
     if value.isascii():

@@ -72,3 +72,8 @@ class Store(Protocol):
     def key_of(self, location: str) -> str:
         """The key of a model given by a location inside the store (a key, a path, a URL)."""
         ...
+
+    def lexical_key(self, location: str) -> str:
+        """The key ``location`` names by its text alone, without I/O (``key_of`` may then
+        resolve it further, e.g. a folder to the one archive in it)."""
+        ...

@@ -18,6 +18,8 @@ class FolderStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
+        # what callers are told: the store's folder name, never a path on this machine
+        self.name = f"the store {self.root.name!r}"
         if not self.root.is_dir():
             raise ValueError(f"the model store {str(self.root)!r} is not a folder")
         # key -> its resolved path: revalidation stats it on the request path, and resolving
@@ -35,7 +37,7 @@ class FolderStore:
         if real != self.root and self.root not in real.parents:
             raise InvalidModelName(key, "it resolves outside the store")
         if not real.exists():
-            raise ModelNotFound(key, f"the store {str(self.root)!r}")
+            raise ModelNotFound(key, self.name)
         return real
 
     def version(self, key: str) -> str:
@@ -57,7 +59,7 @@ class FolderStore:
         if stat.S_ISDIR(st.st_mode):
             stats = [e.stat() for e in p.iterdir() if e.is_file()]
             if not stats:
-                raise ModelNotFound(key, f"the store {str(self.root)!r} (empty folder)")
+                raise ModelNotFound(key, f"{self.name} (empty folder)")
             return f"{sum(s.st_size for s in stats)}-{max(s.st_mtime_ns for s in stats)}"
         return f"{st.st_size}-{st.st_mtime_ns}"
 
@@ -66,7 +68,22 @@ class FolderStore:
         p = self._path(key)
         if p.is_dir():
             return Source(version, folder=p)
-        return Source(version, data=p.read_bytes())
+        try:
+            return Source(version, data=p.read_bytes())
+        except FileNotFoundError:  # deleted between the stat and the read
+            self._resolved.pop(key, None)
+            raise ModelNotFound(key, self.name) from None
+
+    def lexical_key(self, location: str) -> str:
+        """The key ``location`` names, from its text alone: no stat, no realpath, no listing
+        (a caller is authorized against it before the store is looked at)."""
+        path = location.removeprefix("file://")
+        if os.path.isabs(path):
+            rel = os.path.relpath(os.path.normpath(path), self.root)
+            if rel == "." or rel.startswith(".."):
+                raise InvalidModelName(location, "it is outside the store")
+            path = Path(rel).as_posix()
+        return validate_key(path)
 
     def key_of(self, location: str) -> str:
         """The key of a model given by a location: a key, or a path (``file://`` allowed) inside
@@ -78,7 +95,7 @@ class FolderStore:
             if real != self.root and self.root not in real.parents:
                 raise InvalidModelName(location, "it is outside the store")
             if not real.exists():
-                raise ModelNotFound(location, f"the store {str(self.root)!r}")
+                raise ModelNotFound(self.lexical_key(location), self.name)
         else:
             real = self._path(path)
         if real.is_dir() and not (real / "mmhost.json").is_file():

@@ -71,7 +71,10 @@ class S3Store:
 
     def version(self, key: str) -> str:
         head = self._call(key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
-        return str(head["ETag"]).strip('"')
+        etag = head.get("ETag")
+        if not isinstance(etag, str):  # a reply cut inside its headers
+            raise StoreUnavailable(self.url, f"the reply for {key!r} lacks its ETag")
+        return etag.strip('"')
 
     def fetch(self, key: str) -> Source:
         """The object's bytes, checked. A body that breaks off or fails its check is fetched
@@ -88,15 +91,22 @@ class S3Store:
 
     def _download(self, key: str) -> Source:
         reply = self._call(key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
-        etag = str(reply["ETag"]).strip('"')
+        etag, size, body = reply.get("ETag"), reply.get("ContentLength"), reply.get("Body")
         try:
-            data = reply["Body"].read()
-        except Exception as exc:  # the connection broke mid-body
-            raise _BrokenBody(f"the download of {key!r} broke off: {exc}") from None
-        if len(data) != reply["ContentLength"]:
+            if not isinstance(etag, str) or not isinstance(size, int) or body is None:
+                # a reply cut inside its headers parses as one without them
+                raise _BrokenBody(f"the reply for {key!r} lacks its ETag or Content-Length")
+            try:
+                data = body.read()
+            except Exception as exc:  # the connection broke mid-body
+                raise _BrokenBody(f"the download of {key!r} broke off: {exc}") from None
+        finally:
+            if body is not None:
+                body.close()  # a broken connection goes, not back to the pool
+        etag = etag.strip('"')
+        if len(data) != size:
             raise _BrokenBody(
-                f"the download of {key!r} was incomplete ({len(data)} of "
-                f"{reply['ContentLength']} bytes)"
+                f"the download of {key!r} was incomplete ({len(data)} of {size} bytes)"
             )
         if "-" not in etag and len(etag) == 32 and hashlib.md5(data).hexdigest() != etag:
             raise _BrokenBody(f"the download of {key!r} does not match its ETag")
@@ -127,6 +137,8 @@ class S3Store:
                 raise InvalidModelName(location, f"it is outside the store {self.url}")
             location = rest[len(self.prefix) :]
         return validate_key(location)
+
+    lexical_key = key_of  # an S3 location is resolved by its text alone
 
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
