@@ -42,6 +42,19 @@ def house_classifier(seed: int = 0, n: int = 300) -> Pipeline:
     return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000))]).fit(X, label)
 
 
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """``mmhost serve`` (run in-process by CLI tests) points the root logger at the stderr of
+    its moment, which pytest closes after the test: give later tests theirs back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     root = tmp_path / "store"
