@@ -9,6 +9,7 @@ import concurrent.futures
 import io
 import json
 import logging
+import select
 import socket
 import subprocess
 import time
@@ -73,14 +74,26 @@ def connect(url: str) -> socket.socket:
 
 
 def read_reply(sock: socket.socket) -> bytes:
-    """Everything until the server closes the connection (or a timeout)."""
+    """Everything until the server closes the connection, which it must do cleanly (a reset
+    or no close within ``TIMEOUT`` fails the test)."""
     out = b""
-    try:
-        while chunk := sock.recv(65536):
-            out += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
+    while chunk := sock.recv(65536):
+        out += chunk
     return out
+
+
+def open_connections(server) -> int:
+    """Connections the server holds open now (uvicorn's own count)."""
+    return len(server.server.server_state.connections)
+
+
+def until(condition, tries: int = 200) -> None:
+    """Wait (up to ``tries`` x 50 ms) for ``condition()``: the server's loop catching up."""
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server never got there")
 
 
 def status_of(reply: bytes) -> int:
@@ -325,13 +338,10 @@ def test_a_head_sent_byte_by_byte_is_cut_off_with_a_408(chicago):
     server = chicago(header_timeout=1.0)
     sock = connect(server.url)
     sock.sendall(b"GET /ping HTTP/1.1\r\n")
-    reply = b""
-    for _ in range(40):  # a header byte every 0.1 s: the head never completes in time
-        try:
-            sock.sendall(b"X")
-        except (BrokenPipeError, ConnectionResetError):
+    for _ in range(100):  # a header byte every 0.1 s, until the server answers
+        if select.select([sock], [], [], 0.1)[0]:
             break
-        time.sleep(0.1)
+        sock.sendall(b"X")
     reply = read_reply(sock)
     sock.close()
     assert status_of(reply) == 408
@@ -343,19 +353,16 @@ def test_a_head_sent_byte_by_byte_is_cut_off_with_a_408(chicago):
 
 def test_connections_past_the_cap_get_503_and_idle_ones_are_closed(chicago):
     server = chicago(max_connections=5, keep_alive_timeout=0.5, header_timeout=30.0)
+    until(lambda: open_connections(server) == 0)
     held = [connect(server.url) for _ in range(5)]
-    time.sleep(0.2)  # (the server accepts them on its loop)
+    until(lambda: open_connections(server) == 5)
     extra = connect(server.url)
     assert status_of(read_reply(extra)) == 503
     extra.close()
     for s in held:
         s.close()
-    for _ in range(100):  # until the server has seen them close
-        try:
-            ping(server.url)
-            break
-        except (AssertionError, httpx.HTTPError):
-            time.sleep(0.05)
+    until(lambda: open_connections(server) == 0)
+    ping(server.url)
     kept = connect(server.url)  # a kept-alive connection, idle after its answer
     kept.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
     reply = read_reply(kept)  # the answer, then the server closes it (keep_alive_timeout)
@@ -378,7 +385,7 @@ def test_unauthenticated_audit_lines_are_clipped_and_rate_limited(secured):
         server.url + "/models", headers={"Authorization": "Bearer " + "n" * 20}, timeout=TIMEOUT
     )
     lines = [e for e in audit_lines(server) if e["event"] == "unauthenticated"]
-    assert 2 <= len(lines) <= 4
+    assert 2 <= len(lines) <= 16  # one a second at most (30 requests take well under 15 s)
     assert all(len(json.dumps(e)) < 1024 for e in lines)
     assert sum(e["dropped_since_last"] for e in lines) + len(lines) == 31
     b = runtime_client(server.url, key_id=B_KEY, secret=B_SECRET)
