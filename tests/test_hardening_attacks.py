@@ -560,7 +560,12 @@ def test_a_large_model_is_decoded_in_a_worker_process(serve, store):
     bst = xgb.train({"max_depth": 6, "nthread": 1}, xgb.DMatrix(x, x[:, 0]), 40)
     save_xgboost(bst, store / "big.tar.gz")
     save_xgboost(_booster(4), store / "small.tar.gz")
-    server = serve(store=str(store), large_artifact_bytes="4KiB")
+
+    def expanded(name: str) -> int:  # a gzip's trailer holds its expanded size
+        return int.from_bytes((store / name).read_bytes()[-4:], "little")
+
+    assert expanded("small.tar.gz") < expanded("big.tar.gz")
+    server = serve(store=str(store), large_artifact_bytes=expanded("big.tar.gz"))
     csv = "\n".join(",".join(map(str, r)) for r in x[:5].tolist())
     for target, model, rows in (
         ("small.tar.gz", _booster(4), x[:5, :4]),

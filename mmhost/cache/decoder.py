@@ -27,6 +27,9 @@ from mmhost.families.router import Model, compile_model
 from mmhost.store.base import Source
 
 
+_GZIP = b"\x1f\x8b"
+
+
 def decode(
     data: bytes | None, folder: Path | None, preprocessor: Artifact | None, max_bytes: int
 ) -> Model:
@@ -160,7 +163,11 @@ def serve() -> None:
 
 
 def _size(src: Source) -> int:
+    """The artifact's size as decoding sees it: a gzip's expanded size (its trailer says it,
+    modulo 4 GiB; a lie there only moves the decode, every cap still applies), else its own."""
     if src.data is not None:
+        if src.data[:2] == _GZIP and len(src.data) >= 18:
+            return max(len(src.data), int.from_bytes(src.data[-4:], "little"))
         return len(src.data)
     assert src.folder is not None
     try:
