@@ -26,7 +26,6 @@ from mmhost.artifacts.manifest import ManifestError
 from mmhost.families.router import Model, compile_model
 from mmhost.store.base import Source
 
-
 _GZIP = b"\x1f\x8b"
 
 
