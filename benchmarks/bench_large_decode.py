@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -27,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
-from fleet import describe, house_pipeline
+from fleet import describe, house_pipeline, serve_process
 
 from mmhost.convert import from_sklearn
 from mmhost.houses import COLUMNS
@@ -60,32 +57,14 @@ def store(tmp_path_factory: Any) -> Path:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("processes", [0, 1])
 def test_cold_load_beside_warm_requests(benchmark: Any, store: Path, processes: int) -> None:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mmhost.cli", "serve", "--store", str(store), "--port", str(port)]
-        + ["--log-level", "error", "--decode-processes", str(processes)]
-        + ["--max-artifact-bytes", "1GiB", "--load-timeout", "300"],
-        stdout=subprocess.DEVNULL,
-    )
+    flags = ["--decode-processes", str(processes), "--max-artifact-bytes", "1GiB"]
+    server, url = serve_process(store, *flags, "--load-timeout", "300")
     warm = {"content-type": "text/csv", "X-Amzn-SageMaker-Target-Model": WARM}
     cold = {"content-type": "text/csv", "X-Amzn-SageMaker-Target-Model": "big.tar.gz"}
     client = httpx.Client(timeout=300)
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/ping", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         assert client.post(f"{url}/invocations", content=ROW, headers=warm).status_code == 200
         latencies: list[float] = []
         stop = threading.Event()

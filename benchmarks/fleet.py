@@ -9,6 +9,10 @@ is a part of (the report derives the rest); ``targets`` are checked by the repor
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,26 @@ def describe(
     """Label a benchmark for the report: ``count`` units (rows, loads, models) per round."""
     benchmark.group = group
     benchmark.extra_info.update(provider=provider, unit=unit, count=count, **extra)
+
+
+def serve_process(store: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``mmhost serve`` over ``store`` in a subprocess on a free loopback port, once it
+    answers /ping: (the process, its URL). The caller terminates it."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "mmhost.cli", "serve", "--store", str(store), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--log-level", "error", *flags], stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.get(f"{url}/ping", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc, url
 
 
 def rss_bytes() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ import httpx
 import numpy as np
 import psutil
 import xgboost as xgb
-from fleet import house_pipeline
+from fleet import house_pipeline, serve_process
 
 from mmhost import Host
 from mmhost.convert import from_sklearn, save_xgboost
@@ -36,26 +35,6 @@ from mmhost.houses import COLUMNS
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 KEY = "k" * 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(store: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mmhost.cli", "serve", "--store", str(store), "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--log-level", "error", *flags], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(f"{url}/ping", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return proc, url
 
 
 def _mib(proc: subprocess.Popen[bytes]) -> float:
@@ -91,7 +70,7 @@ def main() -> None:
     }
     auth.write_text(json.dumps({"principals": [principal]}))
 
-    proc, url = _serve(store, "--auth-config", str(auth))
+    proc, url = serve_process(store, "--auth-config", str(auth))
     bearer = {"Authorization": f"Bearer {KEY}"}
     try:
         v2 = {"inputs": [{"name": "rows", "shape": [2**62, 0], "datatype": "BYTES", "data": []}]}
@@ -161,7 +140,7 @@ def main() -> None:
             ok = all(isinstance(o, np.ndarray) for o in out)
             print(f"3. {n:,} narrow rows + 1 wide row, one batch: {ms:.0f} ms, all answered: {ok}")
 
-    proc, url = _serve(store)
+    proc, url = serve_process(store)
     port = int(url.rsplit(":", 1)[1])
     slow = []
     try:
