@@ -107,6 +107,8 @@ class Decoder:
         worker = self._idle.get()  # waits for a free process: one large decode each
         try:
             if worker is None or worker.proc.poll() is not None:
+                if worker is not None:
+                    worker.close()  # it died idle (killed): reap it and close its pipes
                 worker = self._start()
             return worker.decode((src.data, src.folder, preprocessor, max_bytes))
         except DecoderDied:

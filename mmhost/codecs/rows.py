@@ -53,6 +53,10 @@ class RowEncoder:
         """Columns of the encoding (one per number, one per category)."""
         return self.width
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # unpickled (a model decoded in a worker process) as this process's shared encoder
+        return (encoder_for, (self.columns,))
+
     # --- numpy / list rows -------------------------------------------------------------
     def encode(self, rows: Any, width: int | None = None, dtype: type = np.float32) -> np.ndarray:
         """Rows -> (N, width) float32, zero beyond the encoded columns. ``rows`` is a 2-D

@@ -91,6 +91,14 @@ class FeatureEncoder:
         """Columns of the raw rows' encoding, before the features are taken from it."""
         return self.rows.width
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # unpickled (a model decoded in a worker process) as this process's shared encoder
+        if self.slot is None:
+            return (_shared_encoder, (self.rows, None, None, None))
+        assert self.scale is not None and self.shift is not None
+        parts = (self.slot.tobytes(), self.scale.tobytes(), self.shift.tobytes())
+        return (_shared_encoder, (self.rows, *parts))
+
     def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
         """Rows -> (N, width) float32 features, zero beyond the model's."""
         width = self.width if width is None else width
