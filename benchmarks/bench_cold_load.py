@@ -55,7 +55,13 @@ async def _timed_load(h: Host, name: str) -> float:
 
 
 def _bench_loads(
-    benchmark: Any, h: Host, names: list[str], prepare: Callable[[str], None], provider: str, **kw
+    benchmark: Any,
+    h: Host,
+    names: list[str],
+    prepare: Callable[[str], None],
+    provider: str,
+    group: str = GROUP,
+    **kw: Any,
 ) -> list[float]:
     """One load per round of the next name, after ``prepare(name)`` (untimed)."""
     it = iter(names)
@@ -69,7 +75,7 @@ def _bench_loads(
     def load(name: str) -> None:
         in_loop.append(h._run(_timed_load(h, name)))
 
-    describe(benchmark, GROUP, provider, 1, unit="loads", **kw)
+    describe(benchmark, group, provider, 1, unit="loads", **kw)
     benchmark.pedantic(load, setup=setup, rounds=len(names), iterations=1)
     benchmark.extra_info["in_loop_p50_s"] = statistics.median(in_loop)
     return in_loop

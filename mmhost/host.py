@@ -54,6 +54,8 @@ class Prediction:
     """Time in the model: waiting for the batch and the fused op (ModelLatency)."""
     wait_seconds: float = 0.0
     """Time spent waiting for the model to be loaded (0 when it was resident)."""
+    threshold: float = 0.5
+    """A binary classifier's decision threshold on P(positive)."""
 
 
 class Host:
@@ -244,7 +246,7 @@ class Host:
             self.cache.release(r)
         self.metrics.model_latency(in_model)
         m = r.meta
-        return Prediction(_scores(m.task, out), m.task, m.classes, in_model, waited)
+        return Prediction(_scores(m.task, out), m.task, m.classes, in_model, waited, m.threshold)
 
     async def _acquire(self, key: str) -> Resident:
         """The model pinned; a load still running after ``load_timeout`` goes on without us."""

@@ -5,6 +5,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# the SageMaker SDK v2 (the RecordIO-protobuf client of the tests) warns of v3 on import
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 import numpy as np
 import pytest

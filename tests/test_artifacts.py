@@ -10,13 +10,13 @@ import tarfile
 import numpy as np
 import pytest
 import safetensors.numpy
+from conftest import house_pipeline
 
 from mmhost.artifacts import read_artifact, read_artifact_bytes
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.convert import from_sklearn
 from mmhost.errors import BadArtifact
 from mmhost.houses import COLUMNS, houses
-from tests.conftest import house_pipeline
 
 
 @pytest.fixture(scope="module")

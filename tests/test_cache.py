@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from conftest import RTOL_PRICE, house_pipeline
 
 from mmhost.artifacts import read_artifact
 from mmhost.convert import from_sklearn
@@ -14,7 +15,6 @@ from mmhost.errors import InsufficientCapacity
 from mmhost.families.arena import size_class, slot_bytes
 from mmhost.families.linear import compile_linear
 from mmhost.houses import COLUMNS, houses
-from tests.conftest import RTOL_PRICE, house_pipeline
 
 SLOT = slot_bytes(1, size_class(10))  # a houses model: 10 encoded inputs, 1 output
 

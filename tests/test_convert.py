@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ATOL_PROBA, RTOL_PRICE, house_pipeline
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -23,7 +24,6 @@ from mmhost.artifacts import read_artifact
 from mmhost.convert import from_sklearn
 from mmhost.errors import UnsupportedModel
 from mmhost.houses import CATEGORICAL, COLUMNS, NUMERIC, houses
-from tests.conftest import ATOL_PROBA, RTOL_PRICE, house_pipeline
 
 REGRESSORS = [
     LinearRegression(),

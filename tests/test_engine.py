@@ -6,10 +6,10 @@ import asyncio
 
 import numpy as np
 import pytest
+from conftest import RTOL_PRICE, house_pipeline
 
 from mmhost.errors import ValidationError
 from mmhost.houses import houses
-from tests.conftest import RTOL_PRICE, house_pipeline
 
 CITIES = ["Chicago_IL", "Houston_TX", "NewYork_NY"]
 

@@ -4,7 +4,7 @@ Property: each call returns, or raises an ``MmhostError`` with a 4xx status (a r
 ValidationError / 415 / 406, an artifact's BadArtifact 424); never any other exception, and
 nothing is written to the file system. Derandomized, so CI tries the same cases every run.
 
-Cases tried per run: 5,400 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
+Cases tried per run: 6,200 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from numpy.lib import format as npy_format
 from mmhost.artifacts import Column
 from mmhost.cache.loader import load_model
 from mmhost.codecs import documents, encoder_for, inputs, media, outputs, v2
+from mmhost.codecs.limits import DecodeLimits
 from mmhost.convert import from_sklearn
 from mmhost.errors import MmhostError
 from mmhost.host import Prediction
@@ -291,6 +292,40 @@ def test_decode_mutated_npy(arr, cut, flips):
         only_4xx(lambda: HOUSE.encode(rows))
 
 
+def _sdk_recordio(dense: bool) -> bytes:
+    import scipy.sparse as sp
+    from sagemaker.amazon.common import write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor
+
+    x = np.array([[0.0, 1.5, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0], [0.0] * 4], np.float32)
+    buf = io.BytesIO()
+    if dense:
+        write_numpy_to_dense_tensor(buf, x)
+    else:
+        write_spmatrix_to_sparse_tensor(buf, sp.csr_matrix(x))
+    return buf.getvalue()
+
+
+RECORDIO_BODIES = {"dense": _sdk_recordio(True), "sparse": _sdk_recordio(False)}
+SMALL = DecodeLimits(max_rows=50, max_values=2_000)
+
+
+@fuzz(400)
+@given(
+    kind=st.sampled_from(sorted(RECORDIO_BODIES)),
+    cut=st.none() | st.integers(min_value=0, max_value=200),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    insert=st.binary(max_size=12),
+    repeat=st.integers(min_value=1, max_value=30),
+)
+def test_decode_mutated_recordio(kind, cut, flips, insert, repeat):
+    """The SDK's RecordIO bodies, repeated, cut, flipped and grown: lengths, varints, keys and
+    shapes that lie all end in a 400, and what decodes stays within the limits."""
+    body = _mutate(RECORDIO_BODIES[kind] * repeat, cut, flips, insert)
+    rows = only_4xx(lambda: inputs.decode(body, media.RECORDIO, SMALL))
+    if rows is not None:
+        assert rows.shape[0] <= SMALL.max_rows and rows.size <= SMALL.max_values
+
+
 @fuzz(300)
 @given(
     content_type=st.none() | st.text(max_size=40) | st.sampled_from(["text/csv; x", ";;", "*/*"]),
@@ -393,7 +428,7 @@ def test_response_encoders_never_write_what_json_cannot_hold(scores, media_type)
         ("multiclass_classifier", ["a", "b", "c"]) if scores.ndim == 2 else ("regressor", None)
     )
     body = only_4xx(lambda: outputs.encode(Prediction(scores, task, classes), media_type))
-    if body is not None and media_type != media.CSV:
+    if body is not None and media_type not in (media.CSV, media.RECORDIO):
         for line in body.decode().splitlines():
             json.loads(line, parse_constant=_no_constants)
     tensors = only_4xx(lambda: v2.outputs(scores, task, classes))
@@ -523,6 +558,31 @@ def test_mutated_archives(cut, flips, insert, layer):
         data = _mutate(GOOD_TAR, cut, flips, insert)
         data = gz(data) if layer == "tar then gzip" else data
     load(data)
+
+
+def _linear_learner() -> bytes:
+    from linear_learner import model_tar, module_zip, random_model
+
+    w, b = random_model(3, 2, seed=0)
+    return model_tar(module_zip(w, b, "multiclass_classifier"))
+
+
+LL_TAR = _linear_learner()
+LL_ZIP = tarfile.open(fileobj=io.BytesIO(LL_TAR)).extractfile("model_algo-1").read()  # type: ignore[union-attr]
+
+
+def test_the_unmutated_linear_learner_loads():
+    assert load(LL_TAR).model.task == "multiclass_classifier"
+
+
+@fuzz(400)
+@given(**MUTATIONS)
+def test_mutated_linear_learner_modules(cut, flips, insert):
+    """Byte flips, cuts and insertions inside ``model_algo-1`` (the zip, its JSON files and the
+    MXNet NDArray list it stores uncompressed), tarred and gzipped again: each load is a
+    model or a 424."""
+    data = _mutate(LL_ZIP, cut, flips, insert)
+    load(gz(tar_bytes([member("model_algo-1", data)], tarfile.PAX_FORMAT)))
 
 
 NAMES = st.sampled_from(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import RTOL_PRICE, house_pipeline
 
 from mmhost.houses import houses
-from tests.conftest import RTOL_PRICE, house_pipeline
 
 pytestmark = [
     pytest.mark.gpu,

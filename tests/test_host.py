@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 import torch
+from conftest import ATOL_PROBA, RTOL_PRICE, house_classifier, house_pipeline
 from sklearn.linear_model import LinearRegression
 
 from mmhost import Host
 from mmhost.convert import from_sklearn
 from mmhost.errors import BadArtifact, InvalidModelName, ModelNotFound, ValidationError
 from mmhost.houses import COLUMNS, houses
-from tests.conftest import ATOL_PROBA, RTOL_PRICE, house_classifier, house_pipeline
 
 CITIES = ["Chicago_IL", "Houston_TX", "NewYork_NY"]
 

@@ -12,13 +12,7 @@ import torch  # noqa: E402
 
 pytest.importorskip("triton")
 
-from mmhost.convert import from_xgboost  # noqa: E402
-from mmhost.convert.xgboost import MAX_DEPTH  # noqa: E402
-from mmhost.kernels import trees  # noqa: E402
-from mmhost.kernels import trees_triton as tt  # noqa: E402
-from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_reference  # noqa: E402
-from mmhost.kernels.trees_triton import trees_triton  # noqa: E402
-from tests.test_kernels_trees import (  # noqa: E402
+from test_kernels_trees import (  # noqa: E402
     chain_tree,
     ensemble,
     expect_margins,
@@ -28,6 +22,13 @@ from tests.test_kernels_trees import (  # noqa: E402
     rows,
     small_pack,
 )
+
+from mmhost.convert import from_xgboost  # noqa: E402
+from mmhost.convert.xgboost import MAX_DEPTH  # noqa: E402
+from mmhost.kernels import trees  # noqa: E402
+from mmhost.kernels import trees_triton as tt  # noqa: E402
+from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_reference  # noqa: E402
+from mmhost.kernels.trees_triton import trees_triton  # noqa: E402
 
 # Tolerance: none. The kernel adds each row's leaves to its base in tree order in float32, as the
 # reference does, so margins are compared bit for bit (as int32 bits: -0.0 != 0.0 here).

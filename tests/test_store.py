@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import house_pipeline
 
 from mmhost.convert import from_sklearn
 from mmhost.errors import InvalidModelName, ModelNotFound
 from mmhost.houses import COLUMNS
 from mmhost.store import FolderStore, validate_key
-from tests.conftest import house_pipeline
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def routes(host: Host) -> list[BaseRoute]:
         requested = doc.get("outputs")
         limit = host.settings.max_response_bytes
         p = await host.infer(name, rows, limit)
-        tensors = v2.select(v2.outputs(p.scores, p.task, p.classes), requested)
+        tensors = v2.select(v2.outputs(p.scores, p.task, p.classes, p.threshold), requested)
         overhead(host, request, p)
         head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
         binary = v2.wants_binary(doc, requested)

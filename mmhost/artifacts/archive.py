@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import safetensors.numpy
 
+from mmhost.artifacts.linear_learner import MODEL_FILE, is_linear_learner, read_linear_learner
 from mmhost.artifacts.manifest import Artifact, ManifestError, Preprocessing, parse_manifest
 
 MANIFEST = "mmhost.json"
@@ -37,7 +38,7 @@ def read_artifact(path: str | os.PathLike[str], max_bytes: int = 256 * 1024**2) 
     """Read a folder artifact or an archive file."""
     p = Path(path)
     if p.is_dir():
-        return _from_files(_read_folder(p, max_bytes))
+        return _from_files(_read_folder(p, max_bytes), max_bytes)
     if p.is_symlink():
         raise ManifestError(f"{p.name} is a symbolic link")
     size = p.stat().st_size
@@ -52,7 +53,7 @@ def read_artifact_bytes(data: bytes, max_bytes: int = 256 * 1024**2) -> Artifact
         raise ManifestError(
             "the artifact is a pickle; mmhost never unpickles (convert it with mmhost.convert)"
         )
-    return _from_files(_read_tar(data, max_bytes))
+    return _from_files(_read_tar(data, max_bytes), max_bytes)
 
 
 def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
@@ -86,7 +87,9 @@ def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
         (p / MANIFEST).write_bytes(manifest)
 
 
-def _from_files(files: dict[str, bytes]) -> Artifact:
+def _from_files(files: dict[str, bytes], max_bytes: int) -> Artifact:
+    """The artifact, recognized by what it holds: ``mmhost.json`` (mmhost/1), an
+    ``xgboost-model`` (SageMaker's XGBoost), a ``model_algo-1`` MXNet module (Linear Learner)."""
     pickles = [
         n
         for n, b in files.items()
@@ -108,6 +111,13 @@ def _from_files(files: dict[str, bytes]) -> Artifact:
                 Preprocessing.identity(0),
                 algorithm="xgboost",
                 xgboost=files[XGBOOST_MODEL],
+            )
+        if MODEL_FILE in files:
+            if is_linear_learner(files[MODEL_FILE]):
+                return read_linear_learner(files[MODEL_FILE], max_bytes)
+            raise ManifestError(
+                f"{MODEL_FILE} is not a Linear Learner module (a zip); "
+                "other SageMaker built-ins' models are not served yet"
             )
         found = ", ".join(sorted(files)[:8]) + (", ..." if len(files) > 8 else "")
         raise ManifestError(f"no {MANIFEST} in the artifact (found: {found or 'nothing'})")
@@ -139,7 +149,8 @@ def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
         total += entry.stat().st_size
         if total > max_bytes:
             raise ManifestError(f"artifact files exceed the {max_bytes}-byte cap")
-        if entry.name in (MANIFEST, PARAMS, XGBOOST_MODEL) or entry.name.endswith(PICKLE_SUFFIXES):
+        known = (MANIFEST, PARAMS, XGBOOST_MODEL, MODEL_FILE)
+        if entry.name in known or entry.name.endswith(PICKLE_SUFFIXES):
             files[entry.name] = entry.read_bytes()
     return files
 

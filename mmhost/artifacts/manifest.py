@@ -103,6 +103,8 @@ class Artifact:
     params: dict[str, np.ndarray] = field(default_factory=dict)
     xgboost: bytes | None = None
     """algorithm "xgboost": the model file (XGBoost's JSON or UBJSON), parsed at load."""
+    threshold: float = 0.5
+    """A binary classifier's predicted label is the positive class where P > threshold."""
 
     @property
     def n_outputs(self) -> int:
@@ -134,6 +136,8 @@ class Artifact:
             out["preprocessing"]["names"] = self.feature_names
         if self.kind == "model":
             out["outputs"]["n_outputs"] = self.n_outputs
+        if self.threshold != 0.5:
+            out["outputs"]["threshold"] = self.threshold
         return out
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -194,10 +198,23 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
         coef.ndim == 2 and coef.shape == (k, pre.n_features),
         f"coef has shape {coef.shape}; the manifest says ({k}, {pre.n_features})",
     )
+    check_linear(coef, intercept, inputs, pre)
+    art.classes = _parse_classes(art.task, outputs.get("classes"), k)
+    art.threshold = _parse_threshold(art.task, outputs.get("threshold", 0.5))
+    art.params = {"coef": coef, "intercept": intercept}
+    return art
+
+
+def check_linear(
+    coef: np.ndarray, intercept: np.ndarray, inputs: list[Column], pre: Preprocessing
+) -> None:
+    """A linear model's (K, F) coef and (K,) intercept: sizes within the caps, finite, and
+    within float32's range once composed with the preprocessing (ManifestError if not)."""
+    k = coef.shape[0]
     width = sum(len(c.categories) if c.type == "category" else 1 for c in inputs)
     _expect(
-        coef.shape[0] * width <= MAX_WEIGHTS,
-        f"{coef.shape[0]} outputs x {width} encoded inputs is over {MAX_WEIGHTS} weights",
+        k * width <= MAX_WEIGHTS,
+        f"{k} outputs x {width} encoded inputs is over {MAX_WEIGHTS} weights",
     )
     _expect(intercept.shape == (k,), f"intercept has shape {intercept.shape}; expected ({k},)")
     _expect(
@@ -215,9 +232,19 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
         reach <= _F32_MAX,
         f"coef with preprocessing.scale/shift reaches {reach:g}, past float32's range",
     )
-    art.classes = _parse_classes(art.task, outputs.get("classes"), k)
-    art.params = {"coef": coef, "intercept": intercept}
-    return art
+
+
+def _parse_threshold(task: str, raw: Any) -> float:
+    """A binary classifier's decision threshold on P(positive) (0.5 unless stated)."""
+    _expect(
+        isinstance(raw, (int, float)) and not isinstance(raw, bool) and 0.0 <= raw <= 1.0,
+        f"outputs.threshold must be a number in [0, 1], got {raw!r}",
+    )
+    _expect(
+        task == "binary_classifier" or raw == 0.5,
+        "outputs.threshold applies to binary classifiers only",
+    )
+    return float(raw)
 
 
 def _parse_classes(task: str, classes: Any, k: Any) -> list[Any] | None:

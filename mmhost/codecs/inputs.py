@@ -7,6 +7,8 @@
                            {"inputs": [[...], ...]}  or V2 tensors {"inputs": [{"name", ...}]}
     application/jsonlines  one instance per line, in any of the JSON instance shapes
     application/x-npy      a 1-D (one row) or 2-D numeric or string array; never unpickled
+    application/x-recordio-protobuf  SageMaker's RecordIO-wrapped Record protobufs, a row
+                           each, dense or sparse (``codecs.recordio``)
 
 Rows come back as a list of rows (strings allowed), a 2-D numpy array, or {column: values}.
 Every failure is a ValidationError that says what was wrong and where.
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmhost.codecs import media
+from mmhost.codecs import media, recordio
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.codecs.v2 import decode_tensors
@@ -47,6 +49,8 @@ def decode(body: bytes, media_type: str, limits: DecodeLimits = DEFAULT) -> Any:
         return _jsonlines(body, limits)
     if media_type == media.NPY:
         return _npy(body, limits)
+    if media_type == media.RECORDIO:
+        return recordio.decode(body, limits)
     raise AssertionError(f"no decoder for {media_type!r}")
 
 

@@ -14,6 +14,7 @@ CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
+RECORDIO = "application/x-recordio-protobuf"
 
 # aliases clients send for the same thing
 _ALIASES = {
@@ -24,9 +25,10 @@ _ALIASES = {
     "application/csv": CSV,
     "text/x-csv": CSV,
     "application/npy": NPY,
+    "application/x-recordio": RECORDIO,
 }
-REQUEST_TYPES = (CSV, JSON, JSONLINES, NPY)
-RESPONSE_TYPES = (JSON, CSV, JSONLINES)
+REQUEST_TYPES = (CSV, JSON, JSONLINES, NPY, RECORDIO)
+RESPONSE_TYPES = (JSON, CSV, JSONLINES, RECORDIO)
 DEFAULT_RESPONSE = JSON
 MAX_ACCEPT = 4096  # characters: browsers send ~100; each distinct value is parsed, then cached
 _SHOWN = 100  # characters of a refused header that the error message quotes

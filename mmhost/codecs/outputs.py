@@ -7,6 +7,7 @@ application/json       regressor   {"predictions": [{"score": 412000.5}, ...]}
 application/jsonlines  one of those objects per line
 text/csv               one value per line: the score (a binary classifier's P(positive));
                        a multiclass row's probabilities, comma-separated
+application/x-recordio-protobuf  a record per row: label["score"], label["predicted_label"]
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from mmhost.codecs import media
+from mmhost.codecs import media, recordio
 from mmhost.codecs.v2 import check_scores, predicted_labels
 from mmhost.errors import ResponseTooLarge
 
@@ -44,6 +45,11 @@ def _encode(p: Prediction, media_type: str) -> bytes:
     check_scores(p.scores)
     if media_type == media.CSV:
         return _csv(p)
+    if media_type == media.RECORDIO:
+        labels = None
+        if p.classes is not None:
+            labels = predicted_labels(p.scores, p.task, p.classes, p.threshold)
+        return recordio.encode(p.scores, labels)
     if media_type == media.JSON and p.classes is None and p.scores.ndim == 1:
         # the repr of a finite float is valid JSON
         scores = p.scores.tolist()
@@ -60,7 +66,7 @@ def _records(p: Prediction) -> list[dict[str, Any]]:
     scores = p.scores.tolist()
     if p.classes is None:
         return [{"score": s} for s in scores]
-    labels = predicted_labels(p.scores, p.task, p.classes)
+    labels = predicted_labels(p.scores, p.task, p.classes, p.threshold)
     return [{"score": s, "predicted_label": lb} for s, lb in zip(scores, labels, strict=True)]
 
 

@@ -251,7 +251,9 @@ def check_scores(scores: np.ndarray) -> None:
     )
 
 
-def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[dict[str, Any]]:
+def outputs(
+    scores: np.ndarray, task: str, classes: list[Any] | None, threshold: float = 0.5
+) -> list[dict[str, Any]]:
     """The response tensors of one prediction (see the module docstring)."""
     check_scores(scores)
     out = [
@@ -263,7 +265,7 @@ def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[di
         }
     ]
     if classes is not None:
-        labels = predicted_labels(scores, task, classes)
+        labels = predicted_labels(scores, task, classes, threshold)
         out.append(
             {
                 "name": "predicted_label",
@@ -275,12 +277,15 @@ def outputs(scores: np.ndarray, task: str, classes: list[Any] | None) -> list[di
     return out
 
 
-def predicted_labels(scores: np.ndarray, task: str, classes: list[Any]) -> list[Any]:
-    """Binary: the positive class where P > 0.5 (as scikit-learn decides); multiclass: argmax."""
+def predicted_labels(
+    scores: np.ndarray, task: str, classes: list[Any], threshold: float = 0.5
+) -> list[Any]:
+    """Binary: the positive class where P > threshold (0.5 as scikit-learn decides, or the
+    model's own, as Linear Learner stores it); multiclass: argmax."""
     if task == "multiclass_classifier":
         idx = scores.argmax(axis=1)
     else:
-        idx = (scores > 0.5).astype(np.int64)
+        idx = (scores > threshold).astype(np.int64)
     return [classes[int(i)] for i in idx]
 
 

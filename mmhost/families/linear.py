@@ -45,6 +45,7 @@ class LinearModel:
     encoder: RowEncoder
     weight: np.ndarray  # (K, E) float32, E = encoder.width
     bias: np.ndarray  # (K,) float32
+    threshold: float = 0.5  # a binary classifier's, on P(positive)
 
     @property
     def link(self) -> int:
@@ -67,11 +68,11 @@ class LinearModel:
     def meta_key(self) -> tuple[object, ...]:
         """Models with equal keys share one ``stripped()`` copy for their bookkeeping."""
         classes = None if self.classes is None else tuple(self.classes)
-        return ("linear", self.task, classes, self.encoder)
+        return ("linear", self.task, classes, self.encoder, self.threshold)
 
     def stripped(self) -> LinearModel:
         """A parameter-less copy: what a resident model keeps beside its slot."""
-        return LinearModel(self.task, self.classes, self.encoder, _EMPTY, _EMPTY)
+        return LinearModel(self.task, self.classes, self.encoder, _EMPTY, _EMPTY, self.threshold)
 
 
 def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> LinearModel:
@@ -98,6 +99,7 @@ def compile_linear(art: Artifact, preprocessor: Artifact | None = None) -> Linea
         encoder,
         weight.astype(np.float32),
         bias.astype(np.float32),
+        art.threshold,
     )
 
 

@@ -168,6 +168,7 @@ class TreeModel:
     """One ensemble in host memory, as its slot holds it (indices relative to the model)."""
 
     family: ClassVar[str] = "trees"
+    threshold: ClassVar[float] = 0.5  # a binary classifier's, on P(positive)
     task: str
     classes: list[Any] | None
     encoder: FeatureEncoder
