@@ -16,6 +16,7 @@ MXNet is not installable here).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def test_cold_load_from_disk_tier(
 
 
 def _recordio(x: np.ndarray) -> bytes:
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # the SDK v2 warns of v3
     from sagemaker.amazon.common import RecordSerializer
 
     body = RecordSerializer().serialize(x).getvalue()
