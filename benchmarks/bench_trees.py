@@ -59,8 +59,8 @@ import xgboost as xgb
 from fleet import describe
 from report import Bench, group_section
 
-from mmhost.convert import from_xgboost
-from mmhost.convert.xgboost import TreeEnsemble
+from mmhost.artifacts.xgboost import TreeEnsemble
+from mmhost.convert.xgboost import read_model
 from mmhost.kernels import _native
 from mmhost.kernels.trees import PackedTrees, pack, trees_forward
 
@@ -142,7 +142,7 @@ def _booster(d: Path, i: int) -> Path:
 class TreeFleet:
     paths: list[Path]  # each model's UBJSON file
     boosters: list[xgb.Booster]  # nthread=1
-    ensembles: list[TreeEnsemble]  # from_xgboost of each file, as a host reads them
+    ensembles: list[TreeEnsemble]  # read_model() of each file, as a host reads them
     packed: PackedTrees  # all 1,000 models in the op's flat inputs
 
 
@@ -167,7 +167,7 @@ def load_tree_fleet() -> TreeFleet:
         b = xgb.Booster(model_file=str(p))
         b.set_param({"nthread": 1})
         boosters.append(b)
-    ensembles = [from_xgboost(p) for p in paths]
+    ensembles = [read_model(p) for p in paths]
     assert all(e.max_depth == DEPTH and e.num_trees == N_TREES for e in ensembles)
     packed = pack(ensembles)
     print(f"\n{N_MODELS} tree models ready in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmhost.convert import from_xgboost
-from mmhost.convert.xgboost import MAX_DEPTH, TreeEnsemble, predict_reference
+from mmhost.artifacts.xgboost import MAX_DEPTH, TreeEnsemble, predict_reference
+from mmhost.convert.xgboost import read_model
 from mmhost.kernels import _native
 from mmhost.kernels.trees import (
     NODE_DEFAULT_LEFT,
@@ -187,7 +187,7 @@ def xgboost_models() -> tuple[list, list[TreeEnsemble]]:
         params = dict(objective=objective, max_depth=depth, max_bin=16, nthread=1, seed=s)
         params.update({"num_class": 3} if multi else {})
         booster = xgb.train(params, xgb.DMatrix(x, np.asarray(y, dtype=float)), rounds)
-        whole = from_xgboost(booster)
+        whole = read_model(booster)
         for r in [rounds, *rng.integers(1, rounds + 1, 3).tolist()]:
             boosters.append(booster[:r])
             ensembles.append(first_trees(whole, r * whole.num_class))

@@ -23,8 +23,8 @@ from test_kernels_trees import (  # noqa: E402
     small_pack,
 )
 
-from mmhost.convert import from_xgboost  # noqa: E402
-from mmhost.convert.xgboost import MAX_DEPTH  # noqa: E402
+from mmhost.artifacts.xgboost import MAX_DEPTH  # noqa: E402
+from mmhost.convert.xgboost import read_model  # noqa: E402
 from mmhost.kernels import trees  # noqa: E402
 from mmhost.kernels import trees_triton as tt  # noqa: E402
 from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_reference  # noqa: E402
@@ -252,7 +252,7 @@ def test_matches_xgboost_margins():
         label = np.asarray(y.get(objective, 3 * z), dtype=float)
         booster = xgb.train(params, xgb.DMatrix(x, label), rounds)
         boosters.append(booster)
-        ensembles.append(from_xgboost(booster))
+        ensembles.append(read_model(booster))
     x, row_model = mixed_batch(ensembles, 120, seed=41)
     got = _run(pack(ensembles), x, row_model).numpy()  # (N, 3)
     for s, (booster, e) in enumerate(zip(boosters, ensembles, strict=True)):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmhost.artifacts import Artifact, Column, Feature, Preprocessing
-from mmhost.convert.xgboost import read_xgboost
+from mmhost.artifacts.xgboost import read_xgboost
 from mmhost.errors import UnsupportedModel
 
 REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")

@@ -1,6 +1,6 @@
 """The trees family: XGBoost ensembles as node records in arena slabs, one fused op per slab.
 
-Load: an artifact's ``xgboost-model`` file -> ``TreeEnsemble`` (``convert.xgboost``, which
+Load: an artifact's ``xgboost-model`` file -> ``TreeEnsemble`` (``artifacts.xgboost``, which
 checks it) -> ``kernels.trees.pack`` (which checks every tree and numbers its nodes breadth
 first) -> a ``TreeModel``: the node records of one model with indices relative to its own first
 node, ready to copy into a slot. The host tier keeps exactly these.
@@ -29,8 +29,8 @@ import torch
 
 from mmhost.artifacts import Artifact, Column, Preprocessing
 from mmhost.artifacts.manifest import MAX_COLUMNS, ManifestError
+from mmhost.artifacts.xgboost import TreeEnsemble, read_xgboost
 from mmhost.codecs import RowEncoder, encoder_for
-from mmhost.convert.xgboost import TreeEnsemble, read_xgboost
 from mmhost.errors import SlabFull, UnsupportedModel
 from mmhost.families.arena import Slab
 from mmhost.families.linear import chain

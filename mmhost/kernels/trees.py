@@ -73,7 +73,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mmhost.convert.xgboost import MAX_DEPTH, TreeEnsemble
+from mmhost.artifacts.xgboost import MAX_DEPTH, TreeEnsemble
 from mmhost.kernels import _native
 
 # columns of a node record

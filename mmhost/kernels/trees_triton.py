@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mmhost.convert.xgboost import MAX_DEPTH
+from mmhost.artifacts.xgboost import MAX_DEPTH
 from mmhost.kernels.trees import (
     NODE_DEFAULT_LEFT,
     NODE_FEATURE,

@@ -19,15 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmhost.convert.xgboost import (
+from mmhost.artifacts.xgboost import (
     MAX_DEPTH,
     OBJECTIVES,
     MalformedModel,
     TreeEnsemble,
-    from_xgboost,
     predict_reference,
     read_xgboost,
 )
+from mmhost.convert.xgboost import read_model
 from mmhost.errors import UnsupportedModel
 
 xgb = pytest.importorskip("xgboost")  # a dev dependency; mmhost itself reads files without it
@@ -150,7 +150,7 @@ def test_sizes_predict_like_xgboost(depth: int, trees: int, features: int) -> No
     booster = train(
         "reg:squarederror", X, rounds=trees, max_depth=depth, min_child_weight=0, max_bin=32
     )
-    ens = from_xgboost(booster)
+    ens = read_model(booster)
     assert ens.num_trees == trees and ens.num_feature == features
     assert 1 <= ens.max_depth <= depth
     if depth <= 6:  # 1000 rows fill shallow trees to their full depth
@@ -187,7 +187,7 @@ def test_multi_target_regression_gives_one_column_per_target() -> None:
 def test_random_forest_sums_parallel_trees() -> None:
     X = data(300, 4)
     booster = train("binary:logistic", X, rounds=2, num_parallel_tree=4, subsample=0.5)
-    ens = from_xgboost(booster)
+    ens = read_model(booster)
     assert ens.num_trees == 8
     expect_same(ens, booster, X)
 
@@ -198,18 +198,18 @@ def test_sklearn_wrappers_paths_and_bytes(tmp_path: Path) -> None:
     reg.fit(X, target("reg:squarederror", X))
     clf = xgb.XGBClassifier(n_estimators=5, max_depth=3, n_jobs=1)
     clf.fit(X, target("binary:logistic", X).astype(int))
-    np.testing.assert_allclose(predict_reference(from_xgboost(reg), X), reg.predict(X), RTOL, ATOL)
-    proba = predict_reference(from_xgboost(clf), X)
+    np.testing.assert_allclose(predict_reference(read_model(reg), X), reg.predict(X), RTOL, ATOL)
+    proba = predict_reference(read_model(clf), X)
     np.testing.assert_allclose(proba, clf.predict_proba(X)[:, 1], RTOL, ATOL)
 
     for name in ("m.json", "m.ubj"):
         reg.save_model(tmp_path / name)
         for source in (tmp_path / name, str(tmp_path / name), (tmp_path / name).read_bytes()):
             np.testing.assert_allclose(
-                predict_reference(from_xgboost(source), X), reg.predict(X), RTOL, ATOL
+                predict_reference(read_model(source), X), reg.predict(X), RTOL, ATOL
             )
     with pytest.raises(TypeError, match="list"):
-        from_xgboost([1, 2])
+        read_model([1, 2])
 
 
 @pytest.mark.parametrize("fmt", ["json", "ubj"])
@@ -320,7 +320,7 @@ def test_layout() -> None:
 def test_predict_reference_follows_its_semantics_loop() -> None:
     """The vectorized walk equals the docstring's one-row loop."""
     booster = train("multi:softprob", data(300, 5), rounds=4)
-    ens = from_xgboost(booster)
+    ens = read_model(booster)
     X = data(40, 5, seed=7)
     margin = np.tile(ens.base_score, (len(X), 1))
     for i, x in enumerate(X):
@@ -522,7 +522,7 @@ def test_a_model_without_trees_is_unsupported() -> None:
     X = data(50, 3)
     booster = train("binary:logistic", X, rounds=0)
     with pytest.raises(UnsupportedModel, match="has no trees"):
-        from_xgboost(booster)
+        read_model(booster)
 
 
 def test_pickles_are_refused_unread() -> None:
@@ -538,10 +538,10 @@ def test_legacy_binary_is_refused_unread_and_converted_offline_only(
     with pytest.raises(UnsupportedModel, match="convert it offline"):
         read_xgboost(legacy)  # what the server reads with: never native code
     with pytest.raises(UnsupportedModel, match=f"xgboost {xgb.__version__} cannot read it"):
-        from_xgboost(legacy)
+        read_model(legacy)
     monkeypatch.setitem(sys.modules, "xgboost", None)  # as if xgboost were not installed
     with pytest.raises(UnsupportedModel, match="install xgboost"):
-        from_xgboost(legacy)
+        read_model(legacy)
 
 
 @settings(
@@ -581,6 +581,33 @@ def test_base_margins_round_as_xgboosts_logf(p):
     y = (x[:, 0] > 0).astype(float)
     params = {"objective": "binary:logistic", "base_score": p, "max_depth": 2, "nthread": 1}
     bst = xgb.train(params, xgb.DMatrix(x, y), 2)
-    ens = from_xgboost(bst)
+    ens = read_model(bst)
     want = bst.predict(xgb.DMatrix(x), output_margin=True)
     np.testing.assert_array_equal(predict_reference(ens, x, output_margin=True).ravel(), want)
+
+
+def test_from_xgboost_is_an_artifact_that_saves_and_serves(tmp_path: Path) -> None:
+    """``mmhost.convert.from_xgboost`` returns an mmhost/1 ``Artifact``: its columns named as the
+    model was trained, NaN missing, the objective's task; saved, a Host serves XGBoost's answers."""
+    from mmhost import Host
+    from mmhost.convert import from_xgboost
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    clf = xgb.XGBClassifier(n_estimators=8, max_depth=3).fit(
+        pd.DataFrame(X, columns=["a", "b", "c"]), y
+    )
+    art = from_xgboost(clf)
+    assert (art.task, art.classes, [c.name for c in art.inputs]) == (
+        "binary_classifier",
+        [0, 1],
+        ["a", "b", "c"],
+    )
+    art.save(tmp_path / "store" / "m.tar.gz")
+    X[::7, 1] = np.nan
+    with Host(store=str(tmp_path / "store")) as h:
+        got = h.predict("m.tar.gz", X)
+    np.testing.assert_allclose(
+        got, clf.predict_proba(pd.DataFrame(X, columns=["a", "b", "c"]))[:, 1], rtol=1e-5, atol=1e-6
+    )
