@@ -64,7 +64,7 @@ def test_density_one_million_models(benchmark, fleet, tmp_path):
 
         st = h.stats()["tiers"]["device"]
         assert st["models"] == N
-        (slab,) = h.families.linear.slabs.values()
+        (slab,) = h.families.by_name["linear"].slabs.values()
         assert slab.used == N and (slab.k, slab.d) == (1, size_class(enc.width))
 
         # a sample of the million answers from its own slot

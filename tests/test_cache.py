@@ -215,5 +215,5 @@ def test_unloading_every_model_of_a_slab_gives_its_memory_back(store, many, host
     for name in many[:5]:
         h.unload(name)
     assert h.stats()["tiers"]["device"]["reserved_bytes"] == 0
-    assert h.families.linear.slabs == {}
+    assert h.families.by_name["linear"].slabs == {}
     h.predict(many[0], houses(2, seed=1)[0].tolist())  # a new slab when needed again

@@ -257,7 +257,7 @@ def test_a_failed_copy_leaks_no_slot(monkeypatch):
     def broken(*args):
         raise RuntimeError("copy failed")
 
-    monkeypatch.setattr(fam, "_write", broken)
+    monkeypatch.setattr(fam, "write", broken)
     with pytest.raises(RuntimeError, match="copy failed"):
         fam.place(_tree_model())
     assert slab.used == 1 and slab.links == links

@@ -1,15 +1,21 @@
 """Model families: each packs its models into arena slabs and runs one fused op per slab."""
 
+from mmhost.families.base import Family, FamilyModel
 from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.families.registry import FAMILIES, register
 from mmhost.families.router import Families, Model, compile_model
 from mmhost.families.trees import TreeModel, TreesFamily
 
 __all__ = [
+    "FAMILIES",
     "Families",
+    "Family",
+    "FamilyModel",
     "LinearFamily",
     "LinearModel",
     "Model",
     "TreeModel",
     "TreesFamily",
     "compile_model",
+    "register",
 ]

@@ -34,6 +34,8 @@ class Slab:
     fields: tuple[str, ...] = ()
     k: int
     device: torch.device
+    key: tuple[int, ...] = ()  # its family's key for it (set when the family makes it)
+    family: str = ""  # the family that made it
 
     def __init__(self, capacity: int) -> None:
         self._free = list(range(capacity - 1, -1, -1))  # a stack: low slots first

@@ -23,7 +23,9 @@ from mmhost.artifacts.manifest import ManifestError
 from mmhost.codecs import RowEncoder, encoder_for
 from mmhost.codecs.rows import passes_nan
 from mmhost.families.arena import LinearSlab, size_class, slot_bytes
-from mmhost.kernels import LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX, linear_forward
+from mmhost.families.base import Family, copy_in
+from mmhost.kernels import linear_forward
+from mmhost.kernels.links import LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX
 
 _EMPTY = np.zeros((0, 0), np.float32)
 
@@ -132,44 +134,30 @@ def chain(first: Artifact, second: Artifact) -> tuple[list[Column], Preprocessin
     return inputs, Preprocessing(feats, scale, shift)
 
 
-class LinearFamily:
-    """Owns the linear slabs on one device: place, read back, free, and the fused forward."""
+class LinearFamily(Family[LinearModel, LinearSlab]):
+    """The linear slabs on one device: (S, K, D) weights, the fused op ``mmhost::linear``."""
 
     name = "linear"
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.slabs: dict[tuple[int, int], LinearSlab] = {}
+    algorithms = ("linear",)
+    compile = staticmethod(compile_linear)
 
     def slot_bytes(self, model: LinearModel) -> int:
         return slot_bytes(*model.slab_key)
+
+    def new_slab(self, key: tuple[int, ...]) -> LinearSlab:
+        k, d = key
+        return LinearSlab(k, d, self.device)
 
     def row_width(self, slab: LinearSlab, meta: LinearModel) -> int:
         """Columns of the encoded rows this slab's op takes (the padded width)."""
         return slab.d
 
-    def place(self, model: LinearModel) -> tuple[LinearSlab, int]:
-        """Copy the model into a free slot of its size class's slab."""
-        key = model.slab_key
-        slab = self.slabs.get(key)
-        if slab is None:
-            slab = self.slabs[key] = LinearSlab(key[0], key[1], self.device)
-        slot = slab.alloc()
+    def write(self, slab: LinearSlab, slot: int, model: LinearModel) -> None:
         e = model.encoder.width
-        if self.device.type == "cpu":
-            # numpy views of the slab: one memcpy each, ~10x cheaper than torch indexing
-            w = slab.weight.numpy()[slot]  # (K, D)
-            w[:, :e] = model.weight
-            w[:, e:] = 0.0
-            slab.bias.numpy()[slot] = model.bias
-            slab.link.numpy()[slot] = model.link
-        else:
-            padded = np.zeros((slab.k, slab.d), np.float32)  # (K, D): one host-to-device copy
-            padded[:, :e] = model.weight
-            slab.weight[slot].copy_(torch.from_numpy(padded))
-            slab.bias[slot].copy_(torch.from_numpy(model.bias))
-            slab.link[slot] = model.link
-        return slab, slot
+        copy_in(slab.weight, (slot, slice(None), slice(None, e)), model.weight)  # (K, E)
+        copy_in(slab.weight, (slot, slice(None), slice(e, None)), 0.0)  # the padding
+        copy_in(slab.bias, slot, model.bias)
+        copy_in(slab.link, slot, model.link)
 
     def read_back(self, slab: LinearSlab, slot: int, model: LinearModel) -> LinearModel:
         """The model's parameters as they sit in the slot (demotion keeps exactly these).
@@ -182,15 +170,6 @@ class LinearFamily:
         b_host = torch.empty(b.shape, dtype=b.dtype, pin_memory=pin).copy_(b)
         return replace(model, weight=w_host.numpy(), bias=b_host.numpy())
 
-    def free(self, slab: LinearSlab, slot: int) -> None:
-        slab.free(slot)
-        if not slab.used:  # an empty slab gives its memory back
-            del self.slabs[(slab.k, slab.d)]
-
     def forward(self, slab: LinearSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, K) scores after each model's link."""
         return linear_forward(x, slots, slab.weight, slab.bias, slab.link)
-
-    @property
-    def reserved_bytes(self) -> int:
-        return sum(s.reserved_bytes for s in self.slabs.values())

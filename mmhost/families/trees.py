@@ -33,18 +33,11 @@ from mmhost.artifacts.xgboost import TreeEnsemble, read_xgboost
 from mmhost.codecs import RowEncoder, encoder_for
 from mmhost.errors import SlabFull, UnsupportedModel
 from mmhost.families.arena import Slab
+from mmhost.families.base import Family, copy_in
 from mmhost.families.linear import chain
+from mmhost.kernels.links import LINK_IDENTITY, LINKS, apply_link
 from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_forward
 
-# the objective's link, applied to each row's margins after the op
-LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX, LINK_EXP, LINK_ARGMAX = range(5)
-LINKS = {
-    "identity": LINK_IDENTITY,
-    "sigmoid": LINK_SIGMOID,
-    "softmax": LINK_SOFTMAX,
-    "exp": LINK_EXP,
-    "argmax": LINK_ARGMAX,
-}
 _INT32_MAX = 2**31 - 1
 _NO_NODES = np.zeros((0, 4), np.int32)
 _NO_TREES = np.zeros(0, np.int64)
@@ -168,7 +161,6 @@ class TreeModel:
     """One ensemble in host memory, as its slot holds it (indices relative to the model)."""
 
     family: ClassVar[str] = "trees"
-    threshold: ClassVar[float] = 0.5  # a binary classifier's, on P(positive)
     task: str
     classes: list[Any] | None
     encoder: FeatureEncoder
@@ -178,6 +170,7 @@ class TreeModel:
     tree_root: np.ndarray  # (T,) int64, relative likewise
     tree_group: np.ndarray  # (T,) int32
     base: np.ndarray  # (K,) float32 base margins
+    threshold: float = 0.5  # a binary classifier's, on P(positive)
 
     @property
     def num_features(self) -> int:
@@ -344,58 +337,39 @@ class TreeSlab(Slab):
         self.sizes = np.concatenate([self.sizes, np.zeros((capacity - old, 2), np.int64)])
 
 
-class TreesFamily:
-    """Owns the trees slabs on one device: place, read back, free, and the fused forward."""
+class TreesFamily(Family[TreeModel, TreeSlab]):
+    """The trees slabs on one device: node records, the fused op ``mmhost::trees``."""
 
     name = "trees"
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.slabs: dict[tuple[int, int, int], TreeSlab] = {}
+    algorithms = ("xgboost",)
+    compile = staticmethod(compile_trees)
 
     def slot_bytes(self, model: TreeModel) -> int:
         return tree_slot_bytes(*model.slab_key)
 
+    def new_slab(self, key: tuple[int, ...]) -> TreeSlab:
+        c, t, k = key
+        return TreeSlab(c, t, k, self.device)
+
     def row_width(self, slab: TreeSlab, meta: TreeModel) -> int:
         return meta.num_features
 
-    def place(self, model: TreeModel) -> tuple[TreeSlab, int]:
-        key = model.slab_key
-        slab = self.slabs.get(key)
-        if slab is None:
-            slab = self.slabs[key] = TreeSlab(*key, self.device)
-        s = slab.alloc()
-        try:
-            self._write(slab, s, model)
-        except BaseException:
-            slab.free(s)  # nothing points at the slot yet
-            raise
-        slab.links[model.link] = slab.links.get(model.link, 0) + 1
-        return slab, s
-
-    def _write(self, slab: TreeSlab, s: int, model: TreeModel) -> None:
+    def write(self, slab: TreeSlab, s: int, model: TreeModel) -> None:
         """Copy ``model`` into slot ``s``, its indices made absolute in the slab."""
         m, t = len(model.nodes), len(model.tree_root)
         rec = model.nodes.copy()  # (M, 4)
         rec[:, NODE_LEFT] += np.where(rec[:, NODE_FEATURE] >= 0, s * slab.c, 0).astype(np.int32)
         roots = model.tree_root + s * slab.c  # (T,)
         trees = np.array([s * slab.t, s * slab.t + t], np.int64)
-        if self.device.type == "cpu":
-            # numpy views of the slab: a memcpy each, no torch indexing overhead
-            slab.nodes.numpy()[s, :m] = rec
-            slab.tree_root.numpy()[s, :t] = roots
-            slab.tree_group.numpy()[s, :t] = model.tree_group
-            slab.model_trees.numpy()[s] = trees
-            slab.base.numpy()[s] = model.base
-        else:
-            slab.nodes[s, :m].copy_(torch.from_numpy(rec))
-            slab.tree_root[s, :t].copy_(torch.from_numpy(roots))
-            slab.tree_group[s, :t].copy_(torch.from_numpy(model.tree_group))
-            slab.model_trees[s].copy_(torch.from_numpy(trees))
-            slab.base[s].copy_(torch.from_numpy(model.base))
-        slab.num_features[s] = model.num_features
-        slab.link[s] = model.link
+        copy_in(slab.nodes, (s, slice(None, m)), rec)
+        copy_in(slab.tree_root, (s, slice(None, t)), roots)
+        copy_in(slab.tree_group, (s, slice(None, t)), model.tree_group)
+        copy_in(slab.model_trees, s, trees)
+        copy_in(slab.base, s, model.base)
+        copy_in(slab.num_features, s, model.num_features)
+        copy_in(slab.link, s, model.link)
         slab.sizes[s] = (m, t)
+        slab.links[model.link] = slab.links.get(model.link, 0) + 1
 
     def read_back(self, slab: TreeSlab, slot: int, meta: TreeModel) -> TreeModel:
         """The model as its slot holds it, with indices made relative again."""
@@ -411,16 +385,13 @@ class TreesFamily:
             base=slab.base[slot].cpu().numpy().copy(),
         )
 
-    def free(self, slab: TreeSlab, slot: int) -> None:
+    def clear(self, slab: TreeSlab, slot: int) -> None:
         code = int(slab.link[slot])
         slab.links[code] -= 1
         if not slab.links[code]:
             del slab.links[code]
         slab.sizes[slot] = 0
         slab.model_trees[slot] = 0  # an empty range: a stale slot walks no trees
-        slab.free(slot)
-        if not slab.used:  # an empty slab gives its memory back
-            del self.slabs[(slab.c, slab.t, slab.k)]
 
     def forward(self, slab: TreeSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, F) and slots (N,) for one slab -> (N, K) outputs after each model's link."""
@@ -444,22 +415,3 @@ class TreesFamily:
                 mine = (link == code)[:, None]  # (N, 1)
                 out = torch.where(mine, apply_link(code, margins), out)
         return out
-
-    @property
-    def reserved_bytes(self) -> int:
-        return sum(s.reserved_bytes for s in self.slabs.values())
-
-
-def apply_link(code: int, margins: torch.Tensor) -> torch.Tensor:
-    """(N, K) margins -> outputs. argmax puts the class index (as float) in column 0."""
-    if code == LINK_SIGMOID:
-        return torch.sigmoid(margins)
-    if code == LINK_SOFTMAX:
-        return torch.softmax(margins, dim=1)
-    if code == LINK_EXP:
-        return torch.exp(margins)
-    if code == LINK_ARGMAX:
-        out = torch.zeros_like(margins)
-        out[:, 0] = margins.argmax(dim=1).to(margins.dtype)
-        return out
-    return margins

@@ -21,10 +21,7 @@ from __future__ import annotations
 import torch
 
 from mmhost.kernels import _native
-
-LINK_IDENTITY = 0
-LINK_SIGMOID = 1
-LINK_SOFTMAX = 2
+from mmhost.kernels.links import LINK_IDENTITY, LINK_SIGMOID, LINK_SOFTMAX  # noqa: F401
 
 
 def check_inputs(
