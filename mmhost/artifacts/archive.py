@@ -14,20 +14,20 @@ import json
 import os
 import tarfile
 import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
 
 from mmhost.artifacts.linear_learner import MODEL_FILE, is_linear_learner, read_linear_learner
 from mmhost.artifacts.manifest import Artifact, ManifestError, Preprocessing, parse_manifest
+from mmhost.artifacts.members import MAX_ENTRY_NAME, Members, check_path
 
 MANIFEST = "mmhost.json"
 PARAMS = "params.safetensors"
 XGBOOST_MODEL = "xgboost-model"  # XGBoost's JSON/UBJSON file, as SageMaker's XGBoost names it
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".sav")
 MAX_MEMBERS = 64
-MAX_ENTRY_NAME = 256  # characters of a tar entry's path
 # tar's own bytes beside the files: a 512-byte header (and up to 511 of padding) per entry,
 # long-name / pax records, and the end-of-archive blocks rounded up to a 10 KiB record
 TAR_OVERHEAD = MAX_MEMBERS * 4096 + 20 * 1024
@@ -186,8 +186,7 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
 
 def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
     raw = _inflate(data, max_bytes)
-    files: dict[str, bytes] = {}
-    total = 0
+    members = Members("archive", max_bytes)
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for n, member in enumerate(tar):
@@ -196,41 +195,29 @@ def _read_tar(data: bytes, max_bytes: int) -> dict[str, bytes]:
                 name = _safe_name(member)
                 if member.isdir():
                     continue
-                total += member.size
-                if total > max_bytes:
-                    raise ManifestError(f"archive expands past the {max_bytes}-byte cap")
-                base = PurePosixPath(name).name
-                if base in files:
-                    raise ManifestError(f"archive holds {base} twice")
+                base = members.admit(name, member.size)
                 f = tar.extractfile(member)
                 assert f is not None  # regular files always have a payload
                 blob = f.read()
                 if len(blob) != member.size:
                     raise ManifestError(f"archive is truncated inside {name}")
-                files[base] = blob
+                members.files[base] = blob
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ManifestError(
             f"archive is truncated or corrupt: {exc or type(exc).__name__}"
         ) from None
-    return files
+    return members.files
 
 
 def _safe_name(member: tarfile.TarInfo) -> str:
     name = member.name
     if len(name) > MAX_ENTRY_NAME:
-        raise ManifestError(
-            f"archive entry {name[:64]!r}... has a name of {len(name)} characters; "
-            f"the limit is {MAX_ENTRY_NAME}"
-        )
+        check_path(name, "archive")  # says how long it is
     if member.issym() or member.islnk():
         raise ManifestError(f"archive entry {name!r} is a link; artifacts hold plain files only")
     if not (member.isfile() or member.isdir()):
         raise ManifestError(f"archive entry {name!r} is not a plain file")
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or ".." in parts or "\x00" in name or ":" in name[:3]:
-        raise ManifestError(f"archive entry {name!r} has an unsafe path")
-    if member.isfile() and len([p for p in parts if p != "."]) > 2:
-        raise ManifestError(f"archive entry {name!r} is nested too deep")
+    check_path(name, "archive", member.isfile())
     return name
 
 

@@ -44,11 +44,6 @@ class KnnModelFile:
     labels: np.ndarray  # (n,) float32
 
 
-def is_knn(files: dict[str, bytes]) -> bool:
-    """The three files of SageMaker's k-NN layout are there."""
-    return INDEX in files and PARAMS in files
-
-
 def read_knn(files: dict[str, bytes], max_values: int) -> KnnModelFile:
     """The model of SageMaker's k-NN layout (ManifestError names the file and the field)."""
     params = _params(files[PARAMS])

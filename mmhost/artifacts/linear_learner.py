@@ -24,7 +24,6 @@ import math
 import stat
 import zipfile
 import zlib
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from mmhost.artifacts.manifest import (
     Preprocessing,
     check_linear,
 )
+from mmhost.artifacts.members import Members, check_path
 from mmhost.artifacts.mxnet import read_ndarray_list, read_symbol, shape_attr
 
 MODEL_FILE = "model_algo-1"  # what SageMaker's built-ins (Linear Learner, k-NN) call the model
@@ -124,20 +124,16 @@ def _unzip(blob: bytes, max_bytes: int) -> dict[str, bytes]:
                 raise ManifestError(
                     f"{MODEL_FILE} holds {len(infos)} entries; at most {MAX_ENTRIES} are read"
                 )
-            total = 0
-            files: dict[str, bytes] = {}
+            members = Members(MODEL_FILE, max_bytes)
             for info in infos:
-                name = info.filename
-                _check_entry(info)
-                if info.is_dir():
-                    continue
-                total += info.file_size
-                if total > max_bytes:
-                    raise ManifestError(f"{MODEL_FILE} expands past the {max_bytes}-byte cap")
-                base = PurePosixPath(name).name
-                if base in files:
-                    raise ManifestError(f"{MODEL_FILE} holds {base} twice")
-                files[base] = zf.read(info)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise ManifestError(
+                        f"{MODEL_FILE} entry {info.filename!r} is a link; plain files only"
+                    )
+                check_path(info.filename, MODEL_FILE, not info.is_dir())
+                if not info.is_dir():
+                    base = members.admit(info.filename, info.file_size)
+                    members.files[base] = zf.read(info)
     except (
         zipfile.BadZipFile,
         NotImplementedError,
@@ -148,28 +144,10 @@ def _unzip(blob: bytes, max_bytes: int) -> dict[str, bytes]:
     ) as exc:
         # a corrupt entry or CRC, an unknown compression, an encrypted entry
         raise ManifestError(f"{MODEL_FILE} is not a readable zip: {exc}") from None
-    missing = [f for f in MODULE_FILES if f not in files]
+    missing = [f for f in MODULE_FILES if f not in members.files]
     if missing:
         raise ManifestError(f"{MODEL_FILE} holds no {missing[0]} (not a Linear Learner module)")
-    return files
-
-
-def _check_entry(info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        raise ManifestError(f"{MODEL_FILE} entry {name!r} is a link; plain files only")
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if (
-        len(name) > 256
-        or name.startswith(("/", "\\"))
-        or ".." in parts
-        or "\x00" in name
-        or ":" in name[:3]
-    ):
-        raise ManifestError(f"{MODEL_FILE} entry {name[:64]!r} has an unsafe path")
-    if len(parts) > 2:
-        raise ManifestError(f"{MODEL_FILE} entry {name[:64]!r} is nested too deep")
+    return members.files
 
 
 def _json(files: dict[str, bytes], name: str) -> dict[str, Any]:
@@ -206,10 +184,9 @@ def _graph(
     bias_var = _input(nodes, add, 1, "null", where)
     data_var = _input(nodes, dot, 0, "null", where)
     weight_var = _input(nodes, dot, 1, "null", where)
-    for node in (dot,):
-        for flag in ("transpose_a", "transpose_b"):
-            if str(node["attrs"].get(flag, "False")).lower() in ("true", "1"):
-                raise ManifestError(f"{where}: dot with {flag} is not a linear model's")
+    for flag in ("transpose_a", "transpose_b"):
+        if str(dot["attrs"].get(flag, "False")).lower() in ("true", "1"):
+            raise ManifestError(f"{where}: dot with {flag} is not a linear model's")
     if data_var["name"] != "data":
         raise ManifestError(f"{where}: the dot's input is {data_var['name']!r}, not 'data'")
     ops = [n for n in nodes if n["op"] != "null"]
