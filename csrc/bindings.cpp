@@ -66,4 +66,30 @@ Raises:
         py::arg("x"), py::arg("row_model"), py::arg("nodes"), py::arg("tree_root"),
         py::arg("tree_group"), py::arg("model_trees"), py::arg("base"), py::arg("num_features"),
         py::call_guard<py::gil_scoped_release>());
+
+  m.def("knn_forward", &mmhost::knn_forward,
+        R"doc(Each row's k nearest points among its own model's (fused multi-model exact k-NN).
+
+For row i with s = row_model[i], the points model_points[s, 0]:model_points[s, 1] of points
+are ranked by squared L2 distance sum((x[i] - p)**2), ascending (metric 0), or by inner
+product x[i] . p, descending (metric 1); equal values keep point order.
+
+Args:
+    x: (N, D) float32, contiguous, CPU.
+    row_model: (N,) int64, each in [0, S).
+    points: (P, D) float32, every model's points.
+    model_points: (S, 2) int64; model s owns points [model_points[s, 0], model_points[s, 1]).
+    k: neighbours per row, >= 1.
+    metric: 0 (squared L2) or 1 (inner product).
+
+Returns:
+    (distances (N, k) float32, indices (N, k) int64 into points), best first; a model with
+    fewer than k points pads with index -1 and distance +inf (L2) / -inf (inner product).
+
+Raises:
+    RuntimeError: on a wrong dtype, device, layout or shape; a row_model outside [0, S); a
+    model range outside the points.
+)doc",
+        py::arg("x"), py::arg("row_model"), py::arg("points"), py::arg("model_points"),
+        py::arg("k"), py::arg("metric"), py::call_guard<py::gil_scoped_release>());
 }

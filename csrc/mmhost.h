@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 // Input checks that name the offending tensor in the error (raised as RuntimeError in Python).
 #define MMHOST_CHECK_CPU(t) \
   TORCH_CHECK((t).device().is_cpu(), #t " must be a CPU tensor, got ", (t).device())
@@ -41,5 +43,14 @@ at::Tensor trees_forward(const at::Tensor& x, const at::Tensor& row_model, const
                          const at::Tensor& tree_root, const at::Tensor& tree_group,
                          const at::Tensor& model_trees, const at::Tensor& base,
                          const at::Tensor& num_features);
+
+// Each row's k nearest points among its own model's; see knn_reference (mmhost/kernels/knn.py).
+//   x (N, D) f32, row_model (N,) i64, points (P, D) f32, model_points (S, 2) i64 [start, end),
+//   metric 0 = squared L2 (ascending), 1 = inner product (descending)
+//   -> distances (N, k) f32 and point indices (N, k) i64, best first, padded with -1 / +-inf.
+std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& x, const at::Tensor& row_model,
+                                               const at::Tensor& points,
+                                               const at::Tensor& model_points, int64_t k,
+                                               int64_t metric);
 
 }  // namespace mmhost

@@ -447,11 +447,9 @@ def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
     ids=["no trees op", "no TREES_ABI", "older TREES_ABI"],
 )
 def test_native_build_without_trees_falls_back_with_one_warning(monkeypatch, stale):
-    from mmhost.kernels import trees
-
     monkeypatch.setattr(_native, "_tried", True)
     monkeypatch.setattr(_native, "_loaded", stale)
-    monkeypatch.setattr(trees, "_warned_stale", False)
+    monkeypatch.setattr(_native, "_stale", set())
     _, args = small_pack()
     with pytest.warns(RuntimeWarning, match="built before the current trees op"):
         got = trees_forward(**args)

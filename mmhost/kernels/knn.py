@@ -15,14 +15,26 @@ deterministic. A model with fewer than k points pads with index -1 and distance 
 -inf (inner product). Indices are global rows of ``points``.
 
 This reference computes differences directly (no ``|x|^2 - 2 x.p + |p|^2`` expansion), so its
-distances are the float32 sums themselves; the fused kernels are checked against it.
+distances are the float32 sums themselves, and an exact match is exactly 0. The fused kernels do
+the same; they sum the dimensions in another order, so their distances agree with the
+reference's to float32 rounding, and are equal (ties included) where every partial sum is exact.
+
+Dispatch: ``torch.ops.mmhost.knn`` is registered with torch.library; the CPU kernel is the C++
+op ``mmhost._C.knn_forward`` (the reference, with one warning, when the extension is not built
+or predates this op); the CUDA kernel is the Triton kernel in ``knn_triton.py``. What the
+neighbours decide (votes, means) is the family's (``families/knn.py``), not the op's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from mmhost.kernels import _native
+
 METRICS = ("l2", "inner_product")
+METRIC_CODES = {"l2": 0, "inner_product": 1}
 _CELLS = 1 << 24  # query x point x dimension cells of one pass of the reference
 
 
@@ -46,6 +58,13 @@ def check_inputs(
         raise ValueError(f"model_points has shape {tuple(model_points.shape)}; expected (S, 2)")
     if k < 1:
         raise ValueError(f"k must be >= 1, not {k}")
+    if x.dtype != torch.float32 or points.dtype != torch.float32:
+        raise ValueError(f"x and points must be float32, got {x.dtype}, {points.dtype}")
+    if row_model.dtype != torch.int64 or model_points.dtype != torch.int64:
+        raise ValueError("row_model and model_points must be int64")
+    devices = {t.device for t in (x, row_model, points, model_points)}
+    if len(devices) != 1:
+        raise ValueError(f"all inputs must be on one device, got {sorted(map(str, devices))}")
 
 
 def knn_reference(
@@ -82,3 +101,57 @@ def knn_reference(
             dist[part, :take] = order.values[:, :take]
             idx[part, :take] = order.indices[:, :take] + start
     return dist, idx
+
+
+@torch.library.custom_op("mmhost::knn", mutates_args=())
+def _knn_op(
+    x: torch.Tensor,
+    row_model: torch.Tensor,
+    points: torch.Tensor,
+    model_points: torch.Tensor,
+    k: int,
+    metric: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return knn_reference(x, row_model, points, model_points, k, metric)
+
+
+@_knn_op.register_fake
+def _(x, row_model, points, model_points, k, metric):
+    return x.new_empty((x.shape[0], k)), row_model.new_empty((x.shape[0], k))
+
+
+def _native_knn() -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    return _native.function("knn_forward", "knn")
+
+
+@torch.library.register_kernel("mmhost::knn", "cpu")
+def _knn_cpu(x, row_model, points, model_points, k, metric):
+    fn = _native_knn()
+    if fn is None:
+        return knn_reference(x, row_model, points, model_points, k, metric)
+    return fn(x, row_model, points, model_points, k, METRIC_CODES[metric])
+
+
+@torch.library.register_kernel("mmhost::knn", "cuda")
+def _knn_cuda(x, row_model, points, model_points, k, metric):
+    from mmhost.kernels.knn_triton import knn_triton
+
+    return knn_triton(x, row_model, points, model_points, k, metric)
+
+
+def knn_forward(
+    x: torch.Tensor,
+    row_model: torch.Tensor,
+    points: torch.Tensor,
+    model_points: torch.Tensor,
+    k: int,
+    metric: str = "l2",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``k`` nearest points of its own model: (N, k) distances, (N, k) indices. See
+    the module docstring. Like the other ops, the hot path calls the device's implementation
+    directly (the ``torch.ops.mmhost.knn`` dispatcher costs ~20 us a call)."""
+    check_inputs(x, row_model, points, model_points, k, metric)
+    args = (x.contiguous(), row_model.contiguous(), points, model_points.contiguous(), k, metric)
+    if x.device.type == "cuda":
+        return _knn_cuda(*args)
+    return _knn_cpu(*args)

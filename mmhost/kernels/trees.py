@@ -66,7 +66,6 @@ there, as a GPU kernel cannot raise without a device sync).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -362,29 +361,10 @@ def _(x, row_model, nodes, tree_root, tree_group, model_trees, base, num_feature
 
 
 TREES_ABI = 2  # csrc/bindings.cpp's TREES_ABI: model_trees as (S, 2) ranges
-_warned_stale = False
 
 
 def _native_trees() -> Callable[..., torch.Tensor] | None:
-    """mmhost._C.trees_forward, or None: not built (``_native`` warned), or built before this op
-    or its current argument layout existed (warned here, once)."""
-    global _warned_stale
-    native = _native.load()
-    if native is None:
-        return None
-    fn = getattr(native, "trees_forward", None)
-    if fn is not None and getattr(native, "TREES_ABI", 1) == TREES_ABI:
-        return fn
-    if not _warned_stale:
-        _warned_stale = True
-        warnings.warn(
-            "mmhost._C was built before the current trees op (no trees_forward, or an older "
-            "argument layout); the trees op runs the plain-torch reference (slower). Reinstall "
-            "to rebuild it.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return None
+    return _native.function("trees_forward", "trees", ("TREES_ABI", TREES_ABI))
 
 
 @torch.library.register_kernel("mmhost::trees", "cpu")
