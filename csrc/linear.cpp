@@ -44,6 +44,7 @@
 #endif
 
 #include "mmhost.h"
+#include "simd.h"
 
 namespace mmhost {
 namespace {
@@ -170,28 +171,6 @@ void exp_portable(float* z, int64_t n) {
 // the extension still loads and runs on an x86-64 CPU without it.
 
 #if defined(__x86_64__)
-#define MMHOST_AVX2 __attribute__((target("avx2,fma")))
-
-// Lane r of the result is the sum of the eight lanes of v[r].
-MMHOST_AVX2 inline __m256 reduce8(const __m256* v) {
-  const __m256 a01 = _mm256_hadd_ps(v[0], v[1]);
-  const __m256 a23 = _mm256_hadd_ps(v[2], v[3]);
-  const __m256 a45 = _mm256_hadd_ps(v[4], v[5]);
-  const __m256 a67 = _mm256_hadd_ps(v[6], v[7]);
-  // b0123: [partial sums of v0 v1 v2 v3 over the low 128 bits | the same over the high 128 bits]
-  const __m256 b0123 = _mm256_hadd_ps(a01, a23);
-  const __m256 b4567 = _mm256_hadd_ps(a45, a67);
-  const __m256 lo = _mm256_permute2f128_ps(b0123, b4567, 0x20);
-  const __m256 hi = _mm256_permute2f128_ps(b0123, b4567, 0x31);
-  return _mm256_add_ps(lo, hi);
-}
-
-// Mask of the first n (0..8) lanes, for maskload/maskstore.
-MMHOST_AVX2 inline __m256i first_lanes(int64_t n) {
-  alignas(32) static const int32_t kMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask + 8 - n));
-}
 
 // Eight lane-wise partial sums of w[j] * x[j] (their total is the dot product). D > 0: the width
 // at compile time, 8 or a multiple of 16; D == 0: any width d, read at runtime.
@@ -349,10 +328,6 @@ struct PickAvx2 {
   static constexpr auto z = &z_avx2<D, K1>;
 };
 
-bool cpu_has_avx2_fma() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif
 
 template <template <int, bool> class Pick>

@@ -29,6 +29,7 @@ from mmhost.engine import Batcher
 from mmhost.engine.batcher import Rows, Slots, runs_of_rows
 from mmhost.errors import HostClosed, ModelNotReady, ResponseTooLarge, ValidationError
 from mmhost.families.arena import Slab
+from mmhost.families.base import Neighbors
 from mmhost.families.router import Families
 from mmhost.metrics import Metrics, exposition
 from mmhost.settings import Settings
@@ -56,6 +57,8 @@ class Prediction:
     """Time spent waiting for the model to be loaded (0 when it was resident)."""
     threshold: float = 0.5
     """A binary classifier's decision threshold on P(positive)."""
+    neighbors: Neighbors | None = None
+    """A k-NN answer's neighbours (then ``scores`` are the predicted labels)."""
 
 
 class Host:
@@ -237,7 +240,7 @@ class Host:
         self.metrics.served(key)
         try:
             if max_response_bytes is not None:
-                _check_answer(r, n, max_response_bytes)
+                _check_answer(self.families.answer_values(r.slab, r.meta), n, max_response_bytes)
             x = self._encode(r, rows)  # (n, D)
             t1 = time.perf_counter()
             out = await self._score(r.slab, x, r.slot)  # (n, K)
@@ -246,7 +249,8 @@ class Host:
             self.cache.release(r)
         self.metrics.model_latency(in_model)
         m = r.meta
-        return Prediction(_scores(m.task, out), m.task, m.classes, in_model, waited, m.threshold)
+        scores, neighbors = self.families.answer(m, out)
+        return Prediction(scores, m.task, m.classes, in_model, waited, m.threshold, neighbors)
 
     async def _acquire(self, key: str) -> Resident:
         """The model pinned; a load still running after ``load_timeout`` goes on without us."""
@@ -306,7 +310,7 @@ class Host:
                 for i, part in zip(members, np.split(out, np.cumsum(counts)[:-1]), strict=True):
                     held[i].uses += 1
                     self.metrics.served(held[i].name)
-                    results[i] = _scores(held[i].meta.task, part)
+                    results[i] = self.families.answer(held[i].meta, part)[0]
         finally:
             for r in held.values():
                 self.cache.release(r)
@@ -440,6 +444,7 @@ class Host:
         m = r.meta
         return {
             "name": name,
+            "family": m.family,
             "task": m.task,
             "classes": m.classes,
             "outputs": r.slab.k,  # score columns (a multiclass model's k probabilities)
@@ -488,19 +493,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _check_answer(r: Resident, n: int, limit: int) -> None:
-    """Refuse an answer of ``n`` rows that no encoding fits in ``limit`` bytes."""
-    per_row = r.slab.k + (r.meta.classes is not None)  # scores, and a classifier's label
+def _check_answer(per_row: int, n: int, limit: int) -> None:
+    """Refuse an answer of ``n`` rows of ``per_row`` values that no encoding fits in
+    ``limit`` bytes."""
     least = n * per_row * MIN_VALUE_BYTES
     if least > limit:
         raise ResponseTooLarge(
             f"{n} rows x {per_row} values (at least {MIN_VALUE_BYTES} bytes each)", least, limit
         )
-
-
-def _scores(task: str, scores: np.ndarray) -> np.ndarray:
-    """(n, K) -> what predict returns: (n, k) probabilities for multiclass, else (n,)."""
-    return scores if task == "multiclass_classifier" else scores[:, 0]
 
 
 def _row_count(rows: Any) -> int:

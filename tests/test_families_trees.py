@@ -22,7 +22,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mmhost.convert import from_sklearn, save_xgboost
 from mmhost.errors import BadArtifact, SlabFull, ValidationError
-from mmhost.families.trees import TreeModel, TreesFamily, compile_trees, size_class, tree_slot_bytes
+from mmhost.families.arena import fine_class
+from mmhost.families.trees import TreeModel, TreesFamily, compile_trees, tree_slot_bytes
 from mmhost.houses import COLUMNS, houses
 
 RTOL = 1e-5
@@ -204,9 +205,9 @@ def test_a_shared_preprocessor_feeds_a_bare_xgboost_model(host_factory, store):
 def test_slot_bytes_and_size_classes():
     assert tree_slot_bytes(8, 4, 1) == 8 * 16 + 4 * 12 + 16 + 4 + 4 + 1
     for n in range(1, 5000):
-        c = size_class(n, 8)
+        c = fine_class(n, 8)
         assert c >= n and (n <= 8 or c < 1.25 * n + 8), n
-    assert len({size_class(n, 8) for n in range(1000, 2000)}) <= 10
+    assert len({fine_class(n, 8) for n in range(1000, 2000)}) <= 10
 
 
 def _tree_model(seed: int = 0) -> TreeModel:
@@ -228,7 +229,7 @@ def test_a_slab_stops_where_int32_node_indices_end(monkeypatch):
     import mmhost.families.trees as trees_family
 
     model = _tree_model()
-    c = size_class(len(model.nodes), 8)
+    c = fine_class(len(model.nodes), 8)
     monkeypatch.setattr(trees_family, "_INT32_MAX", 70 * c - 1)  # room for 70 slots
     fam = TreesFamily(torch.device("cpu"))
     placed = [fam.place(model) for _ in range(70)]

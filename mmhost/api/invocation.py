@@ -134,7 +134,7 @@ async def invocation(
     rows = inputs.decode(body, media_type, DecodeLimits.of(host.settings))
     limit = host.settings.max_response_bytes
     prediction = await host.infer(target, rows, limit)
-    answer = outputs.encode(prediction, accept, limit)
+    answer = outputs.encode(prediction, accept, limit, media.verbose(headers.get("accept")))
     response = Response(answer, media_type=accept, headers=reply)
     overhead(host, request, prediction)
     return response

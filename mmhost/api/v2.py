@@ -57,7 +57,11 @@ def routes(host: Host) -> list[BaseRoute]:
         requested = doc.get("outputs")
         limit = host.settings.max_response_bytes
         p = await host.infer(name, rows, limit)
-        tensors = v2.select(v2.outputs(p.scores, p.task, p.classes, p.threshold), requested)
+        if p.neighbors is not None:
+            answer = v2.neighbor_outputs(p.scores, p.neighbors, p.classes)
+        else:
+            answer = v2.outputs(p.scores, p.task, p.classes, p.threshold)
+        tensors = v2.select(answer, requested)
         overhead(host, request, p)
         head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
         binary = v2.wants_binary(doc, requested)
@@ -130,16 +134,16 @@ def routes(host: Host) -> list[BaseRoute]:
 
 def _metadata(info: dict[str, Any]) -> dict[str, Any]:
     k = info["outputs"]
-    outputs = [
-        {
-            "name": "score",
-            "datatype": "FP32",
-            "shape": [-1, k] if info["task"] == "multiclass_classifier" else [-1],
-        }
-    ]
-    if info["classes"] is not None:
-        label_type = v2.label_type(info["classes"])
-        outputs.append({"name": "predicted_label", "datatype": label_type, "shape": [-1]})
+    outputs: list[dict[str, Any]]
+    if info["family"] == "knn":  # answered as SageMaker's k-NN (codecs/v2.neighbor_outputs)
+        label = "FP32" if info["classes"] is None else v2.label_type(info["classes"])
+        outputs = [
+            {"name": "predicted_label", "datatype": label, "shape": [-1]},
+            {"name": "labels", "datatype": label, "shape": [-1, -1]},
+            {"name": "distances", "datatype": "FP32", "shape": [-1, -1]},
+        ]
+    else:
+        outputs = _score_outputs(info, k)
     return {
         "name": info["name"],
         "versions": [info["version"]],
@@ -151,6 +155,20 @@ def _metadata(info: dict[str, Any]) -> dict[str, Any]:
         "outputs": outputs,
         "parameters": {"task": info["task"]},
     }
+
+
+def _score_outputs(info: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    outputs = [
+        {
+            "name": "score",
+            "datatype": "FP32",
+            "shape": [-1, k] if info["task"] == "multiclass_classifier" else [-1],
+        }
+    ]
+    if info["classes"] is not None:
+        label_type = v2.label_type(info["classes"])
+        outputs.append({"name": "predicted_label", "datatype": label_type, "shape": [-1]})
+    return outputs
 
 
 def _index_request(body: bytes) -> bool:

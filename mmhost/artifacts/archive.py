@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
+from mmhost.artifacts import knn
 from mmhost.artifacts.linear_learner import MODEL_FILE, is_linear_learner, read_linear_learner
 from mmhost.artifacts.manifest import Artifact, ManifestError, Preprocessing, parse_manifest
 from mmhost.artifacts.members import MAX_ENTRY_NAME, Members, check_path
@@ -112,12 +113,15 @@ def _from_files(files: dict[str, bytes], max_bytes: int) -> Artifact:
                 algorithm="xgboost",
                 xgboost=files[XGBOOST_MODEL],
             )
+        if MODEL_FILE in files and knn.PARAMS in files:  # SageMaker's k-NN: index, labels, params
+            return knn.read_sagemaker_knn(files, max_bytes)
         if MODEL_FILE in files:
             if is_linear_learner(files[MODEL_FILE]):
                 return read_linear_learner(files[MODEL_FILE], max_bytes)
             raise ManifestError(
-                f"{MODEL_FILE} is not a Linear Learner module (a zip); "
-                "other SageMaker built-ins' models are not served yet"
+                f"{MODEL_FILE} is not a Linear Learner module (a zip), and no {knn.PARAMS} "
+                "beside it makes it a k-NN model; other SageMaker built-ins' models are not "
+                "served yet"
             )
         found = ", ".join(sorted(files)[:8]) + (", ..." if len(files) > 8 else "")
         raise ManifestError(f"no {MANIFEST} in the artifact (found: {found or 'nothing'})")
@@ -149,7 +153,7 @@ def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:
         total += entry.stat().st_size
         if total > max_bytes:
             raise ManifestError(f"artifact files exceed the {max_bytes}-byte cap")
-        known = (MANIFEST, PARAMS, XGBOOST_MODEL, MODEL_FILE)
+        known = (MANIFEST, PARAMS, XGBOOST_MODEL, MODEL_FILE, *knn.FILES)
         if entry.name in known or entry.name.endswith(PICKLE_SUFFIXES):
             files[entry.name] = entry.read_bytes()
     return files

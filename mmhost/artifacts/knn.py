@@ -22,12 +22,20 @@ from typing import Any
 import numpy as np
 
 from mmhost.artifacts.faiss import read_flat_index
-from mmhost.artifacts.manifest import ManifestError
+from mmhost.artifacts.manifest import (
+    MAX_K,
+    Artifact,
+    Column,
+    KnnOptions,
+    ManifestError,
+    Preprocessing,
+    check_knn,
+)
 
 INDEX = "model_algo-1"
 LABELS = "model_algo-1.labels"
 PARAMS = "model_algo-1.json"
-MAX_K = 1024
+FILES = (INDEX, LABELS, PARAMS)
 PREDICTOR_TYPES = ("classifier", "regressor")
 
 
@@ -68,6 +76,37 @@ def read_knn(files: dict[str, bytes], max_values: int) -> KnnModelFile:
         params["normalize"],
         index.vectors,
         labels,
+    )
+
+
+def read_sagemaker_knn(files: dict[str, bytes], max_bytes: int) -> Artifact:
+    """SageMaker's k-NN ``model.tar.gz`` files as an artifact: F numeric inputs (f0, f1, ...),
+    faiss's distances (squared L2 or inner product) reported as faiss reports them, a
+    classifier's classes the distinct labels in ascending order (the smallest wins a tie)."""
+    model = read_knn(files, max_bytes // 4)
+    n, d = model.points.shape
+    options = KnnOptions(
+        model.k,
+        "squared_l2" if model.metric == "l2" else "inner_product",
+        "uniform",
+        model.normalize,
+    )
+    classes: list[Any] | None = None
+    labels = model.labels
+    if model.task == "classifier":
+        values, codes = np.unique(labels, return_inverse=True)
+        classes = [float(v) for v in values]
+        labels = codes.astype(np.float32)
+    check_knn(model.task, options, model.points, labels, classes, d)
+    return Artifact(
+        "model",
+        [Column(f"f{i}") for i in range(d)],
+        Preprocessing.identity(d),
+        algorithm="knn",
+        task=model.task,
+        classes=classes,
+        params={"points": model.points, "labels": labels},
+        knn=options,
     )
 
 

@@ -19,8 +19,17 @@ import numpy as np
 
 FORMAT = "mmhost/1"
 KINDS = ("model", "preprocessor")
-ALGORITHMS = ("linear", "xgboost")
+ALGORITHMS = ("linear", "xgboost", "knn")
 TASKS = ("regressor", "binary_classifier", "multiclass_classifier")
+KNN_TASKS = ("classifier", "regressor")  # SageMaker k-NN's predictor_type
+# how a k-NN model reports (and weighs) a neighbour's distance: faiss's squared L2 or inner
+# product (SageMaker's), or scikit-learn's euclidean or cosine (1 - inner product of unit vectors)
+KNN_DISTANCES = ("squared_l2", "euclidean", "inner_product", "cosine")
+KNN_WEIGHTS = ("uniform", "distance")
+MAX_K = 1024
+# a k-NN model's points x dimensions (float32: 256 MiB), and points alone
+MAX_KNN_VALUES = 2**26
+MAX_KNN_POINTS = 2**24
 COLUMN_TYPES = ("float", "category")
 MAX_COLUMNS = 100_000
 MAX_NAME = 256
@@ -89,6 +98,30 @@ class Preprocessing:
         return cls([Feature(i) for i in range(n)], np.ones(n), np.zeros(n))
 
 
+@dataclass(frozen=True)
+class KnnOptions:
+    """How a k-NN model searches and votes. ``k`` may exceed the points (all of them are used);
+    ``normalize``: queries (and, at training, the points) are scaled to unit length."""
+
+    k: int
+    distance: str = "squared_l2"
+    weights: str = "uniform"
+    normalize: bool = False
+
+    @property
+    def metric(self) -> str:
+        """What the search ranks by: "l2" (ascending) or "inner_product" (descending)."""
+        return "l2" if self.distance in ("squared_l2", "euclidean") else "inner_product"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "distance": self.distance,
+            "weights": self.weights,
+            "normalize": self.normalize,
+        }
+
+
 @dataclass
 class Artifact:
     """An mmhost artifact in memory. ``params`` holds the model's own arrays (coef, intercept)."""
@@ -105,12 +138,17 @@ class Artifact:
     """algorithm "xgboost": the model file (XGBoost's JSON or UBJSON), parsed at load."""
     threshold: float = 0.5
     """A binary classifier's predicted label is the positive class where P > threshold."""
+    knn: KnnOptions | None = None
+    """algorithm "knn": k, distance, weights; ``params`` holds ``points`` (n, F) and ``labels``
+    (n,): a classifier's as indices into ``classes``, a regressor's as values."""
 
     @property
     def n_outputs(self) -> int:
         """Width of the model's score vector (1 for regressors and binary classifiers)."""
         if self.kind == "preprocessor":
             return self.preprocessing.n_features
+        if self.algorithm == "knn":
+            return 1
         if self.algorithm == "xgboost":
             return len(self.classes) if self.task == "multiclass_classifier" and self.classes else 1
         return int(self.params["coef"].shape[0])
@@ -138,6 +176,8 @@ class Artifact:
             out["outputs"]["n_outputs"] = self.n_outputs
         if self.threshold != 0.5:
             out["outputs"]["threshold"] = self.threshold
+        if self.knn is not None:
+            out["knn"] = self.knn.to_json()
         return out
 
     def tensors(self) -> dict[str, np.ndarray]:
@@ -147,8 +187,9 @@ class Artifact:
             "preprocessing.scale": np.ascontiguousarray(self.preprocessing.scale, np.float64),
             "preprocessing.shift": np.ascontiguousarray(self.preprocessing.shift, np.float64),
         }
+        model = np.float32 if self.algorithm == "knn" else np.float64  # points stay float32
         for k, v in self.params.items():
-            out[k] = np.ascontiguousarray(v, np.float64)
+            out[k] = np.ascontiguousarray(v, model)
         return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -186,6 +227,8 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
     art.algorithm = doc.get("algorithm")
     _expect(art.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}")
     art.task = doc.get("task")
+    if art.algorithm == "knn":
+        return _parse_knn(art, doc.get("knn"), outputs.get("classes"), tensors)
     _expect(art.task in TASKS, f"task must be one of {TASKS}, got {art.task!r}")
     if art.algorithm == "xgboost":  # the trees are checked when the model file is parsed
         art.classes = _parse_classes(art.task, outputs.get("classes"), outputs.get("n_outputs"))
@@ -203,6 +246,85 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
     art.threshold = _parse_threshold(art.task, outputs.get("threshold", 0.5))
     art.params = {"coef": coef, "intercept": intercept}
     return art
+
+
+def _parse_knn(art: Artifact, raw: Any, classes: Any, tensors: dict[str, np.ndarray]) -> Artifact:
+    _expect(isinstance(raw, dict), "a knn artifact needs its knn options (k, distance, ...)")
+    assert isinstance(raw, dict)
+    k, normalize = raw.get("k"), raw.get("normalize", False)
+    _expect(
+        isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_K,
+        f"knn.k must be a whole number in 1..{MAX_K}, got {k!r}",
+    )
+    _expect(isinstance(normalize, bool), f"knn.normalize must be true or false, not {normalize!r}")
+    assert isinstance(k, int)
+    options = KnnOptions(k, str(raw.get("distance")), str(raw.get("weights", "uniform")), normalize)
+    if classes is not None:
+        _expect(
+            isinstance(classes, list)
+            and all(isinstance(c, (str, int, float, bool)) for c in classes),
+            "outputs.classes must be a list of strings or numbers",
+        )
+    points, labels = tensors.get("points"), tensors.get("labels")
+    _expect(points is not None and labels is not None, "params must hold 'points' and 'labels'")
+    assert points is not None and labels is not None
+    check_knn(art.task, options, points, labels, classes, art.preprocessing.n_features)
+    art.knn, art.classes = options, classes
+    art.params = {"points": points.astype(np.float32), "labels": labels.astype(np.float32)}
+    return art
+
+
+def check_knn(
+    task: Any,
+    options: KnnOptions,
+    points: np.ndarray,
+    labels: np.ndarray,
+    classes: list[Any] | None,
+    features: int,
+) -> None:
+    """A k-NN model's options, (n, F) points and (n,) labels against each other and the caps
+    (ManifestError if not)."""
+    _expect(task in KNN_TASKS, f"a knn model's task is one of {KNN_TASKS}, got {task!r}")
+    _expect(
+        options.distance in KNN_DISTANCES,
+        f"knn.distance must be one of {KNN_DISTANCES}, got {options.distance!r}",
+    )
+    _expect(
+        options.weights in KNN_WEIGHTS,
+        f"knn.weights must be one of {KNN_WEIGHTS}, got {options.weights!r}",
+    )
+    _expect(
+        options.weights == "uniform" or options.distance in ("euclidean", "cosine"),
+        f"distance weights need euclidean or cosine distances, not {options.distance}",
+    )
+    _expect(
+        points.ndim == 2 and points.shape[1] == features,
+        f"points has shape {points.shape}; the preprocessing produces {features} features",
+    )
+    n = points.shape[0]
+    _expect(
+        0 < n <= MAX_KNN_POINTS and points.size <= MAX_KNN_VALUES,
+        f"{n} points x {features} features: a knn model holds 1..{MAX_KNN_POINTS} points and "
+        f"up to {MAX_KNN_VALUES} values",
+    )
+    _expect(labels.shape == (n,), f"labels has shape {labels.shape}; expected ({n},)")
+    _expect(bool(np.isfinite(points).all()), "points hold NaN or inf")
+    _expect(bool(np.isfinite(labels).all()), "labels hold NaN or inf")
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = float(np.abs(points).max(initial=0.0))
+    _expect(reach <= 1e15, f"points reach {reach:g}: their squared distances pass float32")
+    if task == "classifier":
+        _expect(
+            classes is not None and len(classes) >= 1,
+            "a knn classifier needs its classes (outputs.classes)",
+        )
+        assert classes is not None
+        _expect(
+            bool(((labels >= 0) & (labels < len(classes)) & (labels == np.floor(labels))).all()),
+            f"a knn classifier's labels must be class indices in 0..{len(classes) - 1}",
+        )
+    else:
+        _expect(classes is None, "a knn regressor has no classes")
 
 
 def check_linear(

@@ -34,6 +34,14 @@ MAX_ACCEPT = 4096  # characters: browsers send ~100; each distinct value is pars
 _SHOWN = 100  # characters of a refused header that the error message quotes
 
 
+def verbose(accept: str | None) -> bool:
+    """Whether the Accept header asks for a verbose answer (``application/json;
+    verbose=true``: a k-NN model's neighbours' labels and distances too)."""
+    if not accept or len(accept) > MAX_ACCEPT:
+        return False
+    return "verbose=true" in accept.replace(" ", "").lower()
+
+
 def _bare(media_type: str) -> str:
     t = media_type.split(";", 1)[0].strip().lower()
     return _ALIASES.get(t, t)

@@ -8,10 +8,16 @@ application/jsonlines  one of those objects per line
 text/csv               one value per line: the score (a binary classifier's P(positive));
                        a multiclass row's probabilities, comma-separated
 application/x-recordio-protobuf  a record per row: label["score"], label["predicted_label"]
+
+k-NN models answer as SageMaker's k-NN: {"predictions": [{"predicted_label": 2.0}, ...]}, and
+with ``verbose`` (``Accept: application/json; verbose=true``) each prediction also holds its
+neighbours' "labels" and "distances", nearest first. CSV: one predicted label per line.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +33,13 @@ if TYPE_CHECKING:
 MIN_VALUE_BYTES = 4
 
 
-def encode(p: Prediction, media_type: str, limit: int | None = None) -> bytes:
+def encode(
+    p: Prediction, media_type: str, limit: int | None = None, verbose: bool = False
+) -> bytes:
     """The body for ``p`` in ``media_type`` (one of ``media.RESPONSE_TYPES``), refused
-    (ResponseTooLarge) when it passes ``limit`` bytes."""
-    body = _encode(p, media_type)
+    (ResponseTooLarge) when it passes ``limit`` bytes. ``verbose``: a k-NN answer's
+    neighbours too."""
+    body = _neighbors(p, media_type, verbose) if p.neighbors is not None else _encode(p, media_type)
     check_size(body, p.scores.shape, limit)
     return body
 
@@ -55,6 +64,32 @@ def _encode(p: Prediction, media_type: str) -> bytes:
         scores = p.scores.tolist()
         return b'{"predictions":[' + b",".join(b'{"score":%r}' % s for s in scores) + b"]}"
     records = _records(p)
+    if media_type == media.JSON:
+        return json.dumps({"predictions": records}, separators=(",", ":")).encode()
+    if media_type == media.JSONLINES:
+        return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    raise AssertionError(f"no encoder for {media_type!r}")
+
+
+def _neighbors(p: Prediction, media_type: str, verbose: bool) -> bytes:
+    assert p.neighbors is not None
+    if p.classes is None:  # a regressor's mean
+        check_scores(p.scores)
+    predicted = p.scores.tolist()
+    labels = distances = None
+    if verbose:
+        check_scores(p.neighbors.distances)
+        labels, distances = p.neighbors.labels.tolist(), p.neighbors.distances
+    if media_type == media.CSV:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([v] for v in predicted)
+        return buf.getvalue().encode()
+    if media_type == media.RECORDIO:
+        return recordio.encode_neighbors(predicted, labels, distances)
+    records: list[dict[str, Any]] = [{"predicted_label": v} for v in predicted]
+    if labels is not None and distances is not None:
+        for r, lab, dist in zip(records, labels, distances.tolist(), strict=True):
+            r["labels"], r["distances"] = lab, dist
     if media_type == media.JSON:
         return json.dumps({"predictions": records}, separators=(",", ":")).encode()
     if media_type == media.JSONLINES:

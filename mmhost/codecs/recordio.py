@@ -321,6 +321,35 @@ def encode(scores: np.ndarray, labels: list[Any] | None) -> bytes:
     return bytes(out)
 
 
+def encode_neighbors(
+    predicted: list[Any], labels: list[list[Any]] | None, distances: np.ndarray | None
+) -> bytes:
+    """A k-NN answer, one record per row: ``label["predicted_label"]``, and with ``verbose``
+    the neighbours' ``label["labels"]`` and ``label["distances"]`` (float32 tensors; string
+    labels as bytes)."""
+    out = bytearray()
+    for i, value in enumerate(predicted):
+        entries = [_entry("predicted_label", _label_value(value))]
+        if labels is not None and distances is not None:
+            entries.append(_entry("labels", _label_values(labels[i])))
+            entries.append(
+                _entry("distances", _float32_value(distances[i].astype("<f4").tobytes()))
+            )
+        payload = b"".join(_len_field(_LABEL, e) for e in entries)
+        out += _HEAD.pack(MAGIC, len(payload)) + payload + b"\x00" * (-len(payload) % 4)
+    return bytes(out)
+
+
+def _label_values(labels: list[Any]) -> bytes:
+    numeric = all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in labels
+    )
+    if numeric:
+        return _float32_value(np.array(labels, "<f4").tobytes())
+    return _len_field(_BYTES, b"".join(_len_field(1, str(v).encode("utf-8")) for v in labels))
+
+
 def _label_value(label: Any) -> bytes:
     if isinstance(label, (int, float, np.integer, np.floating)) and not isinstance(label, bool):
         return _float32_value(np.array([label], "<f4").tobytes())

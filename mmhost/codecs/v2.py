@@ -6,7 +6,9 @@ Inputs -> rows, by one rule:
     otherwise, each input is a column  -> {input name: N values} (shape [N] or [N, 1])
 
 Outputs: ``score`` (FP32, [N] or [N, k] for multiclass probabilities) and, for classifiers,
-``predicted_label`` (INT64, FP64, BOOL or BYTES, following the class labels).
+``predicted_label`` (INT64, FP64, BOOL or BYTES, following the class labels). A k-NN model:
+``predicted_label`` ([N]; FP32 for a regressor), ``labels`` ([N, k], its neighbours') and
+``distances`` ([N, k] FP32, nearest first).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mmhost.artifacts.manifest import MAX_NAME
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.errors import ValidationError
+from mmhost.families.base import Neighbors
 
 # V2 datatype -> numpy dtype (BYTES is handled apart)
 DTYPES = {
@@ -275,6 +278,32 @@ def outputs(
             }
         )
     return out
+
+
+def neighbor_outputs(
+    predicted: np.ndarray, neighbors: Neighbors, classes: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The response tensors of a k-NN prediction (see the module docstring)."""
+    if classes is None:
+        check_scores(predicted)
+    check_scores(neighbors.distances)
+    kind = "FP32" if classes is None else label_type(classes)
+    n, k = neighbors.distances.shape
+    return [
+        {"name": "predicted_label", "shape": [n], "datatype": kind, "data": predicted.tolist()},
+        {
+            "name": "labels",
+            "shape": [n, k],
+            "datatype": kind,
+            "data": neighbors.labels.reshape(-1).tolist(),
+        },
+        {
+            "name": "distances",
+            "shape": [n, k],
+            "datatype": "FP32",
+            "data": neighbors.distances.reshape(-1).tolist(),
+        },
+    ]
 
 
 def predicted_labels(

@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 
 from mmhost.artifacts import Artifact, Column, Feature, Preprocessing
+from mmhost.artifacts.manifest import KnnOptions
 from mmhost.artifacts.xgboost import read_xgboost
 from mmhost.errors import UnsupportedModel
 
 REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet", "SGDRegressor")
 CLASSIFIERS = ("LogisticRegression",)
 XGBOOST = ("XGBRegressor", "XGBClassifier")  # XGBoost's scikit-learn wrappers: trees
+KNN = ("KNeighborsClassifier", "KNeighborsRegressor")
+RADIUS = ("RadiusNeighborsClassifier", "RadiusNeighborsRegressor")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def _model_artifact(
     kind = type(est).__name__
     if kind in XGBOOST:
         return _xgboost_artifact(est, inputs, pre, feature_names)
+    if kind in KNN:
+        return _knn_artifact(est, inputs, pre, feature_names)
     coef = np.atleast_2d(np.asarray(est.coef_, np.float64))
     intercept = np.atleast_1d(np.asarray(est.intercept_, np.float64))
     if coef.shape[1] != pre.n_features:
@@ -186,6 +191,67 @@ def _xgboost_artifact(
             f"XGBRegressor with {ens.num_class} outputs ({ens.objective}): only one is supported"
         )
     return Artifact("model", inputs, pre, "xgboost", task, classes, feature_names, {}, xgboost=blob)
+
+
+def _knn_artifact(
+    est: Any, inputs: list[Column], pre: Preprocessing, feature_names: list[str]
+) -> Artifact:
+    """A KNeighborsClassifier / KNeighborsRegressor behind the steps: its fitted points (the
+    encoded training rows, ``_fit_X``) and labels (``_y``: class indices, or values)."""
+    kind = type(est).__name__
+    weights = est.weights
+    if callable(weights) or weights not in ("uniform", "distance"):
+        raise UnsupportedModel(
+            f"{kind}(weights={weights!r}): mmhost serves 'uniform' and 'distance' weights"
+        )
+    metric = est.effective_metric_
+    if metric in ("euclidean", "l2") and not est.effective_metric_params_:
+        distance = "euclidean"
+    elif metric == "cosine":
+        distance = "cosine"
+    else:
+        shown = f"{metric!r}" + (
+            f" with {est.effective_metric_params_}" if est.effective_metric_params_ else ""
+        )
+        raise UnsupportedModel(
+            f"{kind}(metric={est.metric!r}) searches by {shown}: mmhost serves euclidean "
+            "(minkowski with p=2) and cosine"
+        )
+    fit_x = est._fit_X
+    if not isinstance(fit_x, np.ndarray):
+        raise UnsupportedModel(f"{kind} was fitted on {type(fit_x).__name__}; fit it on dense rows")
+    points = np.asarray(fit_x, np.float64)
+    y = np.asarray(est._y)
+    if y.ndim != 1:
+        raise UnsupportedModel(f"{kind} with {y.shape[1]} outputs: only one target is supported")
+    if points.shape[1] != pre.n_features:
+        raise UnsupportedModel(
+            f"{kind} expects {points.shape[1]} features but the steps in front "
+            f"of it produce {pre.n_features}"
+        )
+    if est.n_neighbors > len(points):
+        raise UnsupportedModel(
+            f"{kind}(n_neighbors={est.n_neighbors}) was fitted on {len(points)} rows: "
+            "scikit-learn cannot predict with it either"
+        )
+    if distance == "cosine":  # unit points; queries are normalized as they arrive
+        norms = np.linalg.norm(points, axis=1, keepdims=True)
+        points = np.divide(points, norms, out=np.zeros_like(points), where=norms > 0)
+    task, classes = "regressor", None
+    if kind == "KNeighborsClassifier":
+        task, classes = "classifier", _labels(est)
+    options = KnnOptions(int(est.n_neighbors), distance, weights, distance == "cosine")
+    return Artifact(
+        "model",
+        inputs,
+        pre,
+        "knn",
+        task,
+        classes,
+        feature_names,
+        {"points": points.astype(np.float32), "labels": y.astype(np.float32)},
+        knn=options,
+    )
 
 
 def _labels(est: Any) -> list[Any]:
@@ -337,10 +403,12 @@ def _flatten(est: Any) -> list[Any]:
 
 def _is_estimator(step: Any) -> bool:
     kind = type(step).__name__
-    if kind in REGRESSORS + CLASSIFIERS + XGBOOST:
+    if kind in REGRESSORS + CLASSIFIERS + XGBOOST + KNN:
         return True
+    if kind in RADIUS:
+        raise UnsupportedModel(f"{kind} is not served: radius searches are not; use KNeighbors*")
     if hasattr(step, "predict") and not hasattr(step, "transform"):
-        known = ", ".join(REGRESSORS + CLASSIFIERS + XGBOOST)
+        known = ", ".join(REGRESSORS + CLASSIFIERS + XGBOOST + KNN)
         raise UnsupportedModel(f"unsupported estimator {kind}: mmhost converts {known}")
     return False
 

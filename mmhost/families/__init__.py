@@ -1,6 +1,7 @@
 """Model families: each packs its models into arena slabs and runs one fused op per slab."""
 
-from mmhost.families.base import Family, FamilyModel
+from mmhost.families.base import Family, FamilyModel, Neighbors
+from mmhost.families.knn import KnnFamily, KnnModel
 from mmhost.families.linear import LinearFamily, LinearModel
 from mmhost.families.registry import FAMILIES, register
 from mmhost.families.router import Families, Model, compile_model
@@ -11,9 +12,12 @@ __all__ = [
     "Families",
     "Family",
     "FamilyModel",
+    "KnnFamily",
+    "KnnModel",
     "LinearFamily",
     "LinearModel",
     "Model",
+    "Neighbors",
     "TreeModel",
     "TreesFamily",
     "compile_model",

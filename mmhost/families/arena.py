@@ -27,6 +27,15 @@ def size_class(d: int) -> int:
     return max(8, 1 << (max(d, 1) - 1).bit_length())
 
 
+def fine_class(n: int, floor: int) -> int:
+    """``n`` rounded up to a multiple of an eighth of the next power of two (>= floor): a
+    class wastes under 25%, and a handful of classes cover a fleet of similar models."""
+    if n <= floor:
+        return floor
+    step = max(1, (1 << (n - 1).bit_length()) // 8)
+    return -(-n // step) * step
+
+
 class Slab:
     """Slots of one shape, in tensors whose dimension 0 is the slot. Subclasses set ``fields``
     (the tensors' attribute names), ``k`` (outputs per row) and ``slot_bytes``."""

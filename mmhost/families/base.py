@@ -11,6 +11,7 @@ copy branch. A new family is one module here, its kernel module, and a line in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import numpy as np
@@ -83,6 +84,14 @@ class FamilyModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Neighbors:
+    """A k-NN answer's neighbours of each row, nearest first."""
+
+    labels: np.ndarray  # (N, k): each neighbour's label (class or value)
+    distances: np.ndarray  # (N, k) float32, as the model reports them
+
+
 M = TypeVar("M", bound=FamilyModel)
 S = TypeVar("S", bound=Slab)
 
@@ -130,6 +139,15 @@ class Family(Generic[M, S]):
 
     def clear(self, slab: S, slot: int) -> None:
         """Before a slot is freed: forget what the family keeps of it (default: nothing)."""
+
+    def answer(self, meta: M, out: np.ndarray) -> tuple[np.ndarray, Neighbors | None]:
+        """(N, K) outputs of ``forward`` -> what ``Host.predict`` returns ((N, k) probabilities
+        for multiclass, else (N,)), and the neighbours of a k-NN answer (default: none)."""
+        return (out if meta.task == "multiclass_classifier" else out[:, 0]), None
+
+    def answer_values(self, slab: S, meta: M) -> int:
+        """The fewest values any encoding of one row's answer holds (scores and a label)."""
+        return slab.k + (meta.classes is not None)
 
     # --- shared --------------------------------------------------------------------------------
     def place(self, model: M) -> tuple[S, int]:

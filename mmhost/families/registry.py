@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from mmhost.families.base import Family
+from mmhost.families.knn import KnnFamily
 from mmhost.families.linear import LinearFamily
 from mmhost.families.trees import TreesFamily
 
-FAMILIES: dict[str, type[Family[Any, Any]]] = {f.name: f for f in (LinearFamily, TreesFamily)}
+FAMILIES: dict[str, type[Family[Any, Any]]] = {
+    f.name: f for f in (LinearFamily, TreesFamily, KnnFamily)
+}
 
 
 def register(family: type[Family[Any, Any]]) -> type[Family[Any, Any]]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.families.arena import Slab
-from mmhost.families.base import Family, FamilyModel
+from mmhost.families.base import Family, FamilyModel, Neighbors
 from mmhost.families.registry import FAMILIES, family_for
 
 Model = FamilyModel
@@ -60,6 +61,14 @@ class Families:
     def forward(self, slab: Slab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """(N, K) outputs of the rows ``x`` under the models in ``slots`` of ``slab``."""
         return self._of_slab(slab).forward(slab, x, slots)
+
+    def answer(self, meta: Model, out: np.ndarray) -> tuple[np.ndarray, Neighbors | None]:
+        """(N, K) outputs -> what predict returns, and a k-NN answer's neighbours."""
+        return self.by_name[meta.family].answer(meta, out)
+
+    def answer_values(self, slab: Slab, meta: Model) -> int:
+        """The fewest values any encoding of one row's answer holds."""
+        return self._of_slab(slab).answer_values(slab, meta)
 
     @property
     def reserved_bytes(self) -> int:

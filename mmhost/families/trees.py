@@ -12,14 +12,13 @@ every slot of a slab in one call. Size classes step by an eighth of a power of t
 padding); the tier accounts a slot's exact bytes (``tree_slot_bytes``).
 
 Preprocessing is not folded into thresholds (that would change float32 rounding at the splits):
-``FeatureEncoder`` applies the artifact's ``scale * source + shift`` to the encoded rows, in
-float64 as scikit-learn does before XGBoost sees float32, and skips it when it is the identity
-(SageMaker's bare ``xgboost-model``). NaN passes through to the trees' default directions.
+``FeatureEncoder`` (``families/features.py``) applies the artifact's ``scale * source + shift``
+to the encoded rows, and skips it when it is the identity (SageMaker's bare ``xgboost-model``).
+NaN passes through to the trees' default directions.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -30,10 +29,10 @@ import torch
 from mmhost.artifacts import Artifact, Column, Preprocessing
 from mmhost.artifacts.manifest import MAX_COLUMNS, ManifestError
 from mmhost.artifacts.xgboost import TreeEnsemble, read_xgboost
-from mmhost.codecs import RowEncoder, encoder_for
 from mmhost.errors import SlabFull, UnsupportedModel
-from mmhost.families.arena import Slab
+from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, copy_in
+from mmhost.families.features import FeatureEncoder, feature_encoder
 from mmhost.families.linear import chain
 from mmhost.kernels.links import LINK_IDENTITY, LINKS, apply_link
 from mmhost.kernels.trees import NODE_FEATURE, NODE_LEFT, pack, trees_forward
@@ -49,110 +48,6 @@ def tree_slot_bytes(c: int, t: int, k: int) -> int:
     """Exact device bytes of one slot: C 16-byte node records, T tree roots (int64) and groups
     (int32), the tree range (2 x int64), K base margins, the feature count and the link code."""
     return c * 16 + t * 12 + 16 + k * 4 + 4 + 1
-
-
-def size_class(n: int, floor: int) -> int:
-    """``n`` rounded up to a multiple of an eighth of the next power of two (>= floor): a
-    class wastes under 25%, and a handful of classes cover a fleet of similar models."""
-    if n <= floor:
-        return floor
-    step = max(1, (1 << (n - 1).bit_length()) // 8)
-    return -(-n // step) * step
-
-
-# --- rows in ---------------------------------------------------------------------------------
-class FeatureEncoder:
-    """Raw rows -> the model's float32 features: the input schema's encoding (``RowEncoder``),
-    then feature j = scale[j] * encoded[slot[j]] + shift[j] unless that is the identity.
-    Shared by every model with the same schema and preprocessing (see ``feature_encoder``)."""
-
-    def __init__(
-        self,
-        rows: RowEncoder,
-        slot: np.ndarray | None,
-        scale: np.ndarray | None,
-        shift: np.ndarray | None,
-    ) -> None:
-        self.rows = rows
-        self.columns = rows.columns
-        self.slot, self.scale, self.shift = slot, scale, shift  # (F,) each, or None: identity
-        self.width = rows.width if slot is None else len(slot)
-        self._on_device: dict[torch.device, tuple[torch.Tensor, ...]] = {}  # slot, scale, shift
-
-    @property
-    def encoded_width(self) -> int:
-        """Columns of the raw rows' encoding, before the features are taken from it."""
-        return self.rows.width
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # unpickled (a model decoded in a worker process) as this process's shared encoder
-        if self.slot is None:
-            return (_shared_encoder, (self.rows, None, None, None))
-        assert self.scale is not None and self.shift is not None
-        parts = (self.slot.tobytes(), self.scale.tobytes(), self.shift.tobytes())
-        return (_shared_encoder, (self.rows, *parts))
-
-    def encode(self, rows: Any, width: int | None = None) -> np.ndarray:
-        """Rows -> (N, width) float32 features, zero beyond the model's."""
-        width = self.width if width is None else width
-        if self.slot is None:
-            return self.rows.encode(rows, width)
-        assert self.scale is not None and self.shift is not None
-        enc = self.rows.encode(rows, dtype=np.float64)  # (N, E), the values as given
-        out = np.zeros((enc.shape[0], width), np.float32)
-        out[:, : self.width] = enc[:, self.slot] * self.scale + self.shift
-        return out
-
-    def encode_tensor(self, x: Any, device: torch.device, width: int) -> torch.Tensor:
-        if self.slot is None:
-            return self.rows.encode_tensor(x, device, width)
-        assert self.scale is not None and self.shift is not None
-        enc = self.rows.encode_tensor(x, device, self.rows.width, torch.float64)  # (N, E)
-        mapping = self._on_device.get(device)
-        if mapping is None:  # copied to a device once, not per request
-            arrays = (self.slot, self.scale, self.shift)
-            mapping = self._on_device[device] = tuple(
-                torch.tensor(a, device=device)
-                for a in arrays  # a copy: the arrays are read-only
-            )
-        slot, scale, shift = mapping
-        feats = (enc.index_select(1, slot) * scale + shift).float()  # (N, F)
-        if width > self.width:
-            feats = torch.nn.functional.pad(feats, (0, width - self.width))
-        return feats.contiguous()
-
-
-def feature_encoder(columns: tuple[Column, ...], pre: Preprocessing) -> FeatureEncoder:
-    rows = encoder_for(columns)
-    slot = np.array(
-        [rows.offsets[f.column] + (f.category or 0) for f in pre.features], dtype=np.int64
-    )
-    scale = np.ascontiguousarray(pre.scale, np.float64)
-    shift = np.ascontiguousarray(pre.shift, np.float64)
-    identity = (
-        len(slot) == rows.width
-        and (slot == np.arange(len(slot))).all()
-        and (scale == 1.0).all()
-        and (shift == 0.0).all()
-    )
-    if identity:
-        return _shared_encoder(rows, None, None, None)
-    return _shared_encoder(rows, slot.tobytes(), scale.tobytes(), shift.tobytes())
-
-
-@functools.lru_cache(maxsize=4096)
-def _shared_encoder(
-    rows: RowEncoder, slot: bytes | None, scale: bytes | None, shift: bytes | None
-) -> FeatureEncoder:
-    if slot is None:
-        return FeatureEncoder(rows, None, None, None)
-    assert scale is not None and shift is not None
-    return FeatureEncoder(
-        rows,
-        np.frombuffer(slot, np.int64),
-        np.frombuffer(scale, np.float64),
-        np.frombuffer(shift, np.float64),
-    )
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -178,7 +73,7 @@ class TreeModel:
 
     @property
     def slab_key(self) -> tuple[int, int, int]:
-        return (size_class(len(self.nodes), 8), size_class(len(self.tree_root), 4), self.k)
+        return (fine_class(len(self.nodes), 8), fine_class(len(self.tree_root), 4), self.k)
 
     @property
     def nbytes(self) -> int:
