@@ -7,6 +7,8 @@ Groups (1,000 distinct models each, mixed batches as in ``bench_fused_op.py`` an
 - linear: 1,000 houses models x 1 row and x 100 rows (``linear_forward``)
 - trees: 1,000 XGBoost models (binary:logistic, 100 trees of depth 6) x 1 row and x 100 rows
   (``trees_forward`` + sigmoid; the boosters are trained once and cached by ``bench_trees.py``)
+- k-NN: 1,000 classifiers of 1,000 points x 16 dims, k = 10, x 1 row and x 100 rows (the k-NN
+  family's ``forward``: ``mmhost::knn`` and the vote; the fleet of ``bench_knn.py``)
 
 Providers per group:
 
@@ -31,9 +33,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from bench_knn import KnnBatch, KnnFleet, build_knn_fleet, make_knn_batch
 from bench_trees import P_XGB, TreeBatch, TreeFleet, load_tree_fleet, make_tree_batch
 from fleet import RTOL_PRICE, Batch, describe, make_batch
 
+from mmhost.families.knn import KnnFamily
 from mmhost.kernels.linear import linear_forward
 from mmhost.kernels.trees import trees_forward
 
@@ -153,4 +157,46 @@ def test_trees_device_with_transfers(benchmark, gpu_tree_fleet, tbatch):
         return torch.sigmoid(trees_forward(x, row_model, *packed)).cpu().numpy()
 
     _label(benchmark, "trees", tbatch.rows_per_model, tbatch.n_rows, P_DEV_COPY)
+    benchmark(run)
+
+
+# -- k-NN -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def knn_fleet() -> KnnFleet:
+    return build_knn_fleet()
+
+
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
+def kbatch(request: pytest.FixtureRequest, knn_fleet: KnnFleet) -> KnnBatch:
+    return make_knn_batch(knn_fleet, request.param)
+
+
+@pytest.fixture(scope="module")
+def device_knn(knn_fleet: KnnFleet) -> tuple[KnnFamily, Any, torch.Tensor]:
+    """The same 1,000 models placed in a family on the device: (family, slab, slot of each)."""
+    family = KnnFamily(torch.device(DEVICE))
+    placed = [family.place(m) for m in knn_fleet.models]
+    slots = torch.tensor([s for _, s in placed], dtype=torch.int64, device=DEVICE)
+    return family, placed[0][0], slots
+
+
+def test_knn_cpu(benchmark, knn_fleet, kbatch):
+    _label(benchmark, "k-NN", kbatch.rows_per_model, len(kbatch.x), P_CPU)
+    benchmark(lambda: knn_fleet.family.forward(knn_fleet.slab, kbatch.xt, kbatch.slots))
+
+
+def test_knn_device(benchmark, knn_fleet, kbatch, device_knn):
+    family, slab, slots = device_knn
+    x = kbatch.xt.to(DEVICE)
+    row_slots = slots[torch.from_numpy(kbatch.row_model).to(DEVICE)]
+    want = knn_fleet.family.forward(knn_fleet.slab, kbatch.xt, kbatch.slots)
+    got = family.forward(slab, x, row_slots).cpu()
+    assert torch.equal(got[:, 0], want[:, 0])  # the same labels (continuous data: no ties)
+
+    def run() -> torch.Tensor:
+        out = family.forward(slab, x, row_slots)
+        _sync()
+        return out
+
+    _label(benchmark, "k-NN", kbatch.rows_per_model, len(kbatch.x), P_DEV)
     benchmark(run)

@@ -75,6 +75,16 @@ class KnnBatch:
 
 @pytest.fixture(scope="module")
 def knn_fleet() -> KnnFleet:
+    return build_knn_fleet()
+
+
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
+def kbatch(request: pytest.FixtureRequest, knn_fleet: KnnFleet) -> KnnBatch:
+    return make_knn_batch(knn_fleet, request.param)
+
+
+def build_knn_fleet() -> KnnFleet:
+    """The 1,000 models: fitted, indexed by faiss, converted and placed in one slab."""
     rng = np.random.default_rng(0)
     estimators, indexes, models = [], [], []
     family = KnnFamily(torch.device("cpu"))
@@ -96,9 +106,8 @@ def knn_fleet() -> KnnFleet:
     return KnnFleet(estimators, indexes, family, slab, slots, models)
 
 
-@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
-def kbatch(request: pytest.FixtureRequest, knn_fleet: KnnFleet) -> KnnBatch:
-    r = request.param
+def make_knn_batch(knn_fleet: KnnFleet, r: int) -> KnnBatch:
+    """``r`` rows per model: one in random model order (r = 1), else grouped by model."""
     rng = np.random.default_rng(r)
     order = rng.permutation(N_MODELS) if r == 1 else np.arange(N_MODELS)
     row_model = np.repeat(order, r)
@@ -120,7 +129,7 @@ def _label(benchmark: Any, batch: KnnBatch, provider: str, fleet: KnnFleet) -> N
         extra["targets"] = [{k: v for k, v in t.items() if k != "rows_per_model"} for t in targets]
     if provider == P_FUSED:
         slot = fleet.family.slot_bytes(fleet.models[0])
-        extra["bytes"] = f"{slot} a model ({slot / (N_POINTS * D * 4):.2f}x N x D x 4)"
+        extra["model_bytes"] = f"{slot} a model ({slot / (N_POINTS * D * 4):.2f}x N x D x 4)"
     describe(benchmark, group, provider, len(batch.x), **extra)
 
 
