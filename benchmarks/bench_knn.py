@@ -8,7 +8,10 @@ Providers, all answering the same rows with the same 1,000 models:
 - faiss loop: ``IndexFlatL2.search(rows, 10)`` per model (exact search, the neighbours only: no
   vote, which favours faiss), one thread (``faiss.omp_set_num_threads(1)``), the second baseline
 - fused: the k-NN family's ``forward`` on one slab holding all 1,000 models (``mmhost::knn``'s
-  C++ kernel, then the vote), with torch's default threads and with one thread
+  C++ kernel, then the vote), with torch's default threads (all cores) and with one thread
+
+faiss and torch share one OpenMP runtime, so the thread count is set explicitly for each
+provider (``faiss.omp_set_num_threads(1)`` alone would leave torch on one thread too).
 
 Batches: x 1 row is one row per model in random model order; x 100 rows is 100 rows per model,
 grouped by model as mmhost's batcher groups them. Checked off the clock: the fused labels equal
@@ -37,6 +40,7 @@ from mmhost.families.knn import KnnFamily, KnnModel, KnnSlab, compile_knn
 
 faiss = pytest.importorskip("faiss")
 
+THREADS = torch.get_num_threads()  # torch's default, before any provider changes it
 N_MODELS = 1000
 N_POINTS = 1000
 D = 16
@@ -143,9 +147,12 @@ def test_faiss_loop(benchmark, knn_fleet, kbatch):
     faiss.omp_set_num_threads(1)
     idx = knn_fleet.indexes
     _label(benchmark, kbatch, P_FAISS, knn_fleet)
-    benchmark.pedantic(
-        lambda: [idx[m].search(r, K) for m, r in kbatch.calls], rounds=5, iterations=1
-    )
+    try:
+        benchmark.pedantic(
+            lambda: [idx[m].search(r, K) for m, r in kbatch.calls], rounds=5, iterations=1
+        )
+    finally:
+        faiss.omp_set_num_threads(THREADS)
 
 
 def _fused(fleet: KnnFleet, batch: KnnBatch) -> torch.Tensor:
@@ -161,11 +168,9 @@ def _check(fleet: KnnFleet, batch: KnnBatch) -> None:
 @pytest.mark.parametrize("threads", [0, 1], ids=["torch-threads", "1-thread"])
 def test_fused(benchmark, knn_fleet, kbatch, threads):
     _check(knn_fleet, kbatch)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or THREADS)
     try:
         _label(benchmark, kbatch, P_FUSED_1 if threads else P_FUSED, knn_fleet)
         benchmark(lambda: _fused(knn_fleet, kbatch))
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(THREADS)

@@ -4,7 +4,7 @@ Property: each call returns, or raises an ``MmhostError`` with a 4xx status (a r
 ValidationError / 415 / 406, an artifact's BadArtifact 424); never any other exception, and
 nothing is written to the file system. Derandomized, so CI tries the same cases every run.
 
-Cases tried per run: 6,200 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
+Cases tried per run: 6,800 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from numpy.lib import format as npy_format
+from sklearn.neighbors import KNeighborsClassifier
 
 from mmhost.artifacts import Column
 from mmhost.cache.loader import load_model
@@ -583,6 +584,60 @@ def test_mutated_linear_learner_modules(cut, flips, insert):
     model or a 424."""
     data = _mutate(LL_ZIP, cut, flips, insert)
     load(gz(tar_bytes([member("model_algo-1", data)], tarfile.PAX_FORMAT)))
+
+
+def _knn_files() -> dict[str, bytes]:
+    """SageMaker's k-NN layout, written with faiss as its training jobs write it."""
+    import faiss
+
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatL2(3)
+    index.add(rng.normal(size=(20, 3)).astype(np.float32))
+    params = {"k": 3, "predictor_type": "classifier", "dimension_reduction": None}
+    return {
+        "model_algo-1": faiss.serialize_index(index).tobytes(),
+        "model_algo-1.labels": rng.integers(0, 3, 20).astype("<f4").tobytes(),
+        "model_algo-1.json": json.dumps(params).encode(),
+    }
+
+
+KNN = _knn_files()
+_KNN_ART = from_sklearn(
+    KNeighborsClassifier(3, weights="distance").fit(
+        np.random.default_rng(1).normal(size=(12, 3)), np.arange(12) % 3
+    )
+)
+KNN_MMHOST = {
+    "mmhost.json": json.dumps(_KNN_ART.manifest()).encode(),
+    "params.safetensors": safetensors.numpy.save(_KNN_ART.tensors()),
+}
+
+
+def _knn_tar(files: dict[str, bytes]) -> bytes:
+    return gz(tar_bytes([member(n, b) for n, b in files.items()], tarfile.PAX_FORMAT))
+
+
+def test_the_unmutated_knn_models_load():
+    assert load(_knn_tar(KNN)).model.task == "classifier"
+    assert load(_knn_tar(KNN_MMHOST)).model.k == 3
+
+
+@fuzz(400)
+@given(which=st.sampled_from(sorted(KNN)), **MUTATIONS)
+def test_mutated_sagemaker_knn_files(which, cut, flips, insert):
+    """Byte flips, cuts and insertions in one of the three k-NN files (the faiss index, the
+    float32 labels, the params JSON): each load is a model or a 424."""
+    files = dict(KNN)
+    files[which] = _mutate(files[which], cut, flips, insert)
+    load(_knn_tar(files))
+
+
+@fuzz(200)
+@given(which=st.sampled_from(sorted(KNN_MMHOST)), **MUTATIONS)
+def test_mutated_mmhost_knn_artifacts(which, cut, flips, insert):
+    files = dict(KNN_MMHOST)
+    files[which] = _mutate(files[which], cut, flips, insert)
+    load(_knn_tar(files))
 
 
 NAMES = st.sampled_from(
