@@ -92,4 +92,25 @@ Raises:
 )doc",
         py::arg("x"), py::arg("row_model"), py::arg("points"), py::arg("model_points"),
         py::arg("k"), py::arg("metric"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("knn_decide", &mmhost::knn_decide,
+        R"doc(What each row's k nearest neighbours decide (the k-NN family's vote and mean).
+
+Args:
+    dist: (N, K) float32 and idx: (N, K) int64, as knn_forward returns them.
+    labels: (P,) float32, a label per point (a classifier's class indices).
+    k: (N,) int32, the neighbours each row's model uses (<= K).
+    flags: (N, 4) int8 per row: distance (0 squared L2, 1 euclidean, 2 inner product,
+        3 cosine), weights (0 uniform, 1 distance), normalize (unused here), task
+        (0 regressor, 1 classifier).
+
+Returns:
+    (N, 1 + 2K) float32: the prediction (the winning label, or the weighted mean), the K
+    reported distances, the K labels; 0 past a row's k.
+
+Raises:
+    RuntimeError: on a wrong dtype, device, layout or shape, or an index past the labels.
+)doc",
+        py::arg("dist"), py::arg("idx"), py::arg("labels"), py::arg("k"), py::arg("flags"),
+        py::call_guard<py::gil_scoped_release>());
 }

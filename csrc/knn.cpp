@@ -26,6 +26,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -76,9 +77,12 @@ inline void offer(float v, int64_t j, int64_t k, int64_t& held, float* bd, int64
 }
 
 #if defined(__x86_64__)
-// The distances of points j .. j+7 (rows of d floats from p) to the row q, in one vector.
-template <bool kInnerProduct>
+// The distances of points j .. j+7 (rows of d floats from p) to the row q, in one vector. D > 0:
+// the width at compile time (a multiple of 8: fully unrolled, everything in registers); D == 0:
+// any width d, read at runtime.
+template <bool kInnerProduct, int D>
 MMHOST_AVX2 inline __m256 distance8(const float* q, const float* p, int64_t d) {
+  if constexpr (D > 0) d = D;
   __m256 acc[8];
   for (auto& a : acc) a = _mm256_setzero_ps();
   int64_t c = 0;
@@ -111,13 +115,13 @@ MMHOST_AVX2 inline __m256 distance8(const float* q, const float* p, int64_t d) {
 }
 
 // [start, end) of one row, eight points at a time; the last end - start % 8 one by one.
-template <bool kInnerProduct>
+template <bool kInnerProduct, int D>
 MMHOST_AVX2 void search_avx2(const float* q, const float* points, int64_t start, int64_t end,
                              int64_t d, int64_t k, int64_t& held, float* bd, int64_t* bi) {
   int64_t j = start;
   alignas(32) float v[8];
   for (; j + 8 <= end; j += 8) {
-    const __m256 dist = distance8<kInnerProduct>(q, points + j * d, d);
+    const __m256 dist = distance8<kInnerProduct, D>(q, points + j * d, d);
     if (held == k) {  // all eight refused by one compare, most of the time
       const __m256 worst = _mm256_set1_ps(bd[k - 1]);
       const __m256 ok = kInnerProduct ? _mm256_cmp_ps(dist, worst, _CMP_GT_OQ)
@@ -151,7 +155,19 @@ void search_rows(const float* x, const int64_t* row_model, const float* points,
 #if defined(__x86_64__)
     static const bool avx2 = cpu_has_avx2_fma();
     if (avx2 && d > 0) {
-      search_avx2<kInnerProduct>(q, points, start, end, d, k, held, bd, bi);
+      switch (d) {  // the hot widths unrolled at compile time
+        case 8:
+          search_avx2<kInnerProduct, 8>(q, points, start, end, d, k, held, bd, bi);
+          break;
+        case 16:
+          search_avx2<kInnerProduct, 16>(q, points, start, end, d, k, held, bd, bi);
+          break;
+        case 32:
+          search_avx2<kInnerProduct, 32>(q, points, start, end, d, k, held, bd, bi);
+          break;
+        default:
+          search_avx2<kInnerProduct, 0>(q, points, start, end, d, k, held, bd, bi);
+      }
       continue;
     }
 #endif
@@ -204,6 +220,90 @@ std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& x, const at::Te
     }
   });
   return {dist, idx};
+}
+
+// What each row's neighbours decide; see decide_reference (mmhost/kernels/knn.py) for the
+// rules. One pass per row over its k neighbours: the reported distance, the weight, the
+// weighted mean and the vote (labels insertion-sorted, equal runs summed, the first run of most
+// weight: the smallest label on a tie).
+at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::Tensor& labels,
+                      const at::Tensor& k, const at::Tensor& flags) {
+  MMHOST_CHECK_INPUT(dist, at::kFloat, 2);
+  MMHOST_CHECK_INPUT(idx, at::kLong, 2);
+  MMHOST_CHECK_INPUT(labels, at::kFloat, 1);
+  MMHOST_CHECK_INPUT(k, at::kInt, 1);
+  MMHOST_CHECK_INPUT(flags, at::kChar, 2);
+  const int64_t n = dist.size(0), kk = dist.size(1), p = labels.size(0);
+  TORCH_CHECK(idx.sizes() == dist.sizes(), "idx has shape ", idx.sizes(), "; dist ", dist.sizes());
+  TORCH_CHECK(k.size(0) == n && flags.size(0) == n && flags.size(1) == 4,
+              "k must be (N,) and flags (N, 4) for N = ", n);
+  at::Tensor out = at::zeros({n, 1 + 2 * kk}, dist.options());
+  const float* dp = dist.data_ptr<float>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  const float* lp = labels.data_ptr<float>();
+  const int32_t* kp = k.data_ptr<int32_t>();
+  const int8_t* fp = flags.data_ptr<int8_t>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, n, 256, [&](int64_t r0, int64_t r1) {
+    std::vector<float> w(kk), lab(kk), keyed(kk), kw(kk);
+    for (int64_t i = r0; i < r1; ++i) {
+      const int8_t distance = fp[4 * i], by_distance = fp[4 * i + 1] == 1,
+                   classifier = fp[4 * i + 3] == 1;
+      float* row = op + i * (1 + 2 * kk);
+      float* rep = row + 1;
+      float* out_lab = row + 1 + kk;
+      int64_t live = 0;
+      bool exact = false;
+      for (int64_t j = 0; j < kk && j < kp[i]; ++j) {
+        const int64_t pt = ip[i * kk + j];
+        if (pt < 0) break;
+        TORCH_CHECK(pt < p, "idx[", i, ", ", j, "] = ", pt, " is past the ", p, " labels");
+        float d = dp[i * kk + j];
+        if (distance == 1) d = std::sqrt(std::max(d, 0.0f));                  // euclidean
+        if (distance == 3) d = std::min(std::max(1.0f - d, 0.0f), 2.0f);      // cosine
+        rep[j] = d;
+        out_lab[j] = lab[j] = lp[pt];
+        exact |= d == 0.0f;
+        ++live;
+      }
+      TORCH_CHECK(live > 0, "row ", i, " has no neighbours");
+      for (int64_t j = 0; j < live; ++j) {
+        w[j] = !by_distance ? 1.0f : exact ? (rep[j] == 0.0f ? 1.0f : 0.0f) : 1.0f / rep[j];
+      }
+      if (!classifier) {
+        float num = 0.0f, den = 0.0f;
+        for (int64_t j = 0; j < live; ++j) {
+          num += w[j] * lab[j];
+          den += w[j];
+        }
+        row[0] = num / den;
+        continue;
+      }
+      for (int64_t j = 0; j < live; ++j) {  // insertion sort by label, stable
+        int64_t at = j;
+        while (at > 0 && keyed[at - 1] > lab[j]) {
+          keyed[at] = keyed[at - 1];
+          kw[at] = kw[at - 1];
+          --at;
+        }
+        keyed[at] = lab[j];
+        kw[at] = w[j];
+      }
+      float best = keyed[0], best_votes = -1.0f, votes = 0.0f;
+      for (int64_t j = 0; j < live; ++j) {
+        votes += kw[j];
+        if (j + 1 == live || keyed[j + 1] != keyed[j]) {  // the end of a run of one label
+          if (votes > best_votes) {
+            best_votes = votes;
+            best = keyed[j];
+          }
+          votes = 0.0f;
+        }
+      }
+      row[0] = best;
+    }
+  });
+  return out;
 }
 
 }  // namespace mmhost

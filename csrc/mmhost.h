@@ -53,4 +53,11 @@ std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& x, const at::Te
                                                const at::Tensor& model_points, int64_t k,
                                                int64_t metric);
 
+// What each row's k neighbours decide; see decide_reference (mmhost/kernels/knn.py).
+//   dist (N, K) f32 and idx (N, K) i64 from knn_forward, labels (P,) f32, k (N,) i32,
+//   flags (N, 4) i8 [distance, weights, normalize, task] -> (N, 1 + 2K) f32
+//   [prediction, K reported distances, K labels], 0 past a row's k.
+at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::Tensor& labels,
+                      const at::Tensor& k, const at::Tensor& flags);
+
 }  // namespace mmhost

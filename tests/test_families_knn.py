@@ -26,7 +26,8 @@ from mmhost.artifacts import read_artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.convert import from_sklearn
 from mmhost.errors import UnsupportedModel
-from mmhost.families.knn import KnnFamily, compile_knn, decide, knn_slot_bytes
+from mmhost.families.knn import KnnFamily, compile_knn, knn_slot_bytes
+from mmhost.kernels.knn import decide_reference, knn_decide
 
 METRICS = {
     "euclidean": {},
@@ -165,20 +166,17 @@ def test_equidistant_neighbours_are_taken_in_the_models_point_order():
     assert predicted.tolist() == [1]  # 1 vote each: the smaller label
 
 
-def test_an_exact_match_outweighs_everything_with_distance_weights():
+@pytest.mark.parametrize("decide", [decide_reference, knn_decide], ids=["reference", "op"])
+def test_an_exact_match_outweighs_everything_with_distance_weights(decide):
     dist = torch.tensor([[0.0, 0.01, 0.02]])
     idx = torch.tensor([[0, 1, 2]])
     labels = torch.tensor([5.0, 1.0, 1.0])
-    one = torch.tensor([3])
-    for task, want in ((1, 5.0), (0, 5.0)):  # classifier, regressor
-        out = decide(
-            dist, idx, labels, one, torch.tensor([1]), torch.tensor([1]), torch.tensor([task])
-        )
-        assert out[0, 0].item() == want
-    uniform = decide(
-        dist, idx, labels, one, torch.tensor([1]), torch.tensor([0]), torch.tensor([1])
-    )
-    assert uniform[0, 0].item() == 1.0
+    three = torch.tensor([3], dtype=torch.int32)
+    for task in (1, 0):  # classifier, regressor: the exact match's label alone
+        flags = torch.tensor([[1, 1, 0, task]], dtype=torch.int8)  # euclidean, distance weights
+        assert decide(dist, idx, labels, three, flags)[0, 0].item() == 5.0
+    uniform = torch.tensor([[1, 0, 0, 1]], dtype=torch.int8)
+    assert decide(dist, idx, labels, three, uniform)[0, 0].item() == 1.0  # 2 votes to 1
 
 
 # --- slots, bytes, tiers ---------------------------------------------------------------------

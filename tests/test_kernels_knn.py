@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from mmhost.kernels import _native
-from mmhost.kernels.knn import METRIC_CODES, knn_forward, knn_reference
+from mmhost.kernels.knn import (
+    METRIC_CODES,
+    decide_reference,
+    knn_decide,
+    knn_forward,
+    knn_reference,
+)
 
 faiss = pytest.importorskip("faiss")
 
@@ -165,3 +171,31 @@ def test_a_build_without_the_knn_op_falls_back_with_one_warning(monkeypatch):
     want = knn_reference(x, rm, points, ranges, 4)
     assert torch.equal(got[1], want[1])
     knn_forward(x, rm, points, ranges, 4)  # no second warning (warnings are errors here)
+
+
+# --- what the neighbours decide: the C++ pass against the reference --------------------------
+@pytest.mark.parametrize("kk", [1, 4, 16])
+def test_cpp_decide_equals_the_reference(kk):
+    rng = np.random.default_rng(kk)
+    n = 400
+    x, rm, points, ranges = batch([3, 30, 200], 4, n, seed=kk, integers=True)  # ties galore
+    dist, idx = knn_forward(x, rm, points, ranges, kk)
+    labels = torch.from_numpy(rng.integers(0, 4, len(points)).astype(np.float32))
+    k = torch.from_numpy(rng.integers(1, kk + 1, n).astype(np.int32))
+    flags = torch.from_numpy(
+        np.stack(
+            [rng.integers(0, 4, n), rng.integers(0, 2, n), np.zeros(n), rng.integers(0, 2, n)],
+            axis=1,
+        ).astype(np.int8)
+    )
+    flags[flags[:, 0] % 2 == 0, 1] = 0  # distance weights with euclidean or cosine only
+    want = decide_reference(dist, idx, labels, k, flags)
+    got = knn_decide(dist, idx, labels, k, flags)
+    classifier = flags[:, 3] == 1
+    uniform = flags[:, 1] == 0
+    assert torch.equal(got[:, 1 + kk :], want[:, 1 + kk :])  # the labels
+    # distances: torch's vectorised sqrt may differ from std::sqrt by an ulp
+    torch.testing.assert_close(got[:, 1 : 1 + kk], want[:, 1 : 1 + kk], rtol=2e-7, atol=0)
+    # votes and uniform means are exact sums of small integers; weighted means to rounding
+    assert torch.equal(got[classifier | uniform, 0], want[classifier | uniform, 0])
+    torch.testing.assert_close(got[:, 0], want[:, 0], rtol=1e-6, atol=1e-6)

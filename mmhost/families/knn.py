@@ -14,17 +14,8 @@ points (1.09x). Squared norms are not stored: the kernels sum differences direct
 (an exact match is exactly 0, which distance weighting needs), so they would be dead bytes.
 
 The op (``mmhost::knn``, ``kernels/knn.py``) returns each row's K nearest points of its own
-model; ``decide`` turns them into the answer, per row, for mixed models in one slab:
-
-- the model's k first neighbours (equidistant points in the model's point order);
-- each neighbour's reported distance: faiss's squared L2 or inner product (SageMaker's models),
-  scikit-learn's euclidean (the square root) or cosine (1 - inner product of unit vectors,
-  clipped to [0, 2]);
-- weights: uniform, or 1/distance as scikit-learn's ``weights="distance"``, where a row with a
-  neighbour at distance 0 weighs those neighbours 1 and the others 0 (an exact match wins);
-- classifier: the label with the most weight; a tie goes to the smallest label (class index,
-  and classes are in ascending order, as scikit-learn's ``classes_`` and SageMaker's labels);
-  regressor: the weighted mean of the labels.
+model, and ``knn_decide`` (same module, where the rules are stated) what the model's k first
+of them decide, per row, for mixed models in one slab.
 
 ``forward`` returns (N, 1 + 2K): the prediction (a class index or a value), then the K reported
 distances, then the K neighbours' labels (0 past a model's k). ``answer`` makes labels of them.
@@ -45,11 +36,8 @@ from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, Neighbors, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
 from mmhost.families.linear import chain
-from mmhost.kernels.knn import METRIC_CODES, METRICS, knn_forward
+from mmhost.kernels.knn import CLASSIFIER, METRIC_CODES, METRICS, REGRESSOR, knn_decide, knn_forward
 
-SQUARED_L2, EUCLIDEAN, INNER_PRODUCT, COSINE = (KNN_DISTANCES.index(d) for d in KNN_DISTANCES)
-UNIFORM, DISTANCE = (KNN_WEIGHTS.index(w) for w in KNN_WEIGHTS)
-REGRESSOR, CLASSIFIER = 0, 1
 _NO_POINTS = np.zeros((0, 0), np.float32)
 _NO_LABELS = np.zeros(0, np.float32)
 
@@ -121,49 +109,6 @@ def compile_knn(art: Artifact, preprocessor: Artifact | None = None) -> KnnModel
         points,
         np.ascontiguousarray(art.params["labels"], np.float32),
     )
-
-
-# --- what the neighbours decide --------------------------------------------------------------
-def decide(
-    dist: torch.Tensor,
-    idx: torch.Tensor,
-    labels: torch.Tensor,
-    k: torch.Tensor,
-    distance: torch.Tensor,
-    weights: torch.Tensor,
-    task: torch.Tensor,
-) -> torch.Tensor:
-    """(N, K) search results -> (N, 1 + 2K) [prediction, reported distances, labels].
-
-    ``labels`` (P,) is the slab's label table; ``k``, ``distance``, ``weights`` and ``task`` are
-    each row's model's (N,). See the module docstring for the rules."""
-    n, kk = dist.shape
-    live = (torch.arange(kk, device=dist.device)[None, :] < k[:, None]) & (idx >= 0)  # (N, K)
-    lab = torch.where(live, labels[idx.clamp(min=0)], 0.0)  # (N, K)
-    rep = dist
-    code = distance[:, None]
-    rep = torch.where(code == EUCLIDEAN, dist.clamp(min=0).sqrt(), rep)
-    rep = torch.where(code == COSINE, (1.0 - dist).clamp(0.0, 2.0), rep)
-    rep = torch.where(live, rep, 0.0)
-    w = live.float()
-    by_distance = (weights == DISTANCE)[:, None]  # (N, 1)
-    if bool(by_distance.any()):
-        exact = live & (rep == 0)
-        inverse = torch.where(exact.any(dim=1, keepdim=True), exact.float(), 1.0 / rep)
-        w = torch.where(by_distance & live, inverse, w)
-    value = (w * lab).sum(dim=1) / w.sum(dim=1)  # (N,) the regressor's (weighted) mean
-    # the classifier's vote: labels sorted, equal runs summed, the first run of most weight
-    keyed = torch.where(live, lab, torch.inf)
-    sorted_lab, order = torch.sort(keyed, dim=1, stable=True)
-    sorted_w = w.gather(1, order)
-    starts = torch.ones_like(live)
-    starts[:, 1:] = sorted_lab[:, 1:] != sorted_lab[:, :-1]
-    group = starts.long().cumsum(dim=1) - 1  # (N, K) run of each neighbour
-    votes = torch.zeros_like(w).scatter_add_(1, group, sorted_w)
-    run_label = torch.zeros_like(w).scatter_(1, group, sorted_lab)
-    voted = run_label.gather(1, votes.argmax(dim=1, keepdim=True)).squeeze(1)
-    prediction = torch.where(task == CLASSIFIER, voted, value)
-    return torch.cat([prediction[:, None], rep, lab], dim=1)
 
 
 # --- the slab and the family -----------------------------------------------------------------
@@ -242,7 +187,7 @@ class KnnFamily(Family[KnnModel, KnnSlab]):
 
     def forward(self, slab: KnnSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, 1 + 2K) (see the module docstring)."""
-        flags = slab.flags.index_select(0, slots).long()  # (N, 4)
+        flags = slab.flags.index_select(0, slots)  # (N, 4) int8
         if slab.normalizing:
             norm = x.norm(dim=1, keepdim=True)  # (N, 1)
             scale = torch.where((flags[:, 2:3] == 1) & (norm > 0), 1.0 / norm, 1.0)
@@ -251,7 +196,7 @@ class KnnFamily(Family[KnnModel, KnnSlab]):
             x, slots, slab.points.view(-1, slab.d), slab.model_points, slab.kmax, slab.metric
         )
         k = slab.neighbors.index_select(0, slots)
-        return decide(dist, idx, slab.labels.view(-1), k, flags[:, 0], flags[:, 1], flags[:, 3])
+        return knn_decide(dist, idx, slab.labels.view(-1), k, flags)
 
     def answer(self, meta: KnnModel, out: np.ndarray) -> tuple[np.ndarray, Neighbors | None]:
         """The predicted labels (N,), and each row's k neighbours' labels and distances."""

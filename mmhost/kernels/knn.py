@@ -19,6 +19,19 @@ distances are the float32 sums themselves, and an exact match is exactly 0. The 
 the same; they sum the dimensions in another order, so their distances agree with the
 reference's to float32 rounding, and are equal (ties included) where every partial sum is exact.
 
+What the neighbours decide (``knn_decide``; ``decide_reference`` is its oracle), per row, for
+rows of mixed models in one call:
+
+- the model's k first neighbours (equidistant points in the model's point order);
+- each neighbour's reported distance: faiss's squared L2 or inner product (SageMaker's models),
+  scikit-learn's euclidean (the square root) or cosine (1 - inner product of unit vectors,
+  clipped to [0, 2]);
+- weights: uniform, or 1/distance as scikit-learn's ``weights="distance"``, where a row with a
+  neighbour at distance 0 weighs those neighbours 1 and the others 0 (an exact match wins);
+- classifier: the label with the most weight; a tie goes to the smallest label (class index,
+  and classes are in ascending order, as scikit-learn's ``classes_`` and SageMaker's labels);
+  regressor: the weighted mean of the labels.
+
 Dispatch: ``torch.ops.mmhost.knn`` is registered with torch.library; the CPU kernel is the C++
 op ``mmhost._C.knn_forward`` (the reference, with one warning, when the extension is not built
 or predates this op); the CUDA kernel is the Triton kernel in ``knn_triton.py``. What the
@@ -31,10 +44,14 @@ from collections.abc import Callable
 
 import torch
 
+from mmhost.artifacts.manifest import KNN_DISTANCES, KNN_WEIGHTS
 from mmhost.kernels import _native
 
 METRICS = ("l2", "inner_product")
 METRIC_CODES = {"l2": 0, "inner_product": 1}
+SQUARED_L2, EUCLIDEAN, INNER_PRODUCT, COSINE = (KNN_DISTANCES.index(d) for d in KNN_DISTANCES)
+UNIFORM, DISTANCE = (KNN_WEIGHTS.index(w) for w in KNN_WEIGHTS)
+REGRESSOR, CLASSIFIER = 0, 1
 _CELLS = 1 << 24  # query x point x dimension cells of one pass of the reference
 
 
@@ -101,6 +118,63 @@ def knn_reference(
             dist[part, :take] = order.values[:, :take]
             idx[part, :take] = order.indices[:, :take] + start
     return dist, idx
+
+
+def decide_reference(
+    dist: torch.Tensor,
+    idx: torch.Tensor,
+    labels: torch.Tensor,
+    k: torch.Tensor,
+    flags: torch.Tensor,
+) -> torch.Tensor:
+    """(N, K) search results -> (N, 1 + 2K) [prediction, reported distances, labels], 0 past a
+    row's k. ``labels`` (P,) is the slab's label table; ``k`` (N,) and ``flags`` (N, 4)
+    [distance, weights, normalize, task] are each row's model's. See the module docstring."""
+    n, kk = dist.shape
+    flags = flags.long()
+    distance, weights, task = flags[:, 0], flags[:, 1], flags[:, 3]
+    live = (torch.arange(kk, device=dist.device)[None, :] < k[:, None]) & (idx >= 0)  # (N, K)
+    lab = torch.where(live, labels[idx.clamp(min=0)], 0.0)  # (N, K)
+    rep = dist
+    code = distance[:, None]
+    rep = torch.where(code == EUCLIDEAN, dist.clamp(min=0).sqrt(), rep)
+    rep = torch.where(code == COSINE, (1.0 - dist).clamp(0.0, 2.0), rep)
+    rep = torch.where(live, rep, 0.0)
+    w = live.float()
+    by_distance = (weights == DISTANCE)[:, None]  # (N, 1)
+    if bool(by_distance.any()):
+        exact = live & (rep == 0)
+        inverse = torch.where(exact.any(dim=1, keepdim=True), exact.float(), 1.0 / rep)
+        w = torch.where(by_distance & live, inverse, w)
+    value = (w * lab).sum(dim=1) / w.sum(dim=1)  # (N,) the regressor's (weighted) mean
+    # the classifier's vote: labels sorted, equal runs summed, the first run of most weight
+    keyed = torch.where(live, lab, torch.inf)
+    sorted_lab, order = torch.sort(keyed, dim=1, stable=True)
+    sorted_w = w.gather(1, order)
+    starts = torch.ones_like(live)
+    starts[:, 1:] = sorted_lab[:, 1:] != sorted_lab[:, :-1]
+    group = starts.long().cumsum(dim=1) - 1  # (N, K) run of each neighbour
+    votes = torch.zeros_like(w).scatter_add_(1, group, sorted_w)
+    run_label = torch.zeros_like(w).scatter_(1, group, sorted_lab)
+    voted = run_label.gather(1, votes.argmax(dim=1, keepdim=True)).squeeze(1)
+    prediction = torch.where(task == CLASSIFIER, voted, value)
+    return torch.cat([prediction[:, None], rep, lab], dim=1)
+
+
+def knn_decide(
+    dist: torch.Tensor,
+    idx: torch.Tensor,
+    labels: torch.Tensor,
+    k: torch.Tensor,
+    flags: torch.Tensor,
+) -> torch.Tensor:
+    """``decide_reference``, by the C++ kernel on the CPU when it is built (one pass per row,
+    no (N, K) temporaries); the reference elsewhere."""
+    if dist.device.type == "cpu":
+        fn = _native.function("knn_decide", "knn")
+        if fn is not None:
+            return fn(dist, idx, labels, k.to(torch.int32), flags.to(torch.int8))
+    return decide_reference(dist, idx, labels, k, flags)
 
 
 @torch.library.custom_op("mmhost::knn", mutates_args=())
