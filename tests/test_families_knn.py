@@ -10,7 +10,11 @@ float32 digits to cancellation).
 
 from __future__ import annotations
 
+import csv
+
+import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.compose import ColumnTransformer
@@ -94,8 +98,6 @@ def test_512_dims_and_100k_points(host_factory, store):
 
 def test_behind_a_one_hot_and_scaler_pipeline(host_factory, store):
     rng = np.random.default_rng(0)
-    import pandas as pd
-
     frame = pd.DataFrame(
         {
             "size": rng.normal(100, 30, 400),
@@ -238,3 +240,39 @@ def test_the_artifact_round_trips_and_damage_is_refused(tmp_path):
     art.save(tmp_path / "bad.tar.gz")
     with pytest.raises(ManifestError, match="class indices"):
         read_artifact(tmp_path / "bad.tar.gz")
+
+
+def test_string_labels_over_http_json_verbose_csv_and_v2(serve, store):
+    x, y, _ = data(80, 3, seed=5)
+    names = np.array(["red", "green, dark", 'say "blue"', "y"])[y]
+    model = KNeighborsClassifier(4).fit(x, names)
+    from_sklearn(model).save(store / "colors.tar.gz")
+    server = serve(store=str(store))
+    q = data(6, 3, seed=6)[0]
+    body = "".join(",".join(map(repr, r)) + "\n" for r in q.tolist()).encode()
+    url = f"{server.url}/invocations"
+    head = {"X-Amzn-SageMaker-Target-Model": "colors.tar.gz", "Content-Type": "text/csv"}
+    verbose = httpx.post(
+        url, content=body, headers={**head, "Accept": "application/json; verbose=true"}
+    )
+    preds = verbose.json()["predictions"]
+    assert [p["predicted_label"] for p in preds] == model.predict(q).tolist()
+    dist, idx = model.kneighbors(q)
+    assert [p["labels"] for p in preds] == names[idx].tolist()
+    np.testing.assert_allclose([p["distances"] for p in preds], dist, rtol=1e-5)
+    text = httpx.post(url, content=body, headers={**head, "Accept": "text/csv"}).text
+    assert [r[0] for r in csv.reader(text.splitlines())] == model.predict(q).tolist()
+    v2 = httpx.post(
+        f"{server.url}/v2/models/colors.tar.gz/infer",
+        json={
+            "inputs": [
+                {"name": "x", "shape": [6, 3], "datatype": "FP64", "data": q.ravel().tolist()}
+            ]
+        },
+    ).json()
+    out = {o["name"]: o for o in v2["outputs"]}
+    assert out["predicted_label"]["datatype"] == "BYTES"
+    assert out["predicted_label"]["data"] == model.predict(q).tolist()
+    assert out["labels"]["shape"] == [6, 4]
+    described = server.host.describe("colors.tar.gz")
+    assert described["task"] == "classifier" and described["family"] == "knn"
