@@ -8,10 +8,11 @@
 //       out[i] = the k best j in [start, end): smallest d (L2) or largest (IP), equal values in
 //                point order; padded with index -1 and +inf (L2) / -inf (IP)
 //
-// A row reads its model's points once, in order, and keeps its k best in a small sorted array:
-// a point is inserted only when strictly better than the current k-th (so an equidistant later
-// point never displaces an earlier one: ties keep point order, as the reference's stable sort),
-// and after the first few hundred points almost every point is refused by that one compare.
+// A row reads its model's points once, in order, and keeps its k best in a binary heap whose
+// root ranks last: a point goes in only when strictly better than the root (so an equidistant
+// later point never displaces an earlier one: ties keep point order, as the reference's stable
+// sort), in O(log k) whatever the order of the points; after the first few hundred points almost
+// every point is refused by that one compare. The k are sorted once at the end.
 // Distances are float32 sums of the differences themselves (not |x|^2 - 2 x.p + |p|^2), so an
 // exact match is exactly 0 -- what scikit-learn's distance weighting tests for. The dimension
 // loop is an OpenMP SIMD reduction: its order differs from torch's sum, so distances agree with
@@ -29,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "mmhost.h"
@@ -62,18 +64,56 @@ inline bool better(float a, float b) {
   return kInnerProduct ? a > b : a < b;
 }
 
-// Keep v (point j) among the row's k best, best first, if it is strictly better than the k-th.
+// Whether candidate (a, i) ranks after (b, j): a worse value, or an equal one from a later point.
+template <bool kInnerProduct>
+inline bool after(float a, int64_t i, float b, int64_t j) {
+  return better<kInnerProduct>(b, a) || (a == b && i > j);
+}
+
+// The row's k best so far as a binary heap whose root (bd[0], bi[0]) ranks last: v (point j)
+// goes in while the heap has room, else only when strictly better than the root. O(log k) a
+// point that gets in, so no input order (sorted training data) makes the search O(n k).
 template <bool kInnerProduct>
 inline void offer(float v, int64_t j, int64_t k, int64_t& held, float* bd, int64_t* bi) {
-  if (held == k && !better<kInnerProduct>(v, bd[k - 1])) return;
-  int64_t at = held < k ? held++ : k - 1;  // the slot freed (or the worst, dropped)
-  while (at > 0 && better<kInnerProduct>(v, bd[at - 1])) {
-    bd[at] = bd[at - 1];
-    bi[at] = bi[at - 1];
-    --at;
+  int64_t at;
+  if (held < k) {  // sift up from the new leaf
+    at = held++;
+    while (at > 0) {
+      const int64_t up = (at - 1) / 2;
+      if (!after<kInnerProduct>(v, j, bd[up], bi[up])) break;
+      bd[at] = bd[up];
+      bi[at] = bi[up];
+      at = up;
+    }
+  } else {
+    if (!better<kInnerProduct>(v, bd[0])) return;
+    at = 0;  // replace the root, sift down
+    for (;;) {
+      int64_t c = 2 * at + 1;
+      if (c >= k) break;
+      if (c + 1 < k && after<kInnerProduct>(bd[c + 1], bi[c + 1], bd[c], bi[c])) ++c;
+      if (!after<kInnerProduct>(bd[c], bi[c], v, j)) break;
+      bd[at] = bd[c];
+      bi[at] = bi[c];
+      at = c;
+    }
   }
   bd[at] = v;
   bi[at] = j;
+}
+
+// The heap's held entries best first (equal values in point order); the rest stay padding.
+template <bool kInnerProduct>
+void finish(int64_t held, float* bd, int64_t* bi, std::vector<std::pair<float, int64_t>>& tmp) {
+  tmp.resize(held);
+  for (int64_t j = 0; j < held; ++j) tmp[j] = {bd[j], bi[j]};
+  std::sort(tmp.begin(), tmp.end(), [](const auto& a, const auto& b) {
+    return after<kInnerProduct>(b.first, b.second, a.first, a.second);
+  });
+  for (int64_t j = 0; j < held; ++j) {
+    bd[j] = tmp[j].first;
+    bi[j] = tmp[j].second;
+  }
 }
 
 #if defined(__x86_64__)
@@ -123,7 +163,7 @@ MMHOST_AVX2 void search_avx2(const float* q, const float* points, int64_t start,
   for (; j + 8 <= end; j += 8) {
     const __m256 dist = distance8<kInnerProduct, D>(q, points + j * d, d);
     if (held == k) {  // all eight refused by one compare, most of the time
-      const __m256 worst = _mm256_set1_ps(bd[k - 1]);
+      const __m256 worst = _mm256_set1_ps(bd[0]);  // the heap's root
       const __m256 ok = kInnerProduct ? _mm256_cmp_ps(dist, worst, _CMP_GT_OQ)
                                       : _mm256_cmp_ps(dist, worst, _CMP_LT_OQ);
       if (!_mm256_movemask_ps(ok)) continue;
@@ -143,6 +183,7 @@ void search_rows(const float* x, const int64_t* row_model, const float* points,
                  float* out_dist, int64_t* out_idx) {
   const float worst = kInnerProduct ? -std::numeric_limits<float>::infinity()
                                     : std::numeric_limits<float>::infinity();
+  std::vector<std::pair<float, int64_t>> tmp;
   for (int64_t i = r0; i < r1; ++i) {
     const int64_t s = row_model[i];
     const int64_t start = model_points[2 * s], end = model_points[2 * s + 1];
@@ -168,12 +209,14 @@ void search_rows(const float* x, const int64_t* row_model, const float* points,
         default:
           search_avx2<kInnerProduct, 0>(q, points, start, end, d, k, held, bd, bi);
       }
+      finish<kInnerProduct>(held, bd, bi, tmp);
       continue;
     }
 #endif
     for (int64_t j = start; j < end; ++j) {
       offer<kInnerProduct>(distance<kInnerProduct>(q, points + j * d, d), j, k, held, bd, bi);
     }
+    finish<kInnerProduct>(held, bd, bi, tmp);
   }
 }
 
@@ -224,8 +267,8 @@ std::tuple<at::Tensor, at::Tensor> knn_forward(const at::Tensor& x, const at::Te
 
 // What each row's neighbours decide; see decide_reference (mmhost/kernels/knn.py) for the
 // rules. One pass per row over its k neighbours: the reported distance, the weight, the
-// weighted mean and the vote (labels insertion-sorted, equal runs summed, the first run of most
-// weight: the smallest label on a tie).
+// weighted mean and the vote (labels sorted, equal runs summed, the first run of most weight:
+// the smallest label on a tie).
 at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::Tensor& labels,
                       const at::Tensor& k, const at::Tensor& flags) {
   MMHOST_CHECK_INPUT(dist, at::kFloat, 2);
@@ -246,6 +289,7 @@ at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::T
   float* op = out.data_ptr<float>();
   at::parallel_for(0, n, 256, [&](int64_t r0, int64_t r1) {
     std::vector<float> w(kk), lab(kk), keyed(kk), kw(kk);
+    std::vector<std::pair<float, float>> order;
     for (int64_t i = r0; i < r1; ++i) {
       const int8_t distance = fp[4 * i], by_distance = fp[4 * i + 1] == 1,
                    classifier = fp[4 * i + 3] == 1;
@@ -279,15 +323,13 @@ at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::T
         row[0] = num / den;
         continue;
       }
-      for (int64_t j = 0; j < live; ++j) {  // insertion sort by label, stable
-        int64_t at = j;
-        while (at > 0 && keyed[at - 1] > lab[j]) {
-          keyed[at] = keyed[at - 1];
-          kw[at] = kw[at - 1];
-          --at;
-        }
-        keyed[at] = lab[j];
-        kw[at] = w[j];
+      order.resize(live);  // neighbours by label, equal labels in neighbour order
+      for (int64_t j = 0; j < live; ++j) order[j] = {lab[j], w[j]};
+      std::stable_sort(order.begin(), order.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (int64_t j = 0; j < live; ++j) {
+        keyed[j] = order[j].first;
+        kw[j] = order[j].second;
       }
       float best = keyed[0], best_votes = -1.0f, votes = 0.0f;
       for (int64_t j = 0; j < live; ++j) {

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.numpy
 import torch
 from sklearn.compose import ColumnTransformer
 from sklearn.neighbors import (
@@ -276,3 +277,79 @@ def test_string_labels_over_http_json_verbose_csv_and_v2(serve, store):
     assert out["labels"]["shape"] == [6, 4]
     described = server.host.describe("colors.tar.gz")
     assert described["task"] == "classifier" and described["family"] == "knn"
+
+
+# --- what review found -----------------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["l2", "inner_product"])
+def test_sorted_training_points_and_a_large_k_equal_the_reference(metric):
+    # points ever closer to the query: nearly every point enters the top k (a heap keeps the
+    # search O(n log k)); the answer must still equal the reference's, ties included
+    points = torch.arange(20_000, dtype=torch.float32)[:, None].repeat(1, 4)
+    ranges = torch.tensor([[0, 20_000]])
+    x = torch.full((3, 4), 30_000.0)
+    x[1] = 10_000.5
+    from mmhost.kernels.knn import knn_forward, knn_reference
+
+    for k in (1, 64, 1024):
+        got = knn_forward(x, torch.zeros(3, dtype=torch.int64), points, ranges, k, metric)
+        want = knn_reference(x, torch.zeros(3, dtype=torch.int64), points, ranges, k, metric)
+        assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+
+
+def test_a_verbose_answer_past_the_limit_is_refused_before_it_is_built(serve, store):
+    x, y, _ = data(300, 3, seed=0)
+    from_sklearn(KNeighborsClassifier(200).fit(x, y)).save(store / "big.tar.gz")
+    server = serve(store=str(store), max_response_bytes=100_000)
+    body = "".join(",".join(map(repr, r)) + "\n" for r in data(200, 3, seed=1)[0].tolist())
+    url = f"{server.url}/invocations"
+    head = {"X-Amzn-SageMaker-Target-Model": "big.tar.gz", "Content-Type": "text/csv"}
+    assert httpx.post(url, content=body, headers=head).status_code == 200  # labels only
+    verbose = httpx.post(
+        url, content=body, headers={**head, "Accept": "application/json; verbose=true"}
+    )
+    assert verbose.status_code == 413 and "200 rows x 401 values" in verbose.text
+    q = data(200, 3, seed=1)[0]
+    v2 = httpx.post(
+        f"{server.url}/v2/models/big.tar.gz/infer",
+        json={
+            "inputs": [
+                {"name": "x", "shape": [200, 3], "datatype": "FP64", "data": q.ravel().tolist()}
+            ]
+        },
+    )
+    assert v2.status_code == 413
+
+
+def test_a_query_whose_distances_overflow_is_a_400_not_a_wrong_label(serve, store):
+    x = np.array([[0.0], [1e6], [2e6]])
+    from_sklearn(KNeighborsClassifier(1).fit(x, [0, 1, 2])).save(store / "line.tar.gz")
+    from_sklearn(KNeighborsRegressor(1, metric="cosine").fit(np.eye(2), [1.0, 2.0])).save(
+        store / "cos.tar.gz"
+    )
+    server = serve(store=str(store))
+    url = f"{server.url}/invocations"
+
+    def post(target: str, body: str) -> httpx.Response:
+        head = {"X-Amzn-SageMaker-Target-Model": target, "Content-Type": "text/csv"}
+        return httpx.post(url, content=body, headers=head)
+
+    reply = post("line.tar.gz", "2e19\n")
+    assert reply.status_code == 400 and "not finite" in reply.text
+    # a large row's norm is taken in float64: the direction survives
+    assert post("cos.tar.gz", "3e19,1e19\n").json()["predictions"][0]["predicted_label"] == 1.0
+    assert httpx.get(f"{server.url}/ping").status_code == 200
+
+
+def test_labels_and_classes_are_checked_as_served(tmp_path):
+    x, y, _ = data(20, 2, seed=0)
+    from_sklearn(KNeighborsRegressor(3).fit(x, x[:, 0])).save(tmp_path / "inf")
+    params = safetensors.numpy.load_file(tmp_path / "inf" / "params.safetensors")
+    params["labels"] = np.where(np.arange(20) == 0, 1e39, 1.0)  # float64: inf in float32
+    safetensors.numpy.save_file(params, tmp_path / "inf" / "params.safetensors")
+    with pytest.raises(ManifestError, match="labels hold NaN or inf"):
+        read_artifact(tmp_path / "inf")
+    art = from_sklearn(KNeighborsClassifier(3).fit(x, y))
+    art.classes = list(reversed(art.classes))
+    art.save(tmp_path / "desc")
+    with pytest.raises(ManifestError, match="ascending"):
+        read_artifact(tmp_path / "desc")

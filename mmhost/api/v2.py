@@ -58,7 +58,7 @@ def routes(host: Host) -> list[BaseRoute]:
         limit = host.settings.max_response_bytes
         p = await host.infer(name, rows, limit)
         if p.neighbors is not None:
-            answer = v2.neighbor_outputs(p.scores, p.neighbors, p.classes)
+            answer = v2.neighbor_outputs(p.scores, p.neighbors, p.classes, limit)
         else:
             answer = v2.outputs(p.scores, p.task, p.classes, p.threshold)
         tensors = v2.select(answer, requested)

@@ -268,9 +268,11 @@ def _parse_knn(art: Artifact, raw: Any, classes: Any, tensors: dict[str, np.ndar
     points, labels = tensors.get("points"), tensors.get("labels")
     _expect(points is not None and labels is not None, "params must hold 'points' and 'labels'")
     assert points is not None and labels is not None
+    with np.errstate(over="ignore"):  # checked as served: float32 (a float64 1e39 is inf)
+        points, labels = points.astype(np.float32), labels.astype(np.float32)
     check_knn(art.task, options, points, labels, classes, art.preprocessing.n_features)
     art.knn, art.classes = options, classes
-    art.params = {"points": points.astype(np.float32), "labels": labels.astype(np.float32)}
+    art.params = {"points": points, "labels": labels}
     return art
 
 
@@ -319,6 +321,14 @@ def check_knn(
             "a knn classifier needs its classes (outputs.classes)",
         )
         assert classes is not None
+        try:
+            ascending = all(a < b for a, b in zip(classes, classes[1:], strict=False))
+        except TypeError:  # strings beside numbers
+            ascending = False
+        _expect(
+            ascending,
+            "a knn classifier's classes must be unique and ascending (a tie goes to the first)",
+        )
         _expect(
             bool(((labels >= 0) & (labels < len(classes)) & (labels == np.floor(labels))).all()),
             f"a knn classifier's labels must be class indices in 0..{len(classes) - 1}",

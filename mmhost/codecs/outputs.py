@@ -39,9 +39,21 @@ def encode(
     """The body for ``p`` in ``media_type`` (one of ``media.RESPONSE_TYPES``), refused
     (ResponseTooLarge) when it passes ``limit`` bytes. ``verbose``: a k-NN answer's
     neighbours too."""
-    body = _neighbors(p, media_type, verbose) if p.neighbors is not None else _encode(p, media_type)
+    if p.neighbors is not None:
+        body = _neighbors(p, media_type, verbose, limit)
+    else:
+        body = _encode(p, media_type)
     check_size(body, p.scores.shape, limit)
     return body
+
+
+def check_values(rows: int, per_row: int, limit: int | None) -> None:
+    """Refuse, before building it, an answer of ``rows`` x ``per_row`` values that no encoding
+    fits in ``limit`` bytes."""
+    least = rows * per_row * MIN_VALUE_BYTES
+    if limit is not None and least > limit:
+        what = f"{rows} rows x {per_row} values (at least {MIN_VALUE_BYTES} bytes each)"
+        raise ResponseTooLarge(what, least, limit)
 
 
 def check_size(body: bytes | memoryview, shape: tuple[int, ...], limit: int | None) -> None:
@@ -71,14 +83,17 @@ def _encode(p: Prediction, media_type: str) -> bytes:
     raise AssertionError(f"no encoder for {media_type!r}")
 
 
-def _neighbors(p: Prediction, media_type: str, verbose: bool) -> bytes:
+def _neighbors(p: Prediction, media_type: str, verbose: bool, limit: int | None) -> bytes:
     assert p.neighbors is not None
+    n, k = p.neighbors.distances.shape
+    if verbose:  # the neighbours' labels and distances too: refused before they are built
+        check_values(n, 1 + 2 * k, limit)
+    check_scores(p.neighbors.distances)  # an overflowed distance decided nothing: a 400
     if p.classes is None:  # a regressor's mean
         check_scores(p.scores)
     predicted = p.scores.tolist()
     labels = distances = None
     if verbose:
-        check_scores(p.neighbors.distances)
         labels, distances = p.neighbors.labels.tolist(), p.neighbors.distances
     if media_type == media.CSV:
         buf = io.StringIO()

@@ -281,14 +281,21 @@ def outputs(
 
 
 def neighbor_outputs(
-    predicted: np.ndarray, neighbors: Neighbors, classes: list[Any] | None
+    predicted: np.ndarray,
+    neighbors: Neighbors,
+    classes: list[Any] | None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The response tensors of a k-NN prediction (see the module docstring)."""
+    """The response tensors of a k-NN prediction (see the module docstring); refused
+    (ResponseTooLarge) before they are built when their values can't fit ``limit`` bytes."""
+    from mmhost.codecs.outputs import check_values  # outputs imports this module
+
+    n, k = neighbors.distances.shape
+    check_values(n, 1 + 2 * k, limit)
     if classes is None:
         check_scores(predicted)
     check_scores(neighbors.distances)
     kind = "FP32" if classes is None else label_type(classes)
-    n, k = neighbors.distances.shape
     return [
         {"name": "predicted_label", "shape": [n], "datatype": kind, "data": predicted.tolist()},
         {

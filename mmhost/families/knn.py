@@ -188,10 +188,11 @@ class KnnFamily(Family[KnnModel, KnnSlab]):
     def forward(self, slab: KnnSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, 1 + 2K) (see the module docstring)."""
         flags = slab.flags.index_select(0, slots)  # (N, 4) int8
-        if slab.normalizing:
-            norm = x.norm(dim=1, keepdim=True)  # (N, 1)
+        if slab.normalizing:  # in float64: a large float32 row's norm must not overflow
+            wide = x.double()
+            norm = wide.norm(dim=1, keepdim=True)  # (N, 1)
             scale = torch.where((flags[:, 2:3] == 1) & (norm > 0), 1.0 / norm, 1.0)
-            x = x * scale
+            x = (wide * scale).float()
         dist, idx = knn_forward(
             x, slots, slab.points.view(-1, slab.d), slab.model_points, slab.kmax, slab.metric
         )
