@@ -23,7 +23,13 @@ if os.environ.get("MMHOST_SKIP_BUILD", "") not in ("1", "true", "yes"):
         ext_modules.append(
             CppExtension(
                 "mmhost._C",
-                sources=["csrc/bindings.cpp", "csrc/linear.cpp", "csrc/trees.cpp", "csrc/knn.cpp"],
+                sources=[
+                    "csrc/bindings.cpp",
+                    "csrc/linear.cpp",
+                    "csrc/trees.cpp",
+                    "csrc/knn.cpp",
+                    "csrc/rcf.cpp",
+                ],
                 extra_compile_args=flags,
                 extra_link_args=["-fopenmp"],
             )

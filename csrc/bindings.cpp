@@ -113,4 +113,30 @@ Raises:
 )doc",
         py::arg("dist"), py::arg("idx"), py::arg("labels"), py::arg("k"), py::arg("flags"),
         py::call_guard<py::gil_scoped_release>());
+
+  m.def("rcf_forward", &mmhost::rcf_forward,
+        R"doc(Anomaly scores of every row under its own Random Cut Forest, as AWS's RCF library
+scores them (see mmhost/kernels/rcf.py for the arithmetic).
+
+Args:
+    x: (N, D) float32, contiguous, CPU.
+    row_model: (N,) int64, each in [0, S).
+    child: (M, 2) int32 absolute [left, right]; -1 at a leaf.
+    cut_dim: (M,) int32, -1 at a leaf. cut: (M,) float32. mass: (M,) float32.
+    box: (M, 2, D) float32 [min, max]; a leaf's min is its point.
+    range_sum: (M,) float64.
+    tree_root: (T,) int64 absolute, -1 for an empty tree. tree_mass: (T,) float64.
+    model_trees: (S, 2) int64 [first, end) trees of each forest.
+
+Returns:
+    (N,) float64 scores.
+
+Raises:
+    RuntimeError: on a wrong dtype, device, layout or shape; a row_model, tree range or root
+    out of range; a walk deeper than 4,095 levels.
+)doc",
+        py::arg("x"), py::arg("row_model"), py::arg("child"), py::arg("cut_dim"),
+        py::arg("cut"), py::arg("mass"), py::arg("box"), py::arg("range_sum"),
+        py::arg("tree_root"), py::arg("tree_mass"), py::arg("model_trees"),
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -19,7 +19,8 @@ import numpy as np
 
 FORMAT = "mmhost/1"
 KINDS = ("model", "preprocessor")
-ALGORITHMS = ("linear", "xgboost", "knn")
+ALGORITHMS = ("linear", "xgboost", "knn", "rcf")
+RCF_TASK = "anomaly_detector"  # a Random Cut Forest's one task: its anomaly score
 TASKS = ("regressor", "binary_classifier", "multiclass_classifier")
 KNN_TASKS = ("classifier", "regressor")  # SageMaker k-NN's predictor_type
 # how a k-NN model reports (and weighs) a neighbour's distance: faiss's squared L2 or inner
@@ -147,7 +148,7 @@ class Artifact:
         """Width of the model's score vector (1 for regressors and binary classifiers)."""
         if self.kind == "preprocessor":
             return self.preprocessing.n_features
-        if self.algorithm == "knn":
+        if self.algorithm in ("knn", "rcf"):
             return 1
         if self.algorithm == "xgboost":
             return len(self.classes) if self.task == "multiclass_classifier" and self.classes else 1
@@ -187,9 +188,10 @@ class Artifact:
             "preprocessing.scale": np.ascontiguousarray(self.preprocessing.scale, np.float64),
             "preprocessing.shift": np.ascontiguousarray(self.preprocessing.shift, np.float64),
         }
-        model = np.float32 if self.algorithm == "knn" else np.float64  # points stay float32
+        keep32 = self.algorithm in ("knn", "rcf")  # points, cuts and boxes stay float32
         for k, v in self.params.items():
-            out[k] = np.ascontiguousarray(v, model)
+            wide = keep32 and np.asarray(v).dtype == np.float32
+            out[k] = np.ascontiguousarray(v, np.float32 if wide else np.float64)
         return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -229,6 +231,17 @@ def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:
     art.task = doc.get("task")
     if art.algorithm == "knn":
         return _parse_knn(art, doc.get("knn"), outputs.get("classes"), tensors)
+    if art.algorithm == "rcf":
+        from mmhost.artifacts.rcf import forest_from_params
+
+        _expect(art.task == RCF_TASK, f"an rcf model's task is {RCF_TASK!r}, not {art.task!r}")
+        _expect(
+            all(c.type == "float" and c.missing is None for c in inputs),
+            "an rcf model takes numeric columns without fill values",
+        )
+        forest = forest_from_params(tensors, pre.n_features)
+        art.params = forest.params()
+        return art
     _expect(art.task in TASKS, f"task must be one of {TASKS}, got {art.task!r}")
     if art.algorithm == "xgboost":  # the trees are checked when the model file is parsed
         art.classes = _parse_classes(art.task, outputs.get("classes"), outputs.get("n_outputs"))

@@ -4,6 +4,7 @@ application/json       regressor   {"predictions": [{"score": 412000.5}, ...]}
                        binary      {"predictions": [{"score": 0.83, "predicted_label": 1}]}
                        multiclass  {"predictions": [{"score": [0.1, 0.7, 0.2],
                                                      "predicted_label": "b"}]}
+                       anomaly     {"scores": [{"score": 1.02}, ...]} (Random Cut Forest)
 application/jsonlines  one of those objects per line
 text/csv               one value per line: the score (a binary classifier's P(positive));
                        a multiclass row's probabilities, comma-separated
@@ -21,6 +22,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
+from mmhost.artifacts.manifest import RCF_TASK
 from mmhost.codecs import media, recordio
 from mmhost.codecs.v2 import check_scores, predicted_labels
 from mmhost.errors import ResponseTooLarge
@@ -71,13 +73,14 @@ def _encode(p: Prediction, media_type: str) -> bytes:
         if p.classes is not None:
             labels = predicted_labels(p.scores, p.task, p.classes, p.threshold)
         return recordio.encode(p.scores, labels)
+    key = b"scores" if p.task == RCF_TASK else b"predictions"  # SageMaker RCF's own key
     if media_type == media.JSON and p.classes is None and p.scores.ndim == 1:
         # the repr of a finite float is valid JSON
         scores = p.scores.tolist()
-        return b'{"predictions":[' + b",".join(b'{"score":%r}' % s for s in scores) + b"]}"
+        return b'{"%s":[' % key + b",".join(b'{"score":%r}' % s for s in scores) + b"]}"
     records = _records(p)
     if media_type == media.JSON:
-        return json.dumps({"predictions": records}, separators=(",", ":")).encode()
+        return json.dumps({key.decode(): records}, separators=(",", ":")).encode()
     if media_type == media.JSONLINES:
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     raise AssertionError(f"no encoder for {media_type!r}")

@@ -3,6 +3,7 @@
 from mmhost.families.base import Family, FamilyModel, Neighbors
 from mmhost.families.knn import KnnFamily, KnnModel
 from mmhost.families.linear import LinearFamily, LinearModel
+from mmhost.families.rcf import RcfFamily, RcfModel
 from mmhost.families.registry import FAMILIES, register
 from mmhost.families.router import Families, Model, compile_model
 from mmhost.families.trees import TreeModel, TreesFamily
@@ -18,6 +19,8 @@ __all__ = [
     "LinearModel",
     "Model",
     "Neighbors",
+    "RcfFamily",
+    "RcfModel",
     "TreeModel",
     "TreesFamily",
     "compile_model",

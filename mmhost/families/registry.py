@@ -8,10 +8,11 @@ from typing import Any
 from mmhost.families.base import Family
 from mmhost.families.knn import KnnFamily
 from mmhost.families.linear import LinearFamily
+from mmhost.families.rcf import RcfFamily
 from mmhost.families.trees import TreesFamily
 
 FAMILIES: dict[str, type[Family[Any, Any]]] = {
-    f.name: f for f in (LinearFamily, TreesFamily, KnnFamily)
+    f.name: f for f in (LinearFamily, TreesFamily, KnnFamily, RcfFamily)
 }
 
 

@@ -1,0 +1,144 @@
+// CPU kernel of the fused multi-forest Random Cut Forest op (mmhost/kernels/rcf.py holds the
+// contract, the packer and the plain-torch oracle, rcf_reference).
+//
+//   for each row i, forest s = row_model[i], each tree t of model_trees[s]:
+//       descend (left iff x[cut_dim] <= cut) to a leaf at depth D, recording the path
+//       x == the leaf's point: s_t = (1 - m/(2M)) / (D + log2(1 + m))
+//       else s_t = 1/(D + 1), then bottom up over the ancestors at depth k:
+//           gap = sum_j max(0, x_j - max_j) + sum_j max(0, min_j - x_j)   (float32, in order)
+//           p = gap / (range_sum + gap) (float64; 0 when gap is 0: stop)
+//           s_t = (1 - p) s_t + p / (k + 1)
+//       score += s_t * log2(1 + M)
+//   out[i] = score / trees
+//
+// The arithmetic is the library's, operation for operation: the two gap sums in float32 in
+// dimension order, the rest in float64, trees added in order. Rows are independent (one
+// parallel task takes a run of rows); a row's path is a small stack (depth <= 4,095, which the
+// artifact reader guarantees by capping a tree at 8,191 nodes; a deeper walk is an error).
+// Node records are trusted (the reader checked them); row_model, tree ranges and roots are
+// checked here, as they are cheap.
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "mmhost.h"
+
+namespace mmhost {
+namespace {
+
+constexpr int64_t kMaxDepth = 4095;
+
+struct Forests {
+  const float* x;
+  const int64_t* row_model;
+  const int32_t* child;
+  const int32_t* cut_dim;
+  const float* cut;
+  const float* mass;
+  const float* box;
+  const double* range_sum;
+  const int64_t* tree_root;
+  const double* tree_mass;
+  const int64_t* model_trees;
+  int64_t n, d, m, t, s;
+};
+
+double tree_score(const Forests& f, const float* x, int64_t root, double big_m,
+                  std::vector<int64_t>& path) {
+  path.clear();
+  int64_t node = root;
+  while (f.cut_dim[node] >= 0) {
+    TORCH_CHECK(static_cast<int64_t>(path.size()) < kMaxDepth, "a tree walk passed ",
+                kMaxDepth, " levels");
+    path.push_back(node);
+    const int32_t dim = f.cut_dim[node];
+    node = f.child[2 * node + (x[dim] <= f.cut[node] ? 0 : 1)];
+    TORCH_CHECK(node >= 0 && node < f.m, "a child index is outside the ", f.m, " nodes");
+  }
+  const double depth = static_cast<double>(path.size());
+  const float* point = f.box + node * 2 * f.d;  // a leaf's min is its point
+  bool seen = true;
+  for (int64_t j = 0; j < f.d && seen; ++j) seen = point[j] == x[j];
+  if (seen) {
+    const double lm = f.mass[node];
+    return (1.0 - lm / (2.0 * big_m)) / (depth + std::log2(1.0 + lm));
+  }
+  double s = 1.0 / (depth + 1.0);
+  for (int64_t k = static_cast<int64_t>(path.size()) - 1; k >= 0; --k) {
+    const int64_t a = path[k];
+    const float* lo = f.box + a * 2 * f.d;
+    const float* hi = lo + f.d;
+    float above = 0.0f, below = 0.0f;
+    for (int64_t j = 0; j < f.d; ++j) {  // in order, as the library sums them
+      const float up = x[j] - hi[j], down = lo[j] - x[j];
+      above += up > 0.0f ? up : 0.0f;
+      below += down > 0.0f ? down : 0.0f;
+    }
+    const float gap = above + below;
+    if (gap == 0.0f) break;  // inside the box: nothing above changes s
+    const double g = gap;
+    const double p = g / (f.range_sum[a] + g);
+    s = (1.0 - p) * s + p / static_cast<double>(k + 1);
+  }
+  return s;
+}
+
+}  // namespace
+
+at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const at::Tensor& child,
+                       const at::Tensor& cut_dim, const at::Tensor& cut, const at::Tensor& mass,
+                       const at::Tensor& box, const at::Tensor& range_sum,
+                       const at::Tensor& tree_root, const at::Tensor& tree_mass,
+                       const at::Tensor& model_trees) {
+  MMHOST_CHECK_INPUT(x, at::kFloat, 2);
+  MMHOST_CHECK_INPUT(row_model, at::kLong, 1);
+  MMHOST_CHECK_INPUT(child, at::kInt, 2);
+  MMHOST_CHECK_INPUT(cut_dim, at::kInt, 1);
+  MMHOST_CHECK_INPUT(cut, at::kFloat, 1);
+  MMHOST_CHECK_INPUT(mass, at::kFloat, 1);
+  MMHOST_CHECK_INPUT(box, at::kFloat, 3);
+  MMHOST_CHECK_INPUT(range_sum, at::kDouble, 1);
+  MMHOST_CHECK_INPUT(tree_root, at::kLong, 1);
+  MMHOST_CHECK_INPUT(tree_mass, at::kDouble, 1);
+  MMHOST_CHECK_INPUT(model_trees, at::kLong, 2);
+  Forests f{x.data_ptr<float>(),       row_model.data_ptr<int64_t>(), child.data_ptr<int32_t>(),
+            cut_dim.data_ptr<int32_t>(), cut.data_ptr<float>(),         mass.data_ptr<float>(),
+            box.data_ptr<float>(),       range_sum.data_ptr<double>(),  tree_root.data_ptr<int64_t>(),
+            tree_mass.data_ptr<double>(), model_trees.data_ptr<int64_t>(),
+            x.size(0),                   x.size(1),                     child.size(0),
+            tree_root.size(0),           model_trees.size(0)};
+  TORCH_CHECK(child.size(1) == 2 && box.size(0) == f.m && box.size(1) == 2 && box.size(2) == f.d,
+              "child must be (M, 2) and box (M, 2, D) for x of D = ", f.d);
+  TORCH_CHECK(cut_dim.size(0) == f.m && cut.size(0) == f.m && mass.size(0) == f.m &&
+                  range_sum.size(0) == f.m,
+              "cut_dim, cut, mass and range_sum must have M = ", f.m, " entries");
+  TORCH_CHECK(tree_mass.size(0) == f.t && model_trees.size(1) == 2 && row_model.size(0) == f.n,
+              "tree_mass must be (T,), model_trees (S, 2) and row_model (N,)");
+  at::Tensor out = at::zeros({f.n}, x.options().dtype(at::kDouble));
+  double* op = out.data_ptr<double>();
+  at::parallel_for(0, f.n, 4, [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> path;
+    path.reserve(64);
+    for (int64_t i = r0; i < r1; ++i) {
+      const int64_t s = f.row_model[i];
+      TORCH_CHECK(s >= 0 && s < f.s, "row_model[", i, "] = ", s, " is outside [0, ", f.s, ")");
+      const int64_t t0 = f.model_trees[2 * s], t1 = f.model_trees[2 * s + 1];
+      TORCH_CHECK(0 <= t0 && t0 <= t1 && t1 <= f.t, "model_trees[", s, "] is not a tree range");
+      double total = 0.0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t root = f.tree_root[t];
+        if (root < 0) continue;  // an empty tree scores 0
+        TORCH_CHECK(root < f.m, "tree ", t, "'s root is outside the ", f.m, " nodes");
+        const double big_m = f.tree_mass[t];
+        total += tree_score(f, f.x + i * f.d, root, big_m, path) * std::log2(1.0 + big_m);
+      }
+      op[i] = t1 > t0 ? total / static_cast<double>(t1 - t0) : 0.0;
+    }
+  });
+  return out;
+}
+
+}  // namespace mmhost
