@@ -141,9 +141,9 @@ def rcf_triton(
     out = torch.zeros(n, dtype=torch.float64, device=x.device)
     if n == 0 or tree_root.shape[0] == 0:
         return out
-    args = tuple(t.contiguous() for t in (x, *args[1:], model_trees))
+    tensors = [t.contiguous() for t in (x, *args[1:], model_trees)]
     block_n = 256 if _INTERPRET else 32
     _rcf_kernel[(triton.cdiv(n, block_n),)](
-        *args, out, n, d, x.stride(0), BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH, num_warps=1
+        *tensors, out, n, d, x.stride(0), BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH, num_warps=1
     )
     return out
