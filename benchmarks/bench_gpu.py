@@ -9,6 +9,8 @@ Groups (1,000 distinct models each, mixed batches as in ``bench_fused_op.py`` an
   (``trees_forward`` + sigmoid; the boosters are trained once and cached by ``bench_trees.py``)
 - k-NN: 1,000 classifiers of 1,000 points x 16 dims, k = 10, x 1 row and x 100 rows (the k-NN
   family's ``forward``: ``mmhost::knn`` and the vote; the fleet of ``bench_knn.py``)
+- RCF: 500 forests of 100 trees x 256 samples in 8 dims x 1 row and x 100 rows
+  (``rcf_forward``; the fleet of ``bench_rcf.py``, trained with krcf first, ~1 min)
 
 Providers per group:
 
@@ -34,11 +36,13 @@ import numpy as np
 import pytest
 import torch
 from bench_knn import KnnBatch, KnnFleet, build_knn_fleet, make_knn_batch
+from bench_rcf import RcfBatch, RcfFleet, build_rcf_fleet, make_rcf_batch
 from bench_trees import P_XGB, TreeBatch, TreeFleet, load_tree_fleet, make_tree_batch
 from fleet import RTOL_PRICE, Batch, describe, make_batch
 
 from mmhost.families.knn import KnnFamily
 from mmhost.kernels.linear import linear_forward
+from mmhost.kernels.rcf import rcf_forward
 from mmhost.kernels.trees import trees_forward
 
 DEVICE = os.environ.get("MMHOST_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
@@ -199,4 +203,35 @@ def test_knn_device(benchmark, knn_fleet, kbatch, device_knn):
         return out
 
     _label(benchmark, "k-NN", kbatch.rows_per_model, len(kbatch.x), P_DEV)
+    benchmark(run)
+
+
+# -- RCF --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rcf_fleet() -> RcfFleet:
+    return build_rcf_fleet()
+
+
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
+def rbatch(request: pytest.FixtureRequest) -> RcfBatch:
+    return make_rcf_batch(request.param)
+
+
+def test_rcf_cpu(benchmark, rcf_fleet, rbatch):
+    args = (rbatch.xt, rbatch.row_model_t, *rcf_fleet.packed)
+    _label(benchmark, "RCF", rbatch.rows_per_model, len(rbatch.x), P_CPU)
+    benchmark(lambda: rcf_forward(*args))
+
+
+def test_rcf_device(benchmark, rcf_fleet, rbatch):
+    cpu = (rbatch.xt, rbatch.row_model_t, *rcf_fleet.packed)
+    args = tuple(a.to(DEVICE) for a in cpu)
+    torch.testing.assert_close(rcf_forward(*args).cpu(), rcf_forward(*cpu), rtol=1e-12, atol=0)
+
+    def run() -> torch.Tensor:
+        out = rcf_forward(*args)
+        _sync()
+        return out
+
+    _label(benchmark, "RCF", rbatch.rows_per_model, len(rbatch.x), P_DEV)
     benchmark(run)

@@ -144,6 +144,6 @@ def rcf_triton(
     tensors = [t.contiguous() for t in (x, *args[1:], model_trees)]
     block_n = 256 if _INTERPRET else 32
     _rcf_kernel[(triton.cdiv(n, block_n),)](
-        *tensors, out, n, d, x.stride(0), BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH, num_warps=1
+        *tensors, out, n, d, tensors[0].stride(0), BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH, num_warps=1
     )
     return out
