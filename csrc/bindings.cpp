@@ -37,6 +37,9 @@ Raises:
   // The trees op's argument layout: 2 = model_trees as (S, 2) ranges. mmhost/kernels/trees.py
   // runs the reference instead of a build whose layout differs (a stale build).
   m.attr("TREES_ABI") = 2;
+  // The rcf op's argument layout: 2 = nodes as (M, 4) records. mmhost/kernels/rcf.py runs the
+  // reference instead of a build whose layout differs (a stale build).
+  m.attr("RCF_ABI") = 2;
   m.def("trees_forward", &mmhost::trees_forward,
         R"doc(Margins of every row under its model's trees (fused multi-model tree ensembles).
 
@@ -121,8 +124,9 @@ scores them (see mmhost/kernels/rcf.py for the arithmetic).
 Args:
     x: (N, D) float32, contiguous, CPU.
     row_model: (N,) int64, each in [0, S).
-    child: (M, 2) int32 absolute [left, right]; -1 at a leaf.
-    cut_dim: (M,) int32, -1 at a leaf. cut: (M,) float32. mass: (M,) float32.
+    nodes: (M, 4) int32 records [left, right, cut_dim, float32 bits of cut]; absolute
+        children, -1 (and cut_dim -1) at a leaf.
+    mass: (M,) float32.
     box: (M, 2, D) float32 [min, max]; a leaf's min is its point.
     range_sum: (M,) float64.
     tree_root: (T,) int64 absolute, -1 for an empty tree. tree_mass: (T,) float64.
@@ -135,8 +139,8 @@ Raises:
     RuntimeError: on a wrong dtype, device, layout or shape; a row_model, tree range or root
     out of range; a walk deeper than 4,095 levels.
 )doc",
-        py::arg("x"), py::arg("row_model"), py::arg("child"), py::arg("cut_dim"),
-        py::arg("cut"), py::arg("mass"), py::arg("box"), py::arg("range_sum"),
+        py::arg("x"), py::arg("row_model"), py::arg("nodes"), py::arg("mass"), py::arg("box"),
+        py::arg("range_sum"),
         py::arg("tree_root"), py::arg("tree_mass"), py::arg("model_trees"),
         py::call_guard<py::gil_scoped_release>());
 }

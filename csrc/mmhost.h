@@ -61,11 +61,11 @@ at::Tensor knn_decide(const at::Tensor& dist, const at::Tensor& idx, const at::T
                       const at::Tensor& k, const at::Tensor& flags);
 
 // Anomaly scores of every row under its own Random Cut Forest; see rcf_reference
-// (mmhost/kernels/rcf.py). x (N, D) f32, row_model (N,) i64, child (M, 2) i32 (-1 at a leaf),
-// cut_dim (M,) i32, cut (M,) f32, mass (M,) f32, box (M, 2, D) f32, range_sum (M,) f64,
+// (mmhost/kernels/rcf.py). x (N, D) f32, row_model (N,) i64, nodes (M, 4) i32 records [left,
+// right, cut_dim, f32 bits of cut] (-1 at a leaf), mass (M,) f32, box (M, 2, D) f32, range_sum (M,) f64,
 // tree_root (T,) i64 (-1 empty), tree_mass (T,) f64, model_trees (S, 2) i64 -> (N,) f64.
-at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const at::Tensor& child,
-                       const at::Tensor& cut_dim, const at::Tensor& cut, const at::Tensor& mass,
+at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const at::Tensor& nodes,
+                       const at::Tensor& mass,
                        const at::Tensor& box, const at::Tensor& range_sum,
                        const at::Tensor& tree_root, const at::Tensor& tree_mass,
                        const at::Tensor& model_trees);

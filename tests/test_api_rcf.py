@@ -155,7 +155,7 @@ def test_slots_read_back_unchanged_and_bytes_are_exact():
     assert fam.slot_bytes(model) == rcf_slot_bytes(c, t, d) == c * (28 + 8 * d) + 16 * t + 16
     slab, slot = fam.place(model)
     back = fam.read_back(slab, slot, model.stripped())
-    for field in ("child", "cut_dim", "cut", "mass", "box", "range_sum", "tree_root", "tree_mass"):
+    for field in ("nodes", "mass", "box", "range_sum", "tree_root", "tree_mass"):
         np.testing.assert_array_equal(getattr(back, field), getattr(model, field))
     fam.free(slab, slot)
     assert fam.stats()["models"] == 0

@@ -9,9 +9,10 @@ An ``RcfSlab`` holds forests of one size class: up to C nodes, T trees and D dim
 owns nodes ``s*C : s*C + C`` and trees ``s*T : s*T + T``; placing a forest adds ``s*C`` to its
 child and root indices, so the op (``mmhost::rcf``) scores rows of every slot in one call.
 Dimensions past a forest's own are zero in its boxes and in its rows (no sum changes). Bytes:
-a node is 28 + 8*D (children 2 x int32, cut dimension int32, cut float32, mass float32, range
-sum float64, box 2 x D float32), a tree 16 (root int64, mass float64), a slot 16 more (its tree
-range): a forest of 100 trees of 256 samples (511 nodes each) in 8 dimensions takes 4.7 MB.
+a node is 28 + 8*D (a 16-byte record of children, cut dimension and cut, the descent's one load
+a level; mass float32, range sum float64, box 2 x D float32), a tree 16 (root int64, mass
+float64), a slot 16 more (its tree range): a forest of 100 trees of 256 samples (511 nodes
+each) in 8 dimensions takes 4.7 MB.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ class RcfModel:
 
     family: ClassVar[str] = "rcf"
     encoder: FeatureEncoder
-    child: np.ndarray  # (M, 2) int32, -1 at a leaf
-    cut_dim: np.ndarray  # (M,) int32
-    cut: np.ndarray  # (M,) float32
+    nodes: np.ndarray  # (M, 4) int32 [left, right, cut_dim, cut bits]; children -1 at a leaf
     mass: np.ndarray  # (M,) float32
     box: np.ndarray  # (M, 2, F) float32
     range_sum: np.ndarray  # (M,) float64
@@ -63,14 +62,14 @@ class RcfModel:
     def slab_key(self) -> tuple[int, int, int]:
         dims = max(1, self.encoder.width)
         return (
-            fine_class(len(self.cut), 8),
+            fine_class(len(self.nodes), 8),
             fine_class(len(self.tree_root), 4),
             fine_class(dims, 4),
         )
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.child, self.cut_dim, self.cut, self.mass, self.box, self.range_sum)
+        arrays = (self.nodes, self.mass, self.box, self.range_sum)
         return int(sum(a.nbytes for a in arrays) + self.tree_root.nbytes + self.tree_mass.nbytes)
 
     @property
@@ -81,9 +80,7 @@ class RcfModel:
         d = self.encoder.width
         return replace(
             self,
-            child=np.zeros((0, 2), np.int32),
-            cut_dim=np.zeros(0, np.int32),
-            cut=np.zeros(0, np.float32),
+            nodes=np.zeros((0, 4), np.int32),
             mass=np.zeros(0, np.float32),
             box=np.zeros((0, 2, d), np.float32),
             range_sum=np.zeros(0, np.float64),
@@ -105,9 +102,7 @@ def compile_rcf(art: Artifact, preprocessor: Artifact | None = None) -> RcfModel
     p = pack([forest])
     return RcfModel(
         feature_encoder(tuple(inputs), pre),
-        p.child.numpy(),
-        p.cut_dim.numpy(),
-        p.cut.numpy(),
+        p.nodes.numpy(),
         p.mass.numpy(),
         p.box.numpy(),
         p.range_sum.numpy(),
@@ -120,9 +115,7 @@ class RcfSlab(Slab):
     """Slots for forests of up to C nodes, T trees and D dimensions."""
 
     fields = (
-        "child",
-        "cut_dim",
-        "cut",
+        "nodes",
         "mass",
         "box",
         "range_sum",
@@ -138,9 +131,7 @@ class RcfSlab(Slab):
         def zeros(*shape: int, dtype: torch.dtype) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
-        self.child = zeros(capacity, c, 2, dtype=torch.int32)
-        self.cut_dim = zeros(capacity, c, dtype=torch.int32)
-        self.cut = zeros(capacity, c, dtype=torch.float32)
+        self.nodes = zeros(capacity, c, 4, dtype=torch.int32)  # (S, C, 4) records
         self.mass = zeros(capacity, c, dtype=torch.float32)
         self.box = zeros(capacity, c, 2, d, dtype=torch.float32)
         self.range_sum = zeros(capacity, c, dtype=torch.float64)
@@ -181,13 +172,12 @@ class RcfFamily(Family[RcfModel, RcfSlab]):
         return slab.d
 
     def write(self, slab: RcfSlab, s: int, model: RcfModel) -> None:
-        m, t, f = len(model.cut), len(model.tree_root), model.box.shape[2]
+        m, t, f = len(model.nodes), len(model.tree_root), model.box.shape[2]
         base = s * slab.c
-        child = np.where(model.child >= 0, model.child + base, -1).astype(np.int32)
+        rec = model.nodes.copy()
+        rec[:, :2] = np.where(rec[:, :2] >= 0, rec[:, :2] + base, -1)
         roots = np.where(model.tree_root >= 0, model.tree_root + base, -1)
-        copy_in(slab.child, (s, slice(None, m)), child)
-        copy_in(slab.cut_dim, (s, slice(None, m)), model.cut_dim)
-        copy_in(slab.cut, (s, slice(None, m)), model.cut)
+        copy_in(slab.nodes, (s, slice(None, m)), rec)
         copy_in(slab.mass, (s, slice(None, m)), model.mass)
         copy_in(slab.box, (s, slice(None, m), slice(None), slice(None, f)), model.box)
         copy_in(slab.box, (s, slice(None, m), slice(None), slice(f, None)), 0.0)  # padding
@@ -204,13 +194,12 @@ class RcfFamily(Family[RcfModel, RcfSlab]):
         def host(x: torch.Tensor) -> np.ndarray:
             return x.cpu().numpy().copy()
 
-        child = host(slab.child[slot, :m])
+        rec = host(slab.nodes[slot, :m])
+        rec[:, :2] = np.where(rec[:, :2] >= 0, rec[:, :2] - base, -1)
         roots = host(slab.tree_root[slot, :t])
         return replace(
             meta,
-            child=np.where(child >= 0, child - base, -1).astype(np.int32),
-            cut_dim=host(slab.cut_dim[slot, :m]),
-            cut=host(slab.cut[slot, :m]),
+            nodes=rec,
             mass=host(slab.mass[slot, :m]),
             box=host(slab.box[slot, :m, :, :f]),
             range_sum=host(slab.range_sum[slot, :m]),
@@ -227,9 +216,7 @@ class RcfFamily(Family[RcfModel, RcfSlab]):
         scores = rcf_forward(
             x,
             slots,
-            slab.child.view(-1, 2),
-            slab.cut_dim.view(-1),
-            slab.cut.view(-1),
+            slab.nodes.view(-1, 4),
             slab.mass.view(-1),
             slab.box.view(-1, 2, slab.d),
             slab.range_sum.view(-1),

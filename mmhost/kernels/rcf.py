@@ -22,8 +22,9 @@ does; everything else is float64. Dimensions past a forest's own are zero in bot
 the boxes, which changes no sum.
 
 Inputs (``families/rcf.py``'s slabs hold them per slot): x (N, D) float32; row_model (N,) int64;
-per node (all trees of all forests): child (M, 2) int32 absolute [left, right] (-1 at a leaf),
-cut_dim (M,) int32 (-1 at a leaf), cut (M,) float32, mass (M,) float32 (read at leaves),
+per node (all trees of all forests): nodes (M, 4) int32 records [left, right, cut_dim, float32
+bits of cut] (absolute children; -1, -1, -1 at a leaf: one 16-byte record a step of the descent),
+mass (M,) float32 (read at leaves),
 box (M, 2, D) float32 [min, max] (a leaf: its point), range_sum (M,) float64; per tree:
 tree_root (T,) int64 absolute (-1: empty), tree_mass (T,) float64; model_trees (S, 2) int64
 [first, end) -> out (N,) float64.
@@ -48,9 +49,7 @@ class PackedForests(NamedTuple):
     """Several forests as the op's flat inputs (``rcf_forward(x, row_model, *packed)``);
     ``pack`` builds one for tests and benchmarks, the family's slabs hold the same per slot."""
 
-    child: torch.Tensor
-    cut_dim: torch.Tensor
-    cut: torch.Tensor
+    nodes: torch.Tensor  # (M, 4) int32 [left, right, cut_dim, cut bits]
     mass: torch.Tensor
     box: torch.Tensor
     range_sum: torch.Tensor
@@ -68,11 +67,13 @@ def pack(forests: Sequence[Forest], width: int | None = None) -> PackedForests:
     d = width or max(f.dims for f in forests)
     nodes = np.cumsum([0] + [len(f.left) for f in forests])
     trees = np.cumsum([0] + [f.num_trees for f in forests])
-    child, box, roots = [], [], []
+    records, box, roots = [], [], []
     for f, base in zip(forests, nodes, strict=False):
         kids = np.stack([f.left, f.right], axis=1)  # relative to each tree
         first = np.repeat(f.tree_nodes[:, 0], f.tree_nodes[:, 1] - f.tree_nodes[:, 0])
-        child.append(np.where(kids >= 0, kids + first[:, None] + base, -1))
+        kids = np.where(kids >= 0, kids + first[:, None] + base, -1)
+        bits = np.ascontiguousarray(f.cut, np.float32).view(np.int32)
+        records.append(np.column_stack([kids, f.cut_dim, bits]))
         b = np.zeros((len(f.left), 2, d), np.float32)
         b[:, :, : f.dims] = f.box
         box.append(b)
@@ -83,9 +84,7 @@ def pack(forests: Sequence[Forest], width: int | None = None) -> PackedForests:
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays), dtype))
 
     return PackedForests(
-        cat(child, np.int32),
-        cat([f.cut_dim for f in forests], np.int32),
-        cat([f.cut for f in forests], np.float32),
+        cat(records, np.int32),
         cat([f.mass for f in forests], np.float32),
         cat(box, np.float32),
         cat([f.range_sum for f in forests], np.float64),
@@ -98,9 +97,7 @@ def pack(forests: Sequence[Forest], width: int | None = None) -> PackedForests:
 def check_inputs(
     x: torch.Tensor,
     row_model: torch.Tensor,
-    child: torch.Tensor,
-    cut_dim: torch.Tensor,
-    cut: torch.Tensor,
+    nodes: torch.Tensor,
     mass: torch.Tensor,
     box: torch.Tensor,
     range_sum: torch.Tensor,
@@ -112,12 +109,10 @@ def check_inputs(
     if x.dim() != 2 or x.dtype != torch.float32:
         raise ValueError(f"x must be (N, D) float32, got {tuple(x.shape)} {x.dtype}")
     n, d = x.shape
-    m = child.shape[0]
+    m = nodes.shape[0]
     want = {
         "row_model": (row_model, (n,), torch.int64),
-        "child": (child, (m, 2), torch.int32),
-        "cut_dim": (cut_dim, (m,), torch.int32),
-        "cut": (cut, (m,), torch.float32),
+        "nodes": (nodes, (m, 4), torch.int32),
         "mass": (mass, (m,), torch.float32),
         "box": (box, (m, 2, d), torch.float32),
         "range_sum": (range_sum, (m,), torch.float64),
@@ -143,9 +138,7 @@ def _gap(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
 def rcf_reference(
     x: torch.Tensor,
     row_model: torch.Tensor,
-    child: torch.Tensor,
-    cut_dim: torch.Tensor,
-    cut: torch.Tensor,
+    nodes: torch.Tensor,
     mass: torch.Tensor,
     box: torch.Tensor,
     range_sum: torch.Tensor,
@@ -154,10 +147,9 @@ def rcf_reference(
     model_trees: torch.Tensor,
 ) -> torch.Tensor:
     """(N,) float64 scores, vectorised over every (row, tree) pair of the batch."""
-    check_inputs(
-        x, row_model, child, cut_dim, cut, mass, box, range_sum, tree_root, tree_mass, model_trees
-    )
+    check_inputs(x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass, model_trees)
     n = x.shape[0]
+    child, cut_dim, cut = nodes[:, :2], nodes[:, 2], nodes[:, 3].contiguous().view(torch.float32)
     first, end = model_trees[row_model, 0], model_trees[row_model, 1]  # (N,)
     count = end - first
     row = torch.repeat_interleave(torch.arange(n, device=x.device), count)  # (P,)
@@ -207,9 +199,7 @@ def rcf_reference(
 def _rcf_op(
     x: torch.Tensor,
     row_model: torch.Tensor,
-    child: torch.Tensor,
-    cut_dim: torch.Tensor,
-    cut: torch.Tensor,
+    nodes: torch.Tensor,
     mass: torch.Tensor,
     box: torch.Tensor,
     range_sum: torch.Tensor,
@@ -218,17 +208,20 @@ def _rcf_op(
     model_trees: torch.Tensor,
 ) -> torch.Tensor:
     return rcf_reference(
-        x, row_model, child, cut_dim, cut, mass, box, range_sum, tree_root, tree_mass, model_trees
+        x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass, model_trees
     )
 
 
 @_rcf_op.register_fake
-def _(x, row_model, child, cut_dim, cut, mass, box, range_sum, tree_root, tree_mass, model_trees):
+def _(x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass, model_trees):
     return x.new_empty((x.shape[0],), dtype=torch.float64)
 
 
+RCF_ABI = 2  # csrc/bindings.cpp's RCF_ABI: nodes as (M, 4) records
+
+
 def _native_rcf() -> Callable[..., torch.Tensor] | None:
-    return _native.function("rcf_forward", "rcf")
+    return _native.function("rcf_forward", "rcf", ("RCF_ABI", RCF_ABI))
 
 
 @torch.library.register_kernel("mmhost::rcf", "cpu")
@@ -247,9 +240,7 @@ def _rcf_cuda(*args):
 def rcf_forward(
     x: torch.Tensor,
     row_model: torch.Tensor,
-    child: torch.Tensor,
-    cut_dim: torch.Tensor,
-    cut: torch.Tensor,
+    nodes: torch.Tensor,
     mass: torch.Tensor,
     box: torch.Tensor,
     range_sum: torch.Tensor,
@@ -258,7 +249,7 @@ def rcf_forward(
     model_trees: torch.Tensor,
 ) -> torch.Tensor:
     """(N,) float64 anomaly scores of every row under its own forest. See the module docstring."""
-    args = (x, row_model, child, cut_dim, cut, mass, box, range_sum, tree_root, tree_mass)
+    args = (x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass)
     check_inputs(*args, model_trees)
     args = (x.contiguous(), *args[1:])
     if x.device.type == "cuda":

@@ -36,9 +36,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 def _rcf_kernel(
     x_ptr,
     row_model_ptr,
-    child_ptr,
-    cut_dim_ptr,
-    cut_ptr,
+    nodes_ptr,
     mass_ptr,
     box_ptr,
     range_sum_ptr,
@@ -71,7 +69,7 @@ def _rcf_kernel(
         prod = tl.full((BLOCK_N,), 1.0, tl.float64)
         acc = tl.zeros((BLOCK_N,), dtype=tl.float64)
         depth = tl.zeros((BLOCK_N,), dtype=tl.float64)
-        dim = tl.load(cut_dim_ptr + node, mask=valid, other=-1)
+        dim = tl.load(nodes_ptr + 4 * node + 2, mask=valid, other=-1)
         at_split = valid & (dim >= 0)
         steps = 0
         while (tl.max(at_split.to(tl.int32), axis=0) > 0) & (steps < MAX_LEVELS):
@@ -90,12 +88,14 @@ def _rcf_kernel(
             acc = tl.where(at_split, acc + prod * p / (depth + 1.0), acc)
             prod = tl.where(at_split, prod * (1.0 - p), prod)
             xv = tl.load(x_row + dim.to(tl.int64), mask=at_split, other=0.0)
-            c = tl.load(cut_ptr + node, mask=at_split, other=0.0)
+            c = tl.load(nodes_ptr + 4 * node + 3, mask=at_split, other=0).to(
+                tl.float32, bitcast=True
+            )
             side = tl.where(xv <= c, 0, 1)
-            nxt = tl.load(child_ptr + 2 * node + side, mask=at_split, other=0).to(tl.int64)
+            nxt = tl.load(nodes_ptr + 4 * node + side, mask=at_split, other=0).to(tl.int64)
             node = tl.where(at_split, nxt, node)
             depth = tl.where(at_split, depth + 1.0, depth)
-            dim = tl.load(cut_dim_ptr + node, mask=at_split, other=-1)
+            dim = tl.load(nodes_ptr + 4 * node + 2, mask=at_split, other=-1)
             at_split = at_split & (dim >= 0)
             steps += 1
         seen = valid
@@ -116,9 +116,7 @@ def _rcf_kernel(
 def rcf_triton(
     x: torch.Tensor,
     row_model: torch.Tensor,
-    child: torch.Tensor,
-    cut_dim: torch.Tensor,
-    cut: torch.Tensor,
+    nodes: torch.Tensor,
     mass: torch.Tensor,
     box: torch.Tensor,
     range_sum: torch.Tensor,
@@ -128,7 +126,7 @@ def rcf_triton(
 ) -> torch.Tensor:
     """(N,) float64 scores, as ``rcf_reference``. Inputs must be contiguous and on CUDA (or on
     CPU under ``TRITON_INTERPRET=1``); row_model and the tree ranges are checked on the host."""
-    args = (x, row_model, child, cut_dim, cut, mass, box, range_sum, tree_root, tree_mass)
+    args = (x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass)
     check_inputs(*args, model_trees)
     if not (x.is_cuda or (_INTERPRET and x.device.type == "cpu")):
         raise ValueError(
@@ -144,6 +142,13 @@ def rcf_triton(
     tensors = [t.contiguous() for t in (x, *args[1:], model_trees)]
     block_n = 256 if _INTERPRET else 32
     _rcf_kernel[(triton.cdiv(n, block_n),)](
-        *tensors, out, n, d, tensors[0].stride(0), BLOCK_N=block_n, MAX_LEVELS=MAX_DEPTH, num_warps=1
+        *tensors,
+        out,
+        n,
+        d,
+        tensors[0].stride(0),
+        BLOCK_N=block_n,
+        MAX_LEVELS=MAX_DEPTH,
+        num_warps=1,
     )
     return out
