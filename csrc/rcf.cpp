@@ -113,6 +113,15 @@ void walk_lanes(const Forests& f, const float* x, int64_t t, int lanes, int64_t*
       any |= active[l];
     }
   }
+  // the scoring below reads each path's boxes bottom up, stopping at the first that holds the
+  // row (on average a few levels up): ask for the lowest ones of every lane at once
+  for (int l = 0; l < lanes; ++l) {
+    const int64_t* path = paths + l * kMaxDepth;
+    for (int64_t k = depth[l] - 1; k >= 0 && k >= depth[l] - 4; --k) {
+      __builtin_prefetch(f.box + path[k] * 2 * f.d);
+      __builtin_prefetch(f.range_sum + path[k]);
+    }
+  }
   for (int l = 0; l < lanes; ++l) {
     if (node[l] < 0) {  // an empty tree scores 0
       out[l] = 0.0;
