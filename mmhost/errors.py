@@ -183,6 +183,19 @@ class ModelNotLoaded(MmhostError):
         super().__init__(f"model {name[:256]!r} is not loaded")
 
 
+class VersionNotAvailable(MmhostError):
+    """KServe V2: a ``/versions/{v}`` route for a version other than the one served."""
+
+    status = 404
+    code = "ValidationError"
+
+    def __init__(self, name: str, version: str, served: str) -> None:
+        super().__init__(
+            f"model {name[:256]!r} has no version {version[:64]!r} here: this host serves its "
+            f"current version in the store, {served!r}"
+        )
+
+
 class ModelAlreadyLoaded(MmhostError):
     """Container contract: ``POST /models`` for a name that is loaded already."""
 

@@ -23,7 +23,7 @@ import torch
 
 from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
-from mmhost.cache import ModelCache, Resident
+from mmhost.cache import ModelCache, ModelUsage, Resident
 from mmhost.codecs.outputs import MIN_VALUE_BYTES
 from mmhost.engine import Batcher
 from mmhost.engine.batcher import Rows, Slots, runs_of_rows
@@ -178,6 +178,11 @@ class Host:
         """ "device" or "host" when ``name`` is loaded, else None (never loads)."""
         return await self._on_engine(self._call(self.cache.tier_of, validate_key(name)))
 
+    async def ausage(self, name: str | None = None) -> list[ModelUsage]:
+        """What ``name`` (or every loaded model) served since it was placed (never loads)."""
+        key = None if name is None else validate_key(name)
+        return await self._on_engine(self._call(self.cache.usage, key))
+
     async def aloading(self, name: str) -> bool:
         """Whether a load of ``name`` is running now."""
         return await self._on_engine(self._call(self.cache.loading, validate_key(name)))
@@ -245,6 +250,7 @@ class Host:
             t1 = time.perf_counter()
             out = await self._score(r.slab, x, r.slot)  # (n, K)
             in_model = time.perf_counter() - t1
+            r.served(n, in_model)
         finally:
             self.cache.release(r)
         self.metrics.model_latency(in_model)
@@ -309,6 +315,7 @@ class Host:
                     continue
                 for i, part in zip(members, np.split(out, np.cumsum(counts)[:-1]), strict=True):
                     held[i].uses += 1
+                    held[i].served(len(part))
                     self.metrics.served(held[i].name)
                     results[i] = self.families.answer(held[i].meta, part)[0]
         finally:

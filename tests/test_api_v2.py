@@ -131,3 +131,49 @@ def test_a_bad_index_request_is_400(server):
     r = httpx.post(f"{server.url}/v2/repository/index", content=b"{nope")
     assert r.status_code == 400
     assert "the index request is not valid JSON" in r.json()["error"]
+
+
+def test_versioned_routes_config_and_statistics_as_tritonclient_calls_them(client, server):
+    rows = houses(4, seed=2)[0].tolist()
+    want = house_pipeline(0).predict(np.array(rows, dtype=object))
+    client.load_model(CHICAGO)
+    version = client.get_model_metadata(CHICAGO)["versions"][0]
+    # every model route under /versions/{v}, for a name holding "/" and ".tar.gz"
+    assert client.is_model_ready(CHICAGO, model_version=version)
+    meta = client.get_model_metadata(CHICAGO, model_version=version)
+    assert meta["name"] == CHICAGO and meta["versions"] == [version]
+    res = client.infer(CHICAGO, [_bytes_input(rows)], model_version=version)
+    np.testing.assert_allclose(res.as_numpy("score"), want, rtol=RTOL_PRICE)
+    config = client.get_model_config(CHICAGO)
+    assert config == client.get_model_config(CHICAGO, model_version=version)
+    assert config["name"] == CHICAGO and config["max_batch_size"] == 100_000
+    assert [(i["name"], i["data_type"]) for i in config["input"]][5:7] == [
+        ("garage_spaces", "TYPE_FP32"),
+        ("deck", "TYPE_STRING"),
+    ]
+    assert [o["name"] for o in config["output"]] == ["score"]
+    # the statistics extension: per model and for all; two requests of 4 rows answered
+    client.infer(CHICAGO, [_bytes_input(rows)])
+    stats = client.get_inference_statistics(CHICAGO)["model_stats"]
+    assert len(stats) == 1 and stats[0]["name"] == CHICAGO and stats[0]["version"] == version
+    assert stats[0]["inference_count"] == 8 and stats[0]["execution_count"] == 2
+    assert stats[0]["inference_stats"]["success"]["count"] == 2
+    assert stats[0]["inference_stats"]["success"]["ns"] > 0 and stats[0]["last_inference"] > 0
+    assert client.get_inference_statistics(CHICAGO, model_version=version) == {"model_stats": stats}
+    assert [s["name"] for s in client.get_inference_statistics()["model_stats"]] == [CHICAGO]
+    # none of these sub-routes was read as a model name (nothing failed to load)
+    assert server.host.stats()["load_failures"] == 0
+    assert sorted(server.host.list_models()) == [CHICAGO]
+
+
+def test_an_unserved_version_or_an_unloaded_model_is_404(client, server):
+    client.load_model(CHICAGO)
+    with pytest.raises(InferenceServerException, match="has no version '7' here") as e:
+        client.get_model_metadata(CHICAGO, model_version="7")
+    assert e.value.status() == "404"
+    with pytest.raises(InferenceServerException, match="has no version"):
+        client.infer(CHICAGO, [_bytes_input([[1992, 1531, 6, 3.0, 0.68, 1, "y", "n"]])], "7")
+    assert not client.is_model_ready(CHICAGO, model_version="7")
+    with pytest.raises(InferenceServerException, match="is not loaded"):
+        client.get_inference_statistics("Houston_TX/Houston_TX.tar.gz")
+    assert server.host.stats()["load_failures"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -314,3 +315,23 @@ def test_a_model_that_cannot_sit_behind_the_preprocessor_fails_its_own_load(
 def test_preprocessor_must_be_a_preprocessor(city_store):
     with pytest.raises(ValueError, match="not a preprocessor"):
         Host(store=str(city_store), preprocessor=str(city_store / "Chicago_IL/Chicago_IL.tar.gz"))
+
+
+def test_a_failed_load_warns_once_a_model_and_an_unknown_key_is_no_failure(
+    city_store, host_factory, caplog
+):
+    (city_store / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    h = host_factory(store=str(city_store))
+    with caplog.at_level(logging.WARNING, logger="mmhost.cache"):
+        for _ in range(3):
+            with pytest.raises(BadArtifact):
+                h.predict("broken.tar.gz", [[0] * 8])
+        failures = h.stats()["load_failures"]
+        with pytest.raises(ModelNotFound):
+            h.predict("no/such/model.tar.gz", [[0] * 8])
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, [r.getMessage() for r in warned]  # rate-limited per model
+    assert "broken.tar.gz" in warned[0].getMessage() and "424" in warned[0].getMessage()
+    assert "could not be loaded" in warned[0].getMessage()  # the reason, named
+    assert failures == 3 and h.stats()["load_failures"] == 3  # the unknown key is no failure
+    assert "no/such" not in caplog.text

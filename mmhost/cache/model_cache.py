@@ -32,12 +32,28 @@ from mmhost.store.base import Store
 
 log = logging.getLogger("mmhost.cache")
 _TOO_BIG_MEMORY = 100_000  # models remembered as bigger than the device budget
+FAILURE_WARN_SECONDS = 60.0  # at most one load-failure warning a model this often
+_WARNED_MEMORY = 10_000  # models whose last failure warning is remembered
 
 
 class Resident:
     """A model in the device tier: its slot, the version it was loaded at, its pins."""
 
-    __slots__ = ("name", "meta", "slab", "slot", "version", "checked_at", "pins", "gone", "uses")
+    __slots__ = (
+        "name",
+        "meta",
+        "slab",
+        "slot",
+        "version",
+        "checked_at",
+        "pins",
+        "gone",
+        "uses",
+        "answered",
+        "rows",
+        "infer_seconds",
+        "last_used",
+    )
 
     def __init__(
         self, name: str, meta: Model, slab: Slab, slot: int, version: str, now: float
@@ -47,6 +63,17 @@ class Resident:
         self.pins = 0
         self.gone = False  # replaced or unloaded; the slot is freed on the last release
         self.uses = 0  # requests served since it was placed (the hottest, in /stats)
+        self.answered = 0  # of them, answered (scored without an error)
+        self.rows = 0  # rows scored since it was placed
+        self.infer_seconds = 0.0  # time in the fused op for them
+        self.last_used = 0.0  # wall-clock time (epoch s) of its last answer; 0: none yet
+
+    def served(self, rows: int, seconds: float = 0.0) -> None:
+        """Account an answered request of ``rows`` rows that spent ``seconds`` in the op."""
+        self.answered += 1
+        self.rows += rows
+        self.infer_seconds += seconds
+        self.last_used = time.time()
 
 
 class _Flight:
@@ -65,6 +92,19 @@ class _HostEntry:
     model: Model
     version: str
     checked_at: float
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """A loaded model's version and what it served since it was placed (V2 statistics)."""
+
+    name: str
+    version: str
+    tier: str
+    requests: int  # answered
+    rows: int
+    infer_seconds: float
+    last_used: float  # epoch seconds; 0: not used since placed
 
 
 @dataclass
@@ -108,6 +148,7 @@ class ModelCache:
         self.decoder = Decoder(settings.large_artifact_bytes, settings.decode_processes)
         self.resident: dict[str, Resident] = {}
         self._host: dict[str, _HostEntry] = {}
+        self._warned: dict[str, float] = {}  # model -> when its last load failure was logged
         self._flights: dict[str, _Flight] = {}
         self._metas: dict[tuple[object, ...], Model] = {}
         # models bigger than the whole device budget, by the version found so: not decoded
@@ -245,8 +286,11 @@ class ModelCache:
                 self.settings.max_artifact_bytes,
                 self.decoder,
             )
-        except Exception:
+        except ModelNotFound:
+            raise  # a caller's unknown key: not a failure of the host's
+        except Exception as exc:
             self.counters.load_failures += 1
+            self._warn_failed(name, exc)
             raise
         # a newer copy replaces whatever is in the tiers now; requests in flight on the old
         # one finish on it (its slot is freed on their last release)
@@ -258,7 +302,9 @@ class ModelCache:
                 self._too_big.clear()
             self._too_big[name] = (loaded.version, need)
             self.counters.load_failures += 1
-            raise InsufficientCapacity(name, need, self.device.budget, never=True)
+            exc = InsufficientCapacity(name, need, self.device.budget, never=True)
+            self._warn_failed(name, exc)
+            raise exc
         r = await self._place(name, loaded.model, loaded.version)
         t2 = time.perf_counter()
         c = self.counters
@@ -293,6 +339,25 @@ class ModelCache:
             },
         )
         return r
+
+    def _warn_failed(self, name: str, exc: BaseException) -> None:
+        """One warning a model per ``FAILURE_WARN_SECONDS`` naming it and the reason (a model
+        that keeps failing on every request does not flood the log)."""
+        now = time.monotonic()
+        last = self._warned.get(name)
+        if last is not None and now - last < FAILURE_WARN_SECONDS:
+            return
+        if len(self._warned) >= _WARNED_MEMORY:
+            self._warned.clear()
+        self._warned[name] = now
+        status = getattr(exc, "status", 500)
+        log.warning(
+            "model %s failed to load (%d): %s",
+            name,
+            status,
+            exc,
+            extra={"fields": {"event": "load_failed", "model": name, "status": status}},
+        )
 
     async def _version(self, loop: asyncio.AbstractEventLoop, name: str, have: str) -> str:
         try:
@@ -422,6 +487,23 @@ class ModelCache:
         """The ``n`` device-resident models that served the most requests since placed."""
         top = heapq.nlargest(n, self.resident.values(), key=lambda r: r.uses)
         return [{"model": r.name, "requests": r.uses, "version": r.version} for r in top]
+
+    def usage(self, name: str | None = None) -> list[ModelUsage]:
+        """What each loaded model (or ``name`` alone, if loaded) has served since it was last
+        placed on the device (a model demoted to host RAM reports zeros)."""
+        names = [name] if name is not None else sorted(self.loaded())
+        out = []
+        for n in names:
+            r = self.resident.get(n)
+            if r is not None and not r.gone:
+                out.append(
+                    ModelUsage(
+                        n, r.version, "device", r.answered, r.rows, r.infer_seconds, r.last_used
+                    )
+                )
+            elif n in self._host:
+                out.append(ModelUsage(n, self._host[n].version, "host", 0, 0, 0.0, 0.0))
+        return out
 
     def tier_of(self, name: str) -> str | None:
         if name in self.resident:
