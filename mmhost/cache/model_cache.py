@@ -302,9 +302,9 @@ class ModelCache:
                 self._too_big.clear()
             self._too_big[name] = (loaded.version, need)
             self.counters.load_failures += 1
-            exc = InsufficientCapacity(name, need, self.device.budget, never=True)
-            self._warn_failed(name, exc)
-            raise exc
+            too_large = InsufficientCapacity(name, need, self.device.budget, never=True)
+            self._warn_failed(name, too_large)
+            raise too_large
         r = await self._place(name, loaded.model, loaded.version)
         t2 = time.perf_counter()
         c = self.counters
