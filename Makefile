@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 # spec may pull a multi-GB CUDA build. --no-build-isolation so the C++ build sees this torch.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint charts clean
+.PHONY: install demo serve test bench lint charts clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+$(STAMP): pyproject.toml setup.py $(wildcard mmhost/csrc/*.cpp mmhost/csrc/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q torch==2.13.0
@@ -19,6 +19,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mmhost demo
+
+# the demo's store (written by make demo), served as the README's curl examples expect
+SERVE := $(BIN)/mmhost serve --store demo-store/models --preprocessor demo-store/preprocessor.tar.gz
+serve: $(STAMP)
+	@test -d demo-store/models || { echo "run make demo first (it writes demo-store/)"; exit 2; }
+	$(SERVE)
 
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q

@@ -72,7 +72,7 @@ def serve_baseline(port: int, log_level: str = "warning") -> None:
     """uvicorn with the keyword arguments of ``mmhost.api.server.config``."""
     import uvicorn
 
-    from mmhost.api.server import GRACE
+    from mmhost.settings import Settings
 
     uvicorn.Server(
         uvicorn.Config(
@@ -81,7 +81,7 @@ def serve_baseline(port: int, log_level: str = "warning") -> None:
             port=port,
             log_level=log_level,
             access_log=log_level == "debug",
-            timeout_graceful_shutdown=GRACE,
+            timeout_graceful_shutdown=Settings().graceful_timeout,  # type: ignore[arg-type]
             server_header=False,
         )
     ).run()

@@ -109,6 +109,7 @@ class Host:
         )
         self._thread.start()
         self._closed = False
+        self.draining = False  # set on SIGTERM by ``mmhost serve``: readiness turns false
 
     # --- the public API ----------------------------------------------------------------------
     async def invoke(self, target_model: str, rows: Any) -> np.ndarray:

@@ -90,6 +90,17 @@ class Settings:
     """Seconds a request waits for its model's load before it gets ModelNotReadyException
     (429, which boto3 retries); the load itself goes on."""
 
+    store_check: bool = True
+    """Check at start-up of ``mmhost serve`` that the store answers (lists); an S3 store without
+    credentials or an unreachable bucket then stops start-up, saying why, instead of failing
+    every request with 503."""
+    load_model: tuple[str, ...] = ()
+    """Model keys ``mmhost serve`` loads before it opens its port (the flag repeats; the variable
+    is comma-separated). A key that fails to load stops start-up."""
+    load_models_from: str | None = None
+    """A file of model keys (one a line; blank lines and lines starting with # skipped) to load
+    the same way."""
+
     # --- the S3 store ----------------------------------------------------------------------
     s3_endpoint_url: str | None = None
     """Endpoint of an S3-compatible server (MinIO, Ceph, R2); None: AWS S3. Credentials and
@@ -136,6 +147,14 @@ class Settings:
     log_format: str = "text"
     """Log lines as "text" or "json" (one JSON object a line: requests at debug, loads and
     evictions at info, each request with its id, which replies echo in x-amzn-RequestId)."""
+    graceful_timeout: float = 30.0
+    """Seconds requests in flight get to finish once the server stops (SIGTERM / SIGINT)."""
+    drain_seconds: float = 0.0
+    """Seconds between SIGTERM and the server ceasing to accept: readiness
+    (``/v2/health/ready``) is false meanwhile, so a load balancer takes the replica out first."""
+    docs: bool = True
+    """Serve the API's description at /docs (Swagger UI) and /openapi.json; with an auth config
+    they need an authenticated caller."""
     per_model_metrics: bool = False
     """Add a per-model invocation counter to /metrics (one series per model: small fleets)."""
 
@@ -208,6 +227,8 @@ class Settings:
         ("max_connections", 1, True),
         ("max_container_models", 1, True),
         ("clock_skew_seconds", 0, True),
+        ("graceful_timeout", 0, True),
+        ("drain_seconds", 0, True),
         ("rate_limit", 0, True),
         ("rate_burst", 0, True),
         ("cold_load_limit", 0, True),
@@ -261,12 +282,28 @@ class Settings:
         return cls(**values)
 
     def resolved_device(self) -> str:
+        """cuda needs a device torch sees and the Triton kernels (``mmhost[cuda]``); auto
+        takes cuda when both are there (and says so when only the device is)."""
+        import importlib.util
+        import logging
+
         import torch
 
+        cuda = torch.cuda.is_available()
+        kernels = importlib.util.find_spec("triton") is not None
         if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
+            if cuda and not kernels:
+                logging.getLogger("mmhost").warning(
+                    "a CUDA device is there but not Triton, which its kernels need: serving "
+                    "on the CPU (pip install 'mmhost[cuda]' to use the GPU)"
+                )
+            return "cuda" if cuda and kernels else "cpu"
+        if self.device == "cuda" and not cuda:
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        if self.device == "cuda" and not kernels:
+            raise ValueError(
+                "device='cuda' needs Triton for its kernels: pip install 'mmhost[cuda]'"
+            )
         return self.device
 
     def resolved_device_budget(self, device: str) -> int:
@@ -300,6 +337,8 @@ def field_help() -> dict[str, str]:
 
 def coerce(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if kind == "bool":
         value = raw.strip().lower()
         if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):

@@ -21,6 +21,7 @@ from mmhost.houses import COLUMNS, houses
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 ROW = [1992, 1531, 6, 3.0, 0.68, 1, "y", "n"]
+NAMED = dict(zip(COLUMNS, ROW, strict=True))  # {"year_built": 1992, ...}
 
 
 def _csv(rows) -> bytes:
@@ -100,6 +101,10 @@ def test_csv_rows_get_scikit_learns_prices(client):
             ),
         ),
         ("application/jsonlines", json.dumps({"features": ROW}) + "\n" + json.dumps(ROW) + "\n"),
+        # objects of named columns, in any order
+        ("application/json", json.dumps({"instances": [NAMED] * 2})),
+        ("application/json", json.dumps([dict(reversed(NAMED.items()))] * 2)),
+        ("application/jsonlines", (json.dumps(NAMED) + "\n") * 2),
         ("text/csv; charset=utf-8", _csv([ROW, ROW]).decode()),
     ],
 )
@@ -168,6 +173,12 @@ def test_custom_attributes_are_passed_back(client):
         (CHICAGO, b"1992,1531,6\n", "expected 8 values"),
         (CHICAGO, b"1992,big,6,3.0,0.68,1,y,n\n", "'big' is not a number"),
         (CHICAGO, b"1992,1531,6,3.0,0.68,1,maybe,n\n", "unknown category 'maybe'"),
+        (
+            CHICAGO,
+            (",".join(COLUMNS) + "\n").encode() + _csv([ROW]),
+            "row 0 names columns (year_built, square_feet, num_bedrooms, num_bathrooms): a "
+            "header row is not accepted; send the values only, in the order year_built,",
+        ),
         ("Paris_FR/Paris_FR.tar.gz", _csv([ROW]), "'Paris_FR/Paris_FR.tar.gz' was not found"),
         ("../../etc/passwd", _csv([ROW]), "invalid target model name"),
     ],
@@ -177,6 +188,22 @@ def test_bad_requests_are_validation_errors(client, target, body, words):
     assert (code, status) == ("ValidationError", 400)
     assert words in r["Error"]["Message"]
     assert "Traceback" not in r["Error"]["Message"]
+
+
+def test_named_columns_that_miss_some_name_them(client):
+    body = json.dumps({"instances": [{"year_built": 1992, "roof": "flat"}]}).encode()
+    code, status, r = _error(lambda: _invoke(client, body, "application/json"))
+    assert (code, status) == ("ValidationError", 400)
+    assert "missing column(s) square_feet" in r["Error"]["Message"]
+    assert "unknown column(s) roof" in r["Error"]["Message"]
+
+
+def test_a_key_naming_the_folder_of_one_archive_names_that_file(client):
+    code, status, r = _error(lambda: _invoke(client, _csv([ROW]), target="Chicago_IL"))
+    assert status == 424
+    assert (
+        "this key is a folder that holds one archive, 'Chicago_IL.tar.gz'" in r["Error"]["Message"]
+    )
 
 
 def test_bad_json_is_a_validation_error(client):

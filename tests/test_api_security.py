@@ -283,6 +283,7 @@ GUARDED = [
     ("GET", "/stats", None),
 ]
 OPEN = ["/ping", "/v2", "/v2/health/live", "/v2/health/ready"]
+AUTHENTICATED = ["/docs", "/openapi.json"]  # any principal: they describe the API, no model
 
 
 def test_every_route_family_is_guarded(secured):
@@ -290,7 +291,8 @@ def test_every_route_family_is_guarded(secured):
     app = create_app(server.host)
     templates = {(m, r.path) for r in app.routes for m in getattr(r, "methods", ()) or ()}
     templates = {(m, p) for m, p in templates if m != "HEAD"}
-    assert len(templates) == len(GUARDED) + len(OPEN)  # a new route must be listed here
+    # a new route must be listed here
+    assert len(templates) == len(GUARDED) + len(OPEN) + len(AUTHENTICATED)
     body = {"model_name": "ny", "url": NY}
     nobody = {"Authorization": f"Bearer {NOBODY_API_KEY}"}
     for method, path, ctype in GUARDED:
@@ -305,6 +307,9 @@ def test_every_route_family_is_guarded(secured):
             assert r.status_code == 403, (method, path, auth, r.text)
     for path in OPEN:
         assert httpx.get(server.url + path).status_code == 200, path
+    for path in AUTHENTICATED:
+        assert httpx.get(server.url + path).status_code == 403, path
+        assert httpx.get(server.url + path, headers=nobody).status_code == 200, path
     denied = [e for e in audit_lines(server) if e["event"] == "denied"]
     assert {e["action"] for e in denied} == {
         "sagemaker:InvokeEndpoint",

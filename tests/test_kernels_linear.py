@@ -65,6 +65,7 @@ def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(_native, "_tried", False)
     monkeypatch.setattr(_native, "_loaded", None)
     monkeypatch.setitem(sys.modules, "mmhost._C", None)  # makes the import fail
+    monkeypatch.setenv("MMHOST_JIT", "0")  # and no build on first use
     w, b, link = slab()
     x = torch.randn(9, 7)
     slots = torch.randint(0, 5, (9,))

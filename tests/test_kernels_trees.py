@@ -429,6 +429,7 @@ def test_missing_native_build_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(_native, "_tried", False)
     monkeypatch.setattr(_native, "_loaded", None)
     monkeypatch.setitem(sys.modules, "mmhost._C", None)  # makes the import fail
+    monkeypatch.setenv("MMHOST_JIT", "0")  # and no build on first use
     _, args = small_pack()
     with pytest.warns(RuntimeWarning, match="mmhost._C is not built"):
         got = trees_forward(**args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import mmhost
-from mmhost.api import container, errors, monitoring, sagemaker, v2
+from mmhost.api import container, docs, errors, monitoring, sagemaker, v2
 from mmhost.api.invocation import BodyBudget
 from mmhost.api.request_ids import RequestIds
 from mmhost.host import Host
@@ -17,18 +17,21 @@ def create_app(host: Host, guard: Guard | None = None) -> FastAPI:
     may call (default: from the host's settings: ``auth_config`` and the limits)."""
     # Plain Starlette routes, each taking the request: FastAPI's dependency solving and
     # included-router dispatch cost more per request than decoding and scoring a row.
+    served = [
+        *sagemaker.routes(host),
+        *container.routes(host),
+        *v2.routes(host),
+        *monitoring.routes(host),
+    ]
+    if host.settings.docs:  # FastAPI's own docs see none of these plain routes: ours do
+        served += docs.routes(host, served)
     app = FastAPI(
         title="mmhost",
         version=mmhost.__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        routes=[
-            *sagemaker.routes(host),
-            *container.routes(host),
-            *v2.routes(host),
-            *monitoring.routes(host),
-        ],
+        routes=served,
     )
     app.state.host = host
     app.state.guard = guard or Guard.from_settings(host.settings)

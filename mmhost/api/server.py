@@ -1,8 +1,9 @@
 """Running the app under uvicorn, on the host's engine loop: in the foreground
 (``mmhost serve``) or in the background (the demo, tests, benchmarks).
 
-On SIGINT/SIGTERM the server stops accepting, lets requests in flight finish (up to ``GRACE``
-seconds), then the host is closed.
+On SIGINT/SIGTERM readiness (``/v2/health/ready``) turns false, then (after ``drain_seconds``)
+the server stops accepting, lets requests in flight finish (up to ``graceful_timeout`` seconds)
+and closes idle keep-alive connections, then the host is closed. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from mmhost.api.http_limits import limited_protocol
 from mmhost.host import Host
 from mmhost.security import Guard
 
-GRACE = 30  # seconds in-flight requests get to finish on shutdown
 FREEZE_SECONDS = 30.0  # how often objects that became long-lived are frozen (see settle_gc)
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections while serving
 _GC_DEFAULTS = gc.get_threshold()
@@ -38,7 +38,8 @@ def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.C
         port=s.port,
         log_level=s.log_level,
         access_log=s.log_level == "debug",
-        timeout_graceful_shutdown=GRACE,
+        timeout_graceful_shutdown=s.graceful_timeout,  # type: ignore[arg-type]  # a float works
+        log_config=None,  # uvicorn's lines go through mmhost's handler (text or JSON)
         server_header=False,
         http=limited_protocol(s.header_timeout, s.max_connections),
         timeout_keep_alive=s.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
@@ -78,16 +79,33 @@ def serve(host: Host, guard: Guard | None = None) -> None:
     The server runs on the host's engine loop (see ``Host.submit``); this thread only waits
     and turns signals into uvicorn's exit flags (first: graceful stop; second: force)."""
     server = uvicorn.Server(config(host, guard=guard))
-    original = {
-        sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    drain = host.settings.drain_seconds
+    stop_at: list[float] = []  # when the server is told to stop (after the drain)
+
+    def on_signal(sig: int, frame: Any) -> None:
+        if host.draining or not drain:  # a second signal, or no drain: uvicorn's own steps
+            host.draining = True
+            server.handle_exit(sig, frame)
+            return
+        host.draining = True
+        log.info("draining: readiness is false; stopping in %.1f s", drain)
+        stop_at.append(time.monotonic() + drain)
+
+    original = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         done = host.submit(server.serve())
         refreezing = settle_gc(host)
+        announced = False
         try:
             while True:  # a timed wait, so this (main) thread gets to run signal handlers
+                if not announced and server.started:
+                    announced = True
+                    log.info("listening on %s", bound_url(server))
+                if stop_at and time.monotonic() >= stop_at[0]:
+                    stop_at.clear()
+                    server.should_exit = True
                 try:
-                    done.result(timeout=0.5)
+                    done.result(timeout=0.1)
                     break
                 except concurrent.futures.TimeoutError:
                     continue
@@ -97,6 +115,13 @@ def serve(host: Host, guard: Guard | None = None) -> None:
         for sig, handler in original.items():
             signal.signal(sig, handler)
         host.close()
+
+
+def bound_url(server: uvicorn.Server) -> str:
+    """The address a started server really listens on (``--port 0`` picks one)."""
+    sock = server.servers[0].sockets[0]
+    addr, port = sock.getsockname()[:2]
+    return f"http://{addr}:{port}"
 
 
 class ServerThread:
@@ -124,14 +149,12 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        sock = self.server.servers[0].sockets[0]
-        addr, port = sock.getsockname()[:2]
-        return f"http://{addr}:{port}"
+        return bound_url(self.server)
 
     def stop(self) -> None:
         self.server.should_exit = True
         if self._done is not None and not self.host.closed:
-            self._done.result(timeout=GRACE + 5)
+            self._done.result(timeout=self.host.settings.graceful_timeout + 5)
         if self._refreezing is not None:
             unsettle_gc(self._refreezing)
 

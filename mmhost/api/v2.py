@@ -57,6 +57,8 @@ def routes(host: Host) -> list[BaseRoute]:
     async def ready(request: Request) -> JSONResponse:
         if host.closed:
             raise HostClosed()
+        if host.draining:  # stopping: a load balancer should send elsewhere
+            return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def model_ready(request: Request) -> JSONResponse:

@@ -39,7 +39,10 @@ def read_artifact(path: str | os.PathLike[str], max_bytes: int = 256 * 1024**2) 
     """Read a folder artifact or an archive file."""
     p = Path(path)
     if p.is_dir():
-        return _from_files(_read_folder(p, max_bytes), max_bytes)
+        files = _read_folder(p, max_bytes)
+        if not files:
+            _folder_hint(p)
+        return _from_files(files, max_bytes)
     if p.is_symlink():
         raise ManifestError(f"{p.name} is a symbolic link")
     size = p.stat().st_size
@@ -57,35 +60,56 @@ def read_artifact_bytes(data: bytes, max_bytes: int = 256 * 1024**2) -> Artifact
     return _from_files(_read_tar(data, max_bytes), max_bytes)
 
 
-def write_artifact(art: Artifact, path: str | os.PathLike[str]) -> None:
-    manifest = json.dumps(art.manifest(), indent=1).encode()
-    params = safetensors.numpy.save(art.tensors())
-    p = Path(path)
+def artifact_bytes(art: Artifact) -> bytes:
+    """The artifact as a .tar.gz: ``mmhost.json``, ``params.safetensors`` (and the XGBoost model
+    file). mtime=0 and fixed member metadata: the same model gives the same bytes (and ETag)."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
+        for name, blob in _files(art):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(blob))
+    return buf.getvalue()
+
+
+def write_artifact(
+    art: Artifact, path: str | os.PathLike[str], *, s3_endpoint_url: str | None = None
+) -> None:
+    """A folder, a .tar.gz / .tgz file, or an ``s3://bucket/key.tar.gz`` object (uploaded with
+    boto3's credentials; the endpoint from ``s3_endpoint_url`` or ``MMHOST_S3_ENDPOINT_URL``)."""
+    text = os.fspath(path)
+    if text.startswith("s3://"):
+        from mmhost.store.s3 import put_object
+
+        if not text.endswith((".tar.gz", ".tgz")):
+            raise ValueError(f"an artifact in S3 is one .tar.gz object: end {text!r} with .tar.gz")
+        endpoint = s3_endpoint_url or os.environ.get("MMHOST_S3_ENDPOINT_URL") or None
+        put_object(text, artifact_bytes(art), endpoint_url=endpoint)
+        return
+    p = Path(text)
     if p.name.endswith((".tar.gz", ".tgz")):
         p.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        # mtime=0 and fixed member metadata: the same model gives the same bytes (and ETag)
-        with (
-            gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w") as tar,
-        ):
-            files = [(MANIFEST, manifest), (PARAMS, params)]
-            if art.xgboost is not None:
-                files.append((XGBOOST_MODEL, art.xgboost))
-            for name, blob in files:
-                info = tarfile.TarInfo(name)
-                info.size = len(blob)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(blob))
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
+        tmp.write_bytes(artifact_bytes(art))
         os.replace(tmp, p)  # readers never see a half-written archive
     else:
         p.mkdir(parents=True, exist_ok=True)
-        (p / PARAMS).write_bytes(params)
-        if art.xgboost is not None:
-            (p / XGBOOST_MODEL).write_bytes(art.xgboost)
-        (p / MANIFEST).write_bytes(manifest)
+        for name, blob in sorted(_files(art), key=lambda f: f[0] == MANIFEST):
+            (p / name).write_bytes(blob)  # the manifest last: a folder is whole once it's there
+
+
+def _files(art: Artifact) -> list[tuple[str, bytes]]:
+    files = [
+        (MANIFEST, json.dumps(art.manifest(), indent=1).encode()),
+        (PARAMS, safetensors.numpy.save(art.tensors())),
+    ]
+    if art.xgboost is not None:
+        files.append((XGBOOST_MODEL, art.xgboost))
+    return files
 
 
 def _from_files(files: dict[str, bytes], max_bytes: int) -> Artifact:
@@ -140,6 +164,18 @@ def _from_files(files: dict[str, bytes], max_bytes: int) -> Artifact:
             raise ManifestError(f"an xgboost artifact needs its model file {XGBOOST_MODEL!r}")
         art.xgboost = files[XGBOOST_MODEL]
     return art
+
+
+def _folder_hint(p: Path) -> None:
+    """A folder of no artifact files: where it holds one archive, the key meant that file."""
+    from mmhost.store.folder import ARCHIVE_SUFFIXES
+
+    inside = sorted(e.name for e in p.iterdir() if e.name.endswith(ARCHIVE_SUFFIXES))[:2]
+    if len(inside) == 1:
+        raise ManifestError(
+            f"this key is a folder that holds one archive, {inside[0]!r}: name it in the key "
+            f"(.../{p.name}/{inside[0]}) to invoke that model"
+        )
 
 
 def _read_folder(p: Path, max_bytes: int) -> dict[str, bytes]:

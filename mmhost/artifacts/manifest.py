@@ -194,11 +194,13 @@ class Artifact:
             out[k] = np.ascontiguousarray(v, np.float32 if wide else np.float64)
         return out
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a folder, or a .tar.gz / .tgz when the path ends so."""
+    def save(self, path: str | os.PathLike[str], *, s3_endpoint_url: str | None = None) -> None:
+        """Write a folder, a .tar.gz / .tgz when the path ends so, or upload to
+        ``s3://bucket/key.tar.gz`` (boto3's credentials; the endpoint from ``s3_endpoint_url``
+        or ``MMHOST_S3_ENDPOINT_URL``)."""
         from mmhost.artifacts.archive import write_artifact
 
-        write_artifact(self, path)
+        write_artifact(self, path, s3_endpoint_url=s3_endpoint_url)
 
 
 def parse_manifest(raw: bytes, tensors: dict[str, np.ndarray]) -> Artifact:

@@ -1,8 +1,9 @@
-"""The ``mmhost`` command: ``mmhost serve``, ``mmhost demo``, ``mmhost experiment cache`` and
-``mmhost plot``.
+"""The ``mmhost`` command (also ``python -m mmhost``): ``serve``, ``convert``, ``store ls``,
+``build-kernels``, ``demo``, ``experiment cache`` and ``plot``.
 
 Every field of ``Settings`` is a ``serve`` flag (``--device-budget 512MiB``) and an environment
-variable (``MMHOST_DEVICE_BUDGET``); a flag wins over the environment.
+variable (``MMHOST_DEVICE_BUDGET``); a flag wins over the environment. Booleans are switches
+(``--per-model-metrics`` / ``--no-per-model-metrics``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,27 @@ import logging
 import sys
 from typing import Any
 
+import mmhost
 from mmhost.settings import Settings, coerce, field_help
+
+# what a command needs beyond the server, by the module a missing import names
+_EXTRAS = {"sklearn": "demo", "tqdm": "demo", "matplotlib": "plots", "krcf": "rcf"}
+_METAVARS = {"load_models_from": "FILE", "auth_config": "FILE", "audit_log": "FILE"}
+
+
+def format_bytes(n: int | None) -> str:
+    """1073741824 -> '1GiB' (the largest binary unit that divides it), None -> 'none'."""
+    if n is None:
+        return "none"
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmhost", description="A multi-model host.")
+    p.add_argument("--version", action="version", version=f"mmhost {mmhost.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
@@ -25,18 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve a model store over HTTP (SageMaker runtime, container contract, "
         "KServe V2). Every flag is also an MMHOST_* environment variable.",
     )
-    docs = field_help()
-    for f in dataclasses.fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        serve.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.split("_")[-1].upper(),
-            help=f"{docs.get(f.name, '')} [env MMHOST_{f.name.upper()}; default {default}]".replace(
-                "%", "%%"
-            ),
-        )
+    _settings_flags(serve)
+    _tool_parsers(sub)
     demo = sub.add_parser("demo", help="run the walkthrough (trains, serves, invokes)")
     demo.add_argument("--store", default="demo-store", help="folder to write the demo models to")
     _experiment_parser(sub)
@@ -50,6 +57,87 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--from-csv", required=True, metavar="FILE", help="the samples")
     plot.add_argument("--out", metavar="DIR", help="folder for the PNGs [default: the CSV's]")
     return p
+
+
+class _Switch(argparse.Action):
+    """A boolean flag: ``--x`` sets it, ``--no-x`` clears it, and ``--x false`` (or true, yes,
+    no, 1, 0, on, off) says which, as the environment variable does."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        names = [n for o in option_strings for n in (o, "--no-" + o[2:])]
+        super().__init__(names, dest, nargs="?", metavar="true|false", **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: Any, value: Any, option: str | None = None
+    ) -> None:
+        if option is not None and option.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option} takes no value")
+            setattr(ns, self.dest, False)
+            return
+        text = "true" if value is None else str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            parser.error(f"{option} takes true or false, not {value!r}")
+        setattr(ns, self.dest, text in ("1", "true", "yes", "on"))
+
+
+def _settings_flags(serve: argparse.ArgumentParser) -> None:
+    docs = field_help()
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = str(f.type)
+        shown = format_bytes(default) if f.name in Settings._byte_fields else default
+        if kind.startswith("tuple"):
+            shown = "none"
+        text = f"{docs.get(f.name, '')} [env MMHOST_{f.name.upper()}; default {shown}]"
+        extra: dict[str, Any] = {"metavar": _METAVARS.get(f.name, f.name.split("_")[-1].upper())}
+        if kind == "bool":
+            extra = {"action": _Switch}
+        elif kind.startswith("tuple"):
+            extra = {"action": "append", "metavar": "KEY"}
+        elif f.name in Settings._byte_fields:
+            extra["metavar"] = "BYTES"
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            help=text.replace("%", "%%"),
+            **extra,
+        )
+
+
+def _tool_parsers(sub: Any) -> None:
+    convert = sub.add_parser(
+        "convert",
+        help="convert a folder or S3 prefix of models into mmhost artifacts, offline",
+        description="Convert every model under SRC (a folder or s3://bucket/prefix/) into an "
+        "mmhost artifact under DST, keeping the keys (city/model.joblib -> "
+        "city/model.tar.gz): scikit-learn joblib/pickle files (TRUSTED input only: "
+        "unpickling runs code; this command is for offline use, never on a server), XGBoost "
+        "model files (.json, .ubj, xgboost-model) and the archives mmhost reads (SageMaker's "
+        "Linear Learner, XGBoost and k-NN model.tar.gz). A model that fails is reported and "
+        "the rest go on; the exit status is 1 when any failed.",
+    )
+    convert.add_argument("src", help="folder or s3://bucket/prefix/ to read")
+    convert.add_argument("dst", help="folder or s3://bucket/prefix/ to write")
+    convert.add_argument("--s3-endpoint-url", help="S3-compatible server for both [env]")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar")
+    store = sub.add_parser("store", help="look into a model store")
+    verbs = store.add_subparsers(dest="verb", required=True)
+    ls = verbs.add_parser(
+        "ls",
+        help="list the model keys of a store",
+        description="List the model keys of a store (those a TargetModel can name), sorted.",
+    )
+    ls.add_argument("prefix", nargs="?", default="", help="only keys starting so")
+    ls.add_argument("--store", help="folder or s3://bucket/prefix/ [env MMHOST_STORE]")
+    ls.add_argument("--s3-endpoint-url", help="S3-compatible server [env]")
+    sub.add_parser(
+        "build-kernels",
+        help="compile the C++ CPU kernels now (or say why they can't be)",
+        description="Build (or find) the C++ kernels for the torch installed here; mmhost "
+        "otherwise does it on first use. Prints where the module is.",
+    )
 
 
 def _experiment_parser(sub: Any) -> None:
@@ -90,6 +178,21 @@ def _experiment_parser(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"mmhost {args.command}: needs {exc.name}, which mmhost's {extra!r} extra installs: "
+            f"pip install 'mmhost[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mmhost.demo import main as demo
 
@@ -99,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         return _experiment_cache(args)
     if args.command == "plot":
         return _plot(args)
+    if args.command in ("convert", "store", "build-kernels"):
+        from mmhost.cli import tools
+
+        return tools.run(args)
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
         settings = Settings.from_env(**_typed(overrides))
@@ -113,6 +220,9 @@ def _typed(raw: dict[str, str]) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     out = {}
     for name, value in raw.items():
+        if not isinstance(value, str):  # a switch's bool, a repeated flag's list
+            out[name] = tuple(value) if isinstance(value, list) else value
+            continue
         try:
             out[name] = coerce(fields[name], value)
         except ValueError as exc:
@@ -160,7 +270,9 @@ def _plot(args: argparse.Namespace) -> int:
 def _serve(settings: Settings) -> int:
     from mmhost import logs
     from mmhost.api import serve
+    from mmhost.errors import MmhostError
     from mmhost.host import Host
+    from mmhost.kernels import _native
     from mmhost.security import Guard
 
     logs.configure(settings.log_level, settings.log_format)
@@ -178,17 +290,51 @@ def _serve(settings: Settings) -> int:
         log.info(
             "auth: %d principal(s) from %s", len(guard.config.principals), settings.auth_config
         )
+    try:
+        keys = _preloads(settings)
+    except ValueError as exc:
+        print(f"mmhost serve: {exc}", file=sys.stderr)
+        return 2
     host = Host(settings=settings)
+    if host.device.type == "cpu":
+        _native.load()  # a first-use build of the kernels happens now, not on a request
+    step = "the store check"
+    try:
+        if settings.store_check:
+            host.store.list(limit=1)  # StoreUnavailable / StoreAccessDenied say why
+        for key in keys:
+            step = f"loading {key!r} (--load-model)"
+            host.load(key)
+    except MmhostError as exc:
+        host.close()
+        hint = " (--store-check false skips this check)" if step == "the store check" else ""
+        print(f"mmhost serve: {step} failed: {exc}{hint}", file=sys.stderr)
+        return 2
+    if keys:
+        log.info("loaded %d model(s) before serving", len(keys))
     log.info(
-        "serving store %s on http://%s:%d (endpoint %s, device %s)",
+        "serving store %s (endpoint %s, device %s)",
         settings.store,
-        settings.host,
-        settings.port,
         settings.endpoint_name,
         host.device,
     )
     serve(host, guard)
     return 0
+
+
+def _preloads(settings: Settings) -> list[str]:
+    """--load-model keys, then those of --load-models-from's file."""
+    keys = list(settings.load_model)
+    if settings.load_models_from:
+        try:
+            text = open(settings.load_models_from, encoding="utf-8").read()
+        except OSError as exc:
+            raise ValueError(f"--load-models-from {settings.load_models_from}: {exc}") from None
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(line)
+    return keys
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     application/json       {"instances": [{"features": [...]}, ...]}
                            {"instances": [{"data": {"features": {"values": [...]}}}]}
                            {"instances": [[...], ...]}   [[...], ...]   {"features": [...]}
+                           {"instances": [{"year_built": 1992, ...}, ...]}  (named columns)
                            {"inputs": [[...], ...]}  or V2 tensors {"inputs": [{"name", ...}]}
     application/jsonlines  one instance per line, in any of the JSON instance shapes
     application/x-npy      a 1-D (one row) or 2-D numeric or string array; never unpickled
@@ -85,26 +86,27 @@ def _json(doc: Any, limits: DecodeLimits, size: int) -> Any:
             instances = doc["instances"]
             if not isinstance(instances, list):
                 raise ValidationError('"instances" must be a list')
-            return [_instance(x, i) for i, x in enumerate(instances)]
+            return _by_name([_instance(x, i) for i, x in enumerate(instances)])
         if "inputs" in doc:
             inputs = doc["inputs"]
             if isinstance(inputs, list) and inputs and all(isinstance(t, dict) for t in inputs):
                 return decode_tensors(inputs, b"", limits, size)
             if not isinstance(inputs, list):
                 raise ValidationError('"inputs" must be a list of rows or of V2 tensors')
-            return [_instance(x, i) for i, x in enumerate(inputs)]
+            return _by_name([_instance(x, i) for i, x in enumerate(inputs)])
         if "features" in doc or "data" in doc:
             return [_instance(doc, 0)]
         raise ValidationError(_SHAPES)
     if isinstance(doc, list):
         if doc and all(not isinstance(v, (list, dict)) for v in doc):
             return [doc]  # one flat row
-        return [_instance(x, i) for i, x in enumerate(doc)]
+        return _by_name([_instance(x, i) for i, x in enumerate(doc)])
     raise ValidationError(_SHAPES)
 
 
-def _instance(x: Any, i: int) -> list[Any]:
-    """One row from a list, {"features": [...]} or {"data": {"features": {"values": [...]}}}."""
+def _instance(x: Any, i: int) -> list[Any] | dict[str, Any]:
+    """One row from a list, {"features": [...]}, {"data": {"features": {"values": [...]}}},
+    or an object of named columns ({"year_built": 1992, ...}, returned as it is)."""
     if isinstance(x, list):
         return x
     if isinstance(x, dict):
@@ -113,10 +115,34 @@ def _instance(x: Any, i: int) -> list[Any]:
         data = x.get("data")
         if isinstance(data, dict) and isinstance(data.get("features"), dict):
             return _row_list(data["features"].get("values"), i)
+        if x and "data" not in x:
+            return x
     raise ValidationError(
-        f'instance {i}: expected a list of values, {{"features": [...]}} or '
-        '{"data": {"features": {"values": [...]}}}'
+        f'instance {i}: expected a list of values, {{"features": [...]}}, '
+        '{"data": {"features": {"values": [...]}}} or an object of named columns'
     )
+
+
+def _by_name(rows: list[Any]) -> Any:
+    """Rows that are objects of named columns -> {column: values} (the encoder puts the columns
+    in the model's order and names any missing or unknown one); lists stay as they are."""
+    named = [i for i, r in enumerate(rows) if isinstance(r, dict)]
+    if not named:
+        return rows
+    if len(named) != len(rows):
+        i = next(i for i, r in enumerate(rows) if not isinstance(r, dict))
+        raise ValidationError(
+            f"instance {i} is a list, but instance {named[0]} an object of named columns: "
+            "send one kind"
+        )
+    names = list(rows[0])
+    for i, r in enumerate(rows):
+        if r.keys() != rows[0].keys():
+            odd = sorted(set(r) ^ set(rows[0]), key=str)[:5]
+            raise ValidationError(
+                f"instance {i} names other columns than instance 0 ({', '.join(map(str, odd))})"
+            )
+    return {n: [r[n] for r in rows] for n in names}
 
 
 def _row_list(v: Any, i: int) -> list[Any]:
@@ -125,8 +151,8 @@ def _row_list(v: Any, i: int) -> list[Any]:
     return v
 
 
-def _jsonlines(body: bytes, limits: DecodeLimits) -> list[list[Any]]:
-    rows: list[list[Any]] = []
+def _jsonlines(body: bytes, limits: DecodeLimits) -> Any:
+    rows: list[Any] = []
     # only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped
     for n, line in enumerate(_text(body).split("\n")):
         if line.strip():
@@ -139,7 +165,7 @@ def _jsonlines(body: bytes, limits: DecodeLimits) -> list[list[Any]]:
                 limits.rows(len(rows), "the JSON Lines body (at least)")
     if not rows:
         raise ValidationError("the JSON Lines body has no rows")
-    return rows
+    return _by_name(rows)
 
 
 def _npy(body: bytes, limits: DecodeLimits) -> Any:

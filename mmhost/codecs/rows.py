@@ -84,15 +84,35 @@ class RowEncoder:
         out: np.ndarray = np.zeros((n, width), dtype)
         if n == 0:
             return out
-        if n <= _SMALL:
-            self._encode_small(rows, out)
-            return out
-        for j, (col, values) in enumerate(zip(self.columns, zip(*rows, strict=True), strict=True)):
-            if col.type == "float":
-                out[:, self.offsets[j]] = self._numeric_column(j, col, values)
-            else:
-                self._category_column(j, col, values, out)
+        try:
+            if n <= _SMALL:
+                self._encode_small(rows, out)
+                return out
+            for j, (col, values) in enumerate(
+                zip(self.columns, zip(*rows, strict=True), strict=True)
+            ):
+                if col.type == "float":
+                    out[:, self.offsets[j]] = self._numeric_column(j, col, values)
+                else:
+                    self._category_column(j, col, values, out)
+        except ValidationError as exc:
+            hint = self._header_hint(rows[0]) if exc.message.startswith("row 0,") else None
+            if hint is None:
+                raise
+            raise ValidationError(hint) from None
         return out
+
+    def _header_hint(self, first: Sequence[Any]) -> str | None:
+        """Where a first row that failed names the model's columns: it is a CSV header."""
+        names = {c.name.strip().lower() for c in self.columns}
+        named = [v for v in first if isinstance(v, str) and v.strip().lower() in names]
+        if not named:
+            return None
+        return (
+            f"row 0 names columns ({_clipped(', '.join(named[:4]))}): a header row is not "
+            f"accepted; send the values only, in the order "
+            f"{_clipped(', '.join(c.name for c in self.columns))}"
+        )
 
     def _encode_small(self, rows: Sequence[Sequence[Any]], out: np.ndarray) -> None:
         """Cell by cell, for a few rows (the usual 1-row request): the same rules as the

@@ -217,7 +217,7 @@ def _(x, row_model, nodes, mass, box, range_sum, tree_root, tree_mass, model_tre
     return x.new_empty((x.shape[0],), dtype=torch.float64)
 
 
-RCF_ABI = 2  # csrc/bindings.cpp's RCF_ABI: nodes as (M, 4) records
+RCF_ABI = 2  # mmhost/csrc/bindings.cpp's RCF_ABI: nodes as (M, 4) records
 
 
 def _native_rcf() -> Callable[..., torch.Tensor] | None:

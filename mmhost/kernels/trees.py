@@ -360,7 +360,7 @@ def _(x, row_model, nodes, tree_root, tree_group, model_trees, base, num_feature
     return x.new_empty((x.shape[0], base.shape[1]))
 
 
-TREES_ABI = 2  # csrc/bindings.cpp's TREES_ABI: model_trees as (S, 2) ranges
+TREES_ABI = 2  # mmhost/csrc/bindings.cpp's TREES_ABI: model_trees as (S, 2) ranges
 
 
 def _native_trees() -> Callable[..., torch.Tensor] | None:

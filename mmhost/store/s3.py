@@ -35,6 +35,27 @@ def parse_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def client(endpoint_url: str | None = None, **config: Any) -> Any:
+    """A boto3 S3 client (credentials and region from boto3's standard chain)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, config=Config(**config))
+
+
+def put_object(url: str, data: bytes, *, endpoint_url: str | None = None) -> None:
+    """Upload ``data`` to ``s3://bucket/key`` (offline tools: ``Artifact.save``, ``convert``);
+    StoreAccessDenied / StoreUnavailable say why it failed."""
+    bucket, key = parse_url(url)
+    key = key.rstrip("/")
+    if not key:
+        raise ValueError(f"no object key in {url!r}")
+    try:
+        client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=data)
+    except Exception as exc:
+        raise _translate(exc, key, f"s3://{bucket}/") from None
+
+
 class S3Store:
     local = False
 
@@ -48,20 +69,14 @@ class S3Store:
         max_attempts: int = 3,
         max_downloads: int = 16,
     ) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix = parse_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}"
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"total_max_attempts": max_attempts, "mode": "standard"},
-                max_pool_connections=max_downloads + 4,  # the rest: HEADs and listings
-            ),
+        self.client = client(
+            endpoint_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
+            max_pool_connections=max_downloads + 4,  # the rest: HEADs and listings
         )
         self.max_attempts = max(1, max_attempts)
         self._downloads = threading.BoundedSemaphore(max_downloads)
@@ -126,7 +141,10 @@ class S3Store:
                 if limit is not None and len(keys) >= limit:
                     return keys[:limit]  # S3 lists in key order: stop reading pages
         except Exception as exc:
-            raise _translate(exc, prefix or "(listing)", self.url) from None
+            err = _translate(exc, prefix or "(listing)", self.url)
+            if isinstance(err, ModelNotFound):  # a listing finds nothing missing but the bucket
+                err = StoreUnavailable(self.url, f"the bucket {self.bucket!r} does not exist")
+            raise err from None
         return keys
 
     def key_of(self, location: str) -> str:

@@ -7,6 +7,16 @@
 
 namespace py = pybind11;
 
+// setup.py and _native.py define MMHOST_SOURCE_HASH as the digest of these sources (a bare
+// token: a quoted string does not survive every build tool's command line)
+#define MMHOST_STRINGIFY2(x) #x
+#define MMHOST_STRINGIFY(x) MMHOST_STRINGIFY2(x)
+#ifdef MMHOST_SOURCE_HASH
+#define MMHOST_SOURCE_DIGEST MMHOST_STRINGIFY(MMHOST_SOURCE_HASH)
+#else
+#define MMHOST_SOURCE_DIGEST ""
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmhost C++ CPU kernels; see mmhost/kernels/*.py for each op's contract.";
 
@@ -36,6 +46,9 @@ Raises:
 
   // The trees op's argument layout: 2 = model_trees as (S, 2) ranges. mmhost/kernels/trees.py
   // runs the reference instead of a build whose layout differs (a stale build).
+  // Which sources this build is of (mmhost/kernels/_sources.py): another digest is a stale
+  // build, which _native.py replaces by compiling the current sources.
+  m.attr("SOURCE_HASH") = MMHOST_SOURCE_DIGEST;
   m.attr("TREES_ABI") = 2;
   // The rcf op's argument layout: 2 = nodes as (M, 4) records. mmhost/kernels/rcf.py runs the
   // reference instead of a build whose layout differs (a stale build).

@@ -1,4 +1,4 @@
-// Declarations shared by the C++ kernels and csrc/bindings.cpp (the one file that binds them).
+// Declarations shared by the C++ kernels and bindings.cpp (the one file that binds them).
 #pragma once
 
 #include <ATen/ATen.h>

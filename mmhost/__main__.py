@@ -1,0 +1,7 @@
+"""``python -m mmhost``: the ``mmhost`` command."""
+
+import sys
+
+from mmhost.cli import main
+
+sys.exit(main())
