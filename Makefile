@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check mmhost tests benchmarks
 	$(BIN)/ruff format --check mmhost tests benchmarks
 	$(BIN)/mypy mmhost
+	$(BIN)/mypy --strict --follow-imports=silent mmhost/types.py mmhost/cache mmhost/engine
 
 clean:
 	rm -rf $(VENV) build *.egg-info mmhost/_C*.so

@@ -28,7 +28,7 @@ from fleet import describe, rss_bytes
 from mmhost import Host
 from mmhost.families.arena import size_class
 from mmhost.families.linear import LinearFamily, LinearModel
-from mmhost.houses import houses
+from mmhost.tools.houses import houses
 
 N = 1_000_000
 GROUP = "density: 1,000,000 resident models"

@@ -6,7 +6,7 @@ Providers:
 - host.predict_many: decode, acquire, batch, one fused call, split, per-request results
 - parts of it, measured alone on the same rows in the same run: decode (one
   ``encoder.encode`` over the rows of all requests that share a schema, as
-  ``Host._invoke_many`` does) and the fused op (``family.forward`` on the batch the
+  ``Invoker.invoke_many`` does) and the fused op (``family.forward`` on the batch the
   batcher builds). The report derives the rest: acquire and release, batching, the engine
   loop and its futures, splitting the results, the thread hop.
 - host.predict loop: the same 1,000 requests one at a time (no batching across models)

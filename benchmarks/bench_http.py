@@ -65,7 +65,7 @@ from http_load import (
     start_mmhost,
 )
 
-from mmhost.houses import houses
+from mmhost.tools.houses import houses
 
 SERVER_CORE, CLIENT_CORE = 0, 1
 CONCURRENCY = (1, 8, 32)

@@ -27,7 +27,7 @@ import xgboost as xgb
 from fleet import describe, house_pipeline, serve_process
 
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS
+from mmhost.tools.houses import COLUMNS
 
 GROUP = "cold load of a 212 MiB XGBoost JSON model, warm requests beside it"
 TREES = 20_000
@@ -60,7 +60,7 @@ def store(tmp_path_factory: Any) -> Path:
 @pytest.mark.parametrize("processes", [0, 1])
 def test_cold_load_beside_warm_requests(benchmark: Any, store: Path, processes: int) -> None:
     flags = ["--decode-processes", str(processes), "--max-artifact-bytes", "1GiB"]
-    server, url = serve_process(store, *flags, "--load-timeout", "300")
+    server, url = serve_process(store, *flags, "--load-timeout-seconds", "300")
     warm = {"content-type": "text/csv", "X-Amzn-SageMaker-Target-Model": WARM}
     cold = {"content-type": "text/csv", "X-Amzn-SageMaker-Target-Model": "big.tar.gz"}
     client = httpx.Client(timeout=300)

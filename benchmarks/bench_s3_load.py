@@ -37,7 +37,7 @@ import pytest
 from fleet import RTOL_PRICE, Fleet, describe
 
 from mmhost import Host
-from mmhost.houses import houses
+from mmhost.tools.houses import houses
 
 GROUP = "cold load from S3 (loopback): 1,000 models"
 BUCKET, PREFIX = "bench", "fleet/"

@@ -29,7 +29,7 @@ from mmhost.artifacts import read_artifact
 from mmhost.convert import from_sklearn
 from mmhost.families.arena import LinearSlab, size_class
 from mmhost.families.linear import LinearFamily, LinearModel, compile_linear
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 N_MODELS = 1000
 FIT_ROWS = 50  # rows per city: fitting 1,000 pipelines on 50 rows takes ~6 s on one core

@@ -31,7 +31,7 @@ from fleet import house_pipeline, serve_process
 
 from mmhost import Host
 from mmhost.convert import from_sklearn, save_xgboost
-from mmhost.houses import COLUMNS
+from mmhost.tools.houses import COLUMNS
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 KEY = "k" * 20

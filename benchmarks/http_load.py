@@ -81,7 +81,7 @@ def serve_baseline(port: int, log_level: str = "warning") -> None:
             port=port,
             log_level=log_level,
             access_log=log_level == "debug",
-            timeout_graceful_shutdown=Settings().graceful_timeout,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=Settings().graceful_timeout_seconds,  # type: ignore[arg-type]
             server_header=False,
         )
     ).run()

@@ -91,7 +91,8 @@ class HostClosed(MmhostError):
 
 
 class ModelNotReady(MmhostError):
-    """A load of the target model is still running after ``load_timeout`` (boto3 retries)."""
+    """A load of the target model is still running after ``load_timeout_seconds`` (boto3
+    retries)."""
 
     status = 429
     code = "ModelNotReadyException"
@@ -140,7 +141,7 @@ class ResponseTooLarge(ValidationError):
 
 
 class BodyTimeout(MmhostError):
-    """The client did not send its whole body within ``body_timeout``."""
+    """The client did not send its whole body within ``body_timeout_seconds``."""
 
     status = 408
     code = "ValidationError"

@@ -2,6 +2,8 @@
 
 Only this module reads the environment (``MMHOST_<FIELD>``). Keyword arguments to
 ``mmhost.Host`` are the same fields; later the CLI flags are too.
+
+Size: one field a setting, each with the docstring that is its ``--help`` text.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +89,7 @@ class Settings:
     max_request_values: int = 50_000_000
     """Refuse requests whose encoded rows (rows x the model's encoded width, one-hot categories
     included) exceed this many float32 values (200 MB), before any is allocated."""
-    load_timeout: float = 30.0
+    load_timeout_seconds: float = 30.0
     """Seconds a request waits for its model's load before it gets ModelNotReadyException
     (429, which boto3 retries); the load itself goes on."""
 
@@ -105,9 +108,9 @@ class Settings:
     s3_endpoint_url: str | None = None
     """Endpoint of an S3-compatible server (MinIO, Ceph, R2); None: AWS S3. Credentials and
     region come from boto3's standard chain (env, ~/.aws, instance role)."""
-    s3_connect_timeout: float = 2.0
+    s3_connect_timeout_seconds: float = 2.0
     """Seconds to wait for a connection to the store before an attempt fails."""
-    s3_read_timeout: float = 10.0
+    s3_read_timeout_seconds: float = 10.0
     """Seconds to wait for bytes from the store before an attempt fails."""
     s3_max_attempts: int = 3
     """Attempts per store request (botocore's standard retry mode, with backoff)."""
@@ -116,7 +119,7 @@ class Settings:
     loads beyond this waits its turn instead of opening a connection each."""
 
     # --- the HTTP server (``mmhost serve``) -------------------------------------------------
-    host: str = "127.0.0.1"
+    bind_address: str = "127.0.0.1"
     """Address to listen on. The default keeps an unauthenticated server off the network."""
     port: int = 8080
     """TCP port to listen on."""
@@ -127,15 +130,15 @@ class Settings:
     max_response_bytes: int = 6 * 1024**2
     """Largest answer sent (bytes); the SageMaker runtime's limit is 6 MB. Checked from rows x
     outputs before a request is scored (at 4 bytes a value at least), then on the answer."""
-    body_timeout: float = 30.0
+    body_timeout_seconds: float = 30.0
     """Seconds a client has to send a request's whole body once its head has arrived."""
     max_inflight_body_bytes: int = 256 * 1024**2
     """Bytes of request bodies being received at once, all clients together (by their
     Content-Length); past it a request gets 503 (ServiceUnavailable) before its body is read."""
-    header_timeout: float = 5.0
+    header_timeout_seconds: float = 5.0
     """Seconds a client has to send a request's head (request line and headers) once its first
     byte has arrived, or once it connected; then 408 and the connection is closed."""
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout_seconds: float = 5.0
     """Seconds an idle keep-alive connection is held open between requests."""
     max_connections: int = 1000
     """Open client connections at once; one more is answered 503 and closed at once (keep it
@@ -147,7 +150,7 @@ class Settings:
     log_format: str = "text"
     """Log lines as "text" or "json" (one JSON object a line: requests at debug, loads and
     evictions at info, each request with its id, which replies echo in x-amzn-RequestId)."""
-    graceful_timeout: float = 30.0
+    graceful_timeout_seconds: float = 30.0
     """Seconds requests in flight get to finish once the server stops (SIGTERM / SIGINT)."""
     drain_seconds: float = 0.0
     """Seconds between SIGTERM and the server ceasing to accept: readiness
@@ -198,7 +201,8 @@ class Settings:
         "max_inflight_body_bytes",
     )
     # (field, least allowed value, whether the least value itself is allowed): every number a
-    # user can set, so that ``--load-timeout 0`` or ``--clock-skew-seconds -1`` stops start-up
+    # user can set, so that ``--load-timeout-seconds 0`` or ``--clock-skew-seconds -1`` stops
+    # start-up
     _ranges = (
         ("device_budget", 1, True),
         ("host_budget", 0, True),
@@ -213,21 +217,21 @@ class Settings:
         ("decode_processes", 0, True),
         ("max_rows_per_request", 1, True),
         ("max_request_values", 1, True),
-        ("load_timeout", 0, False),
-        ("s3_connect_timeout", 0, False),
-        ("s3_read_timeout", 0, False),
+        ("load_timeout_seconds", 0, False),
+        ("s3_connect_timeout_seconds", 0, False),
+        ("s3_read_timeout_seconds", 0, False),
         ("s3_max_attempts", 1, True),
         ("max_concurrent_downloads", 1, True),
         ("max_body_bytes", 1, True),
         ("max_response_bytes", 1, True),
-        ("body_timeout", 0, False),
+        ("body_timeout_seconds", 0, False),
         ("max_inflight_body_bytes", 1, True),
-        ("header_timeout", 0, False),
-        ("keep_alive_timeout", 0, False),
+        ("header_timeout_seconds", 0, False),
+        ("keep_alive_timeout_seconds", 0, False),
         ("max_connections", 1, True),
         ("max_container_models", 1, True),
         ("clock_skew_seconds", 0, True),
-        ("graceful_timeout", 0, True),
+        ("graceful_timeout_seconds", 0, True),
         ("drain_seconds", 0, True),
         ("rate_limit", 0, True),
         ("rate_burst", 0, True),
@@ -268,9 +272,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Fields from MMHOST_* variables, then explicit overrides (flags, kwargs) on top."""
+        """Fields from MMHOST_* variables, then explicit overrides (flags, kwargs) on top. The
+        previous release's names (``RENAMED``) are still read, with a DeprecationWarning."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        for old, new in RENAMED.items():
+            if f"MMHOST_{old.upper()}" in env and f"MMHOST_{new.upper()}" not in env:
+                deprecated(f"MMHOST_{old.upper()}", f"MMHOST_{new.upper()}")
+                env = {**env, f"MMHOST_{new.upper()}": env[f"MMHOST_{old.upper()}"]}
+            if old in overrides:
+                deprecated(old, new)
+                overrides.setdefault(new, overrides.pop(old))
         for f in dataclasses.fields(cls):
             raw = env.get(f"MMHOST_{f.name.upper()}")
             if raw is not None:
@@ -315,6 +327,24 @@ class Settings:
             free, _total = torch.cuda.mem_get_info()
             return free // 2
         return 1024**3
+
+
+# the previous release's names of renamed settings (read until mmhost 0.2, with a warning)
+RENAMED = {
+    "host": "bind_address",
+    "load_timeout": "load_timeout_seconds",
+    "s3_connect_timeout": "s3_connect_timeout_seconds",
+    "s3_read_timeout": "s3_read_timeout_seconds",
+    "body_timeout": "body_timeout_seconds",
+    "header_timeout": "header_timeout_seconds",
+    "keep_alive_timeout": "keep_alive_timeout_seconds",
+}
+
+
+def deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated (mmhost 0.2 removes it): use {new}", DeprecationWarning, stacklevel=4
+    )
 
 
 def field_help() -> dict[str, str]:

@@ -17,7 +17,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mmhost import Host
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 NUM = list(range(6))
 CAT = [6, 7]

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mmhost.api import ServerThread, create_app
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 ROW = [1992, 1531, 6, 3.0, 0.68, 1, "y", "n"]
@@ -257,7 +257,7 @@ def test_a_broken_artifact_is_a_model_error(serve, store):
 
 
 def test_a_load_past_the_timeout_is_model_not_ready_then_serves(serve, city_store):
-    client = runtime_client(serve(store=str(city_store), load_timeout=1e-6).url)
+    client = runtime_client(serve(store=str(city_store), load_timeout_seconds=1e-6).url)
     code, status, r = _error(lambda: _invoke(client, _csv([ROW])))
     assert (code, status) == ("ModelNotReadyException", 429)
     assert "still loading" in r["Error"]["Message"]

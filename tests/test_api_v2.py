@@ -11,7 +11,7 @@ from sklearn.linear_model import LinearRegression
 from tritonclient.utils import InferenceServerException
 
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 

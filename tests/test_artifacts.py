@@ -16,7 +16,7 @@ from mmhost.artifacts import read_artifact, read_artifact_bytes
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.convert import from_sklearn
 from mmhost.errors import BadArtifact
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 
 @pytest.fixture(scope="module")

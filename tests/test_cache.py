@@ -14,7 +14,7 @@ from mmhost.convert import from_sklearn
 from mmhost.errors import InsufficientCapacity
 from mmhost.families.arena import size_class, slot_bytes
 from mmhost.families.linear import compile_linear
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 SLOT = slot_bytes(1, size_class(10))  # a houses model: 10 encoded inputs, 1 output
 
@@ -88,7 +88,7 @@ def test_single_flight_under_200_concurrent_cold_requests(store, many, host_fact
     X, _ = houses(1)
 
     async def burst():
-        return await asyncio.gather(*[h.invoke(many[i % 4], X.tolist()) for i in range(200)])
+        return await asyncio.gather(*[h.apredict(many[i % 4], X.tolist()) for i in range(200)])
 
     outs = asyncio.run(burst())
     st = h.stats()
@@ -115,7 +115,7 @@ def test_loads_wait_for_in_flight_batches_instead_of_failing(store, many, host_f
     X, _ = houses(2)
 
     async def burst():
-        return await asyncio.gather(*[h.invoke(many[i % 6], X.tolist()) for i in range(60)])
+        return await asyncio.gather(*[h.apredict(many[i % 6], X.tolist()) for i in range(60)])
 
     outs = asyncio.run(burst())
     for i, out in enumerate(outs):

@@ -15,8 +15,8 @@ from conftest import house_pipeline
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache.decoder import Decoder, _size, decode
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS
 from mmhost.store.base import Source
+from mmhost.tools.houses import COLUMNS
 
 
 @pytest.fixture

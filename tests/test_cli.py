@@ -240,7 +240,7 @@ def test_a_command_without_its_extra_says_which_to_install(
         if (
             name == module
             or name.startswith(module + ".")
-            or name in ("mmhost.demo", "mmhost.plot")
+            or name in ("mmhost.tools.demo", "mmhost.tools.plot")
         ):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
@@ -411,7 +411,7 @@ def test_sigterm_drains_then_finishes_in_flight_requests_and_closes_keep_alive(c
             "0",
             "--drain-seconds",
             "2",
-            "--graceful-timeout",
+            "--graceful-timeout-seconds",
             "20",
         ]
     )

@@ -7,7 +7,7 @@ import pytest
 
 from mmhost.codecs import media
 from mmhost.codecs.outputs import encode
-from mmhost.host import Prediction
+from mmhost.types import Prediction
 
 # scores are float32; their JSON/CSV text is the float32 value widened to a Python float
 ATOL = 1e-6

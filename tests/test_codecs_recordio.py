@@ -25,7 +25,7 @@ from mmhost.codecs import media, outputs, recordio
 from mmhost.codecs.inputs import decode
 from mmhost.codecs.limits import DecodeLimits
 from mmhost.errors import ValidationError
-from mmhost.host import Prediction
+from mmhost.types import Prediction
 
 RECORDIO = "application/x-recordio-protobuf"
 LIMITS = DecodeLimits(max_rows=1000, max_values=100_000)

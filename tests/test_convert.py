@@ -23,7 +23,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from mmhost.artifacts import read_artifact
 from mmhost.convert import from_sklearn
 from mmhost.errors import UnsupportedModel
-from mmhost.houses import CATEGORICAL, COLUMNS, NUMERIC, houses
+from mmhost.tools.houses import CATEGORICAL, COLUMNS, NUMERIC, houses
 
 REGRESSORS = [
     LinearRegression(),

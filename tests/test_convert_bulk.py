@@ -21,7 +21,7 @@ from mmhost import Host
 from mmhost.cli import main
 from mmhost.convert import from_sklearn, save_xgboost
 from mmhost.convert.bulk import output_key
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 ROWS = [[1992, 1531, 6, 3.0, 0.68, 1, "y", "n"], [1971, 2728, 4, 2.0, 0.3, 0, "n", "y"]]
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 from conftest import RTOL_PRICE
 
-import mmhost.demo
-from mmhost.houses import CITY_PRICES, city_houses
+import mmhost.tools.demo
+from mmhost.tools.houses import CITY_PRICES, city_houses
 
 CITIES = ["NewYork_NY", "LosAngeles_CA", "Chicago_IL", "Houston_TX"]
 
@@ -29,7 +29,7 @@ def test_city_houses_are_seeded_and_in_range():
 
 
 def test_demo_serves_scikit_learns_prices(tmp_path, capsys):
-    summary = mmhost.demo.main(tmp_path / "demo")
+    summary = mmhost.tools.demo.main(tmp_path / "demo")
     out = capsys.readouterr().out
 
     served = summary["served"]

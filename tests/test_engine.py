@@ -9,7 +9,7 @@ import pytest
 from conftest import RTOL_PRICE, house_pipeline
 
 from mmhost.errors import ValidationError
-from mmhost.houses import houses
+from mmhost.tools.houses import houses
 
 CITIES = ["Chicago_IL", "Houston_TX", "NewYork_NY"]
 
@@ -60,7 +60,7 @@ def test_max_delay_gathers_requests_from_separate_turns(city_store, host_factory
     async def staggered():
         async def one(c, delay):
             await asyncio.sleep(delay)
-            return await h.invoke(f"{c}/{c}.tar.gz", X.tolist())
+            return await h.apredict(f"{c}/{c}.tar.gz", X.tolist())
 
         return await asyncio.gather(*[one(c, i * 0.01) for i, c in enumerate(CITIES)])
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mmhost.cli import main
-from mmhost.experiment import CSV_NAME, CacheExperiment, run, schedule
-from mmhost.plot import CACHE_HIT_PNG, DPI, HEIGHT_IN, MEMORY_PNG, WIDTH_IN
+from mmhost.tools.experiment import CSV_NAME, CacheExperiment, run, schedule
+from mmhost.tools.plot import CACHE_HIT_PNG, DPI, HEIGHT_IN, MEMORY_PNG, WIDTH_IN
 
 N = 40
 HALF = N // 2

@@ -24,7 +24,7 @@ from mmhost.convert import from_sklearn, save_xgboost
 from mmhost.errors import BadArtifact, SlabFull, ValidationError
 from mmhost.families.arena import fine_class
 from mmhost.families.trees import TreeModel, TreesFamily, compile_trees, tree_slot_bytes
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 RTOL = 1e-5
 OBJECTIVES = {
@@ -106,7 +106,7 @@ def test_a_model_trained_with_feature_names_takes_columns_by_name(host_factory, 
     bst = xgb.train({"max_depth": 3, "nthread": 1}, dm, 5)
     save_xgboost(bst, store / "named.tar.gz")
     host = host_factory(store=str(store))
-    assert [c["name"] for c in host.describe("named.tar.gz")["inputs"]] == names
+    assert [c["name"] for c in host.load("named.tar.gz")["inputs"]] == names
     by_name = {"lot": x[:4, 2].tolist(), "sqft": x[:4, 0].tolist(), "year": x[:4, 1].tolist()}
     want = bst.predict(xgb.DMatrix(x[:4], feature_names=names))
     np.testing.assert_allclose(host.predict("named.tar.gz", by_name), want, rtol=RTOL)

@@ -38,9 +38,9 @@ from mmhost.codecs import documents, encoder_for, inputs, media, outputs, v2
 from mmhost.codecs.limits import DecodeLimits
 from mmhost.convert import from_sklearn
 from mmhost.errors import MmhostError
-from mmhost.host import Prediction
-from mmhost.houses import COLUMNS
 from mmhost.store.base import Source
+from mmhost.tools.houses import COLUMNS
+from mmhost.types import Prediction
 
 _CASES: list[int] = []  # max_examples of each fuzz test, for the docstring's total
 

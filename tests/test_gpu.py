@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import RTOL_PRICE, house_pipeline
 
-from mmhost.houses import houses
+from mmhost.tools.houses import houses
 
 pytestmark = [
     pytest.mark.gpu,

@@ -31,7 +31,7 @@ from numpy.lib import format as npy_format
 from mmhost import Host
 from mmhost.api import ServerThread
 from mmhost.convert import from_sklearn
-from mmhost.houses import COLUMNS
+from mmhost.tools.houses import COLUMNS
 
 CHICAGO = "Chicago_IL/Chicago_IL.tar.gz"
 ROW = b"1992,1531,6,3.0,0.68,1,y,n"

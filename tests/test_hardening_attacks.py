@@ -43,9 +43,9 @@ from test_hardening import CHICAGO, ROW, assert_still_serving
 from mmhost.cli import main as cli
 from mmhost.convert import from_sklearn, save_xgboost
 from mmhost.errors import ModelNotFound
-from mmhost.houses import COLUMNS
 from mmhost.settings import Settings
 from mmhost.store import FolderStore
+from mmhost.tools.houses import COLUMNS
 
 NY = "NewYork_NY/NewYork_NY.tar.gz"
 HUGE = 2**62
@@ -246,7 +246,7 @@ def test_a_wide_model_in_the_batch_does_not_pad_a_narrow_ones_rows(serve, store)
 
 # --- 4. bodies are not held for clients without credentials ----------------------------------
 def test_an_unauthenticated_client_is_refused_before_its_body_is_read(secured):
-    server = secured(body_timeout=1.0, max_inflight_body_bytes=1024**2)
+    server = secured(body_timeout_seconds=1.0, max_inflight_body_bytes=1024**2)
     head = (
         b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
         b"X-Amzn-SageMaker-Target-Model: " + NY.encode() + b"\r\n"
@@ -266,7 +266,7 @@ def test_an_unauthenticated_client_is_refused_before_its_body_is_read(secured):
 
 
 def test_a_body_that_stalls_is_a_408_and_bodies_in_flight_are_capped(secured):
-    server = secured(body_timeout=1.0, max_inflight_body_bytes=1024**2)
+    server = secured(body_timeout_seconds=1.0, max_inflight_body_bytes=1024**2)
     auth = b"Authorization: Bearer " + B_API_KEY.encode() + b"\r\n"
     head = (
         b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
@@ -335,7 +335,7 @@ def test_the_disk_tier_leaves_the_filesystem_its_free_space(serve, city_store, t
 
 # --- 6. slowloris ----------------------------------------------------------------------------
 def test_a_head_sent_byte_by_byte_is_cut_off_with_a_408(chicago):
-    server = chicago(header_timeout=1.0)
+    server = chicago(header_timeout_seconds=1.0)
     sock = connect(server.url)
     sock.sendall(b"GET /ping HTTP/1.1\r\n")
     for _ in range(100):  # a header byte every 0.1 s, until the server answers
@@ -352,7 +352,7 @@ def test_a_head_sent_byte_by_byte_is_cut_off_with_a_408(chicago):
 
 
 def test_connections_past_the_cap_get_503_and_idle_ones_are_closed(chicago):
-    server = chicago(max_connections=5, keep_alive_timeout=0.5, header_timeout=30.0)
+    server = chicago(max_connections=5, keep_alive_timeout_seconds=0.5, header_timeout_seconds=30.0)
     until(lambda: open_connections(server) == 0)
     held = [connect(server.url) for _ in range(5)]
     until(lambda: open_connections(server) == 5)
@@ -365,7 +365,7 @@ def test_connections_past_the_cap_get_503_and_idle_ones_are_closed(chicago):
     ping(server.url)
     kept = connect(server.url)  # a kept-alive connection, idle after its answer
     kept.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-    reply = read_reply(kept)  # the answer, then the server closes it (keep_alive_timeout)
+    reply = read_reply(kept)  # the answer, then the server closes it (keep_alive_timeout_seconds)
     kept.close()
     assert status_of(reply) == 200
     assert_still_serving(server.url)
@@ -700,8 +700,8 @@ def test_per_model_series_exist_for_loaded_models_only(chicago):
     [
         ("--max-concurrent-downloads", "0", "max_concurrent_downloads must be >= 1"),
         ("--clock-skew-seconds", "-1", "clock_skew_seconds must be >= 0"),
-        ("--load-timeout", "0", "load_timeout must be > 0"),
-        ("--header-timeout", "nan", "header_timeout must be > 0"),
+        ("--load-timeout-seconds", "0", "load_timeout_seconds must be > 0"),
+        ("--header-timeout-seconds", "nan", "header_timeout_seconds must be > 0"),
     ],
 )
 def test_numeric_settings_out_of_range_stop_start_up(city_store, capsys, flag, value, why):
@@ -731,7 +731,7 @@ def test_a_model_bigger_than_the_device_budget_can_never_fit_and_is_not_decoded_
 def test_settings_reject_what_they_cannot_honour():
     for bad in (
         {"max_response_bytes": 0},
-        {"body_timeout": 0},
+        {"body_timeout_seconds": 0},
         {"max_connections": 0},
         {"decode_processes": -1},
         {"rate_burst": -1},

@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression
 from mmhost import Host
 from mmhost.convert import from_sklearn
 from mmhost.errors import BadArtifact, InvalidModelName, ModelNotFound, ValidationError
-from mmhost.houses import COLUMNS, houses
+from mmhost.tools.houses import COLUMNS, houses
 
 CITIES = ["Chicago_IL", "Houston_TX", "NewYork_NY"]
 
@@ -105,7 +105,7 @@ def test_async_invoke_from_another_loop(city_store, host_factory):
     X, _ = houses(3, seed=7)
 
     async def burst():
-        return await asyncio.gather(*[h.invoke(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES])
+        return await asyncio.gather(*[h.apredict(f"{c}/{c}.tar.gz", X.tolist()) for c in CITIES])
 
     for i, out in enumerate(asyncio.run(burst())):
         np.testing.assert_allclose(out, house_pipeline(i, 1.0 + i).predict(X), rtol=RTOL_PRICE)
@@ -267,7 +267,7 @@ def test_close_cancels_requests_in_flight(city_store, host_factory):
     pinned = h._run(h.cache.acquire("Chicago_IL/Chicago_IL.tar.gz"))
     assert pinned.pins == 1
     X, _ = houses(1)
-    waiting = h._submit(h._invoke("Houston_TX/Houston_TX.tar.gz", X.tolist()))  # needs room
+    waiting = h._submit(h.invoker.invoke("Houston_TX/Houston_TX.tar.gz", X.tolist()))  # needs room
     h.close()
     with pytest.raises(concurrent.futures.CancelledError):
         waiting.result(timeout=5)
@@ -335,3 +335,35 @@ def test_a_failed_load_warns_once_a_model_and_an_unknown_key_is_no_failure(
     assert "could not be loaded" in warned[0].getMessage()  # the reason, named
     assert failures == 3 and h.stats()["load_failures"] == 3  # the unknown key is no failure
     assert "no/such" not in caplog.text
+
+
+def test_describe_never_loads_and_the_old_names_are_deprecated(city_store, host_factory):
+    from mmhost.errors import ModelNotLoaded
+
+    h = host_factory(store=str(city_store))
+    key = "Chicago_IL/Chicago_IL.tar.gz"
+    with pytest.raises(ModelNotLoaded):
+        h.describe(key)
+    assert h.list_models() == {}  # describing did not load it
+    info = h.load(key)
+    assert h.describe(key) == info and info.task == "regressor" and info["outputs"] == 1
+    X, _ = houses(3, seed=2)
+
+    async def old_names():
+        with pytest.warns(DeprecationWarning, match="Host.invoke is deprecated.*Host.apredict"):
+            old = await h.invoke(key, X.tolist())
+        with pytest.warns(DeprecationWarning, match="use Host.astats"):
+            report = await h.areport(1)
+        return old, report
+
+    old, report = asyncio.run(old_names())
+    np.testing.assert_array_equal(old, h.predict(key, X.tolist()))
+    assert report.keys() == h.stats(1).keys()
+
+
+def test_host_reads_mmhost_variables_as_serve_does(city_store, monkeypatch, host_factory):
+    monkeypatch.setenv("MMHOST_MAX_ROWS_PER_REQUEST", "7")
+    monkeypatch.setenv("MMHOST_STORE", str(city_store))
+    h = host_factory()
+    assert h.settings.max_rows_per_request == 7 and h.settings.store == str(city_store)
+    assert host_factory(max_rows_per_request=9).settings.max_rows_per_request == 9  # kwargs win

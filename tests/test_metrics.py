@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import httpx
 import pytest
@@ -13,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mmhost.convert import from_sklearn
 from mmhost.families.arena import size_class, slot_bytes
-from mmhost.houses import COLUMNS
 from mmhost.logs import JsonFormatter
 from mmhost.metrics import HISTOGRAMS
+from mmhost.tools.houses import COLUMNS
 
 ROW = "1992,1531,6,3.0,0.68,1,y,n"
 SLOT = slot_bytes(1, size_class(10))  # one houses model on the device
@@ -136,6 +137,11 @@ def test_debug_logs_one_json_line_per_request_with_its_id(serve, fleet, caplog):
     server = serve(store=str(fleet))
     with caplog.at_level(logging.DEBUG, logger="mmhost.requests"):
         rid = invoke(server.url, "m0.tar.gz").headers["x-amzn-RequestId"]
+        # the line is written once the answer is sent: the client may see the answer first
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if r.name == "mmhost.requests"]:
+            assert time.monotonic() < deadline, "no request log line"
+            time.sleep(0.01)
     (record,) = [r for r in caplog.records if r.name == "mmhost.requests"]
     line = json.loads(JsonFormatter().format(record))
     assert line["request_id"] == rid and line["status"] == 200

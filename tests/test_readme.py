@@ -45,7 +45,7 @@ def test_make_serve_is_what_the_readme_says():
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory) -> Path:
     """What ``make demo`` leaves in demo-store/ (its models and the shared preprocessor)."""
-    from mmhost.demo import _fit
+    from mmhost.tools.demo import _fit
 
     root = tmp_path_factory.mktemp("demo-store")
     _fit(root)

@@ -5,8 +5,8 @@ from conftest import house_pipeline
 
 from mmhost.convert import from_sklearn
 from mmhost.errors import InvalidModelName, ModelNotFound
-from mmhost.houses import COLUMNS
 from mmhost.store import FolderStore, validate_key
+from mmhost.tools.houses import COLUMNS
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ from sklearn.linear_model import LinearRegression
 
 from mmhost.convert import from_sklearn
 from mmhost.errors import ModelNotFound, StoreAccessDenied, StoreUnavailable
-from mmhost.houses import COLUMNS
 from mmhost.store.s3 import S3Store, _translate, parse_url
+from mmhost.tools.houses import COLUMNS
 
 ROW = "1992,1531,6,3.0,0.68,1,y,n"
 PREFIX = "s3://models/prod/"
@@ -272,8 +272,8 @@ def test_store_down_hot_models_serve_cold_ones_503_then_recover(s3, serve):
         store=PREFIX,
         s3_endpoint_url=s3.url,
         revalidate_seconds=1e-6,
-        s3_connect_timeout=0.5,
-        s3_read_timeout=1.0,
+        s3_connect_timeout_seconds=0.5,
+        s3_read_timeout_seconds=1.0,
         s3_max_attempts=1,
     )
     client = runtime_client(server.url)
@@ -387,7 +387,7 @@ def test_a_disk_copy_serves_while_the_store_is_down(s3, host_factory, tmp_path):
         store=PREFIX,
         s3_endpoint_url=s3.url,
         disk_dir=disk,
-        s3_connect_timeout=0.5,
+        s3_connect_timeout_seconds=0.5,
         s3_max_attempts=1,
     )
     assert again.predict("c.tar.gz", rows)[0] == want

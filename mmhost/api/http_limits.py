@@ -3,7 +3,7 @@ the number of open connections, and a body the server stopped reading.
 
 - head size: past ``MAX_HEADER_BYTES`` the client gets 431 and the connection is closed, whether
   the head is complete or still arriving (so it is never buffered unbounded);
-- head time: a head not complete ``header_timeout`` seconds after the connection opened (or
+- head time: a head not complete ``header_timeout_seconds`` seconds after the connection opened (or
   after the request's first byte, on a kept-alive connection) gets 408 and the connection is
   closed, so a client sending a byte every few seconds can't hold a connection (slowloris);
 - connections: one past ``max_connections`` is answered 503 and closed at once, before it
@@ -37,7 +37,7 @@ _TOO_MANY = _reply(b"503 Service Unavailable", b"Too many open connections; retr
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    header_timeout: float = 5.0  # seconds (see ``limited_protocol``)
+    header_timeout_seconds: float = 5.0  # seconds (see ``limited_protocol``)
     max_connections: int = 1000
 
     def connection_made(self, transport: Any) -> None:
@@ -81,7 +81,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_head_timer(self) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+            self._head_timer = self.loop.call_later(
+                self.header_timeout_seconds, self._head_too_slow
+            )
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -100,10 +102,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def limited_protocol(header_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
+def limited_protocol(
+    header_timeout_seconds: float, max_connections: int
+) -> type[HttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with these limits."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
-        {"header_timeout": header_timeout, "max_connections": max_connections},
+        {"header_timeout_seconds": header_timeout_seconds, "max_connections": max_connections},
     )

@@ -23,9 +23,10 @@ from mmhost.errors import (
     ServerBusy,
     ValidationError,
 )
-from mmhost.host import Host, Prediction
+from mmhost.host import Host
 from mmhost.security import Guard
 from mmhost.security.guard import INVOKE, Caller
+from mmhost.types import Prediction
 
 PRODUCTION_VARIANT = "AllTraffic"
 # per-request values kept in the ASGI scope (cheaper than Starlette's request.state)
@@ -95,9 +96,25 @@ async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
     guard: Guard = request.app.state.guard
     early = guard.admit_head(request)
     s = host.settings
-    body = await read_body(request, s.max_body_bytes, s.body_timeout, request.app.state.bodies)
+    body = await read_body(
+        request, s.max_body_bytes, s.body_timeout_seconds, request.app.state.bodies
+    )
     caller = early or guard.authenticate(request, body)
     scope[CALLER] = caller  # the error handler lets a failed request be retried
+    return body, caller
+
+
+async def guarded(
+    host: Host,
+    request: Request,
+    action: str,
+    target: str | None = None,
+    loads: bool = False,
+) -> tuple[bytes, Caller]:
+    """Every guarded route's first step: ``admit`` (who, within limits), then ``authorize``
+    ``action`` on ``target``. The body and the caller."""
+    body, caller = await admit(host, request)
+    await authorize(host, request, caller, action, target, loads=loads)
     return body, caller
 
 
@@ -133,7 +150,7 @@ async def invocation(
     media_type = media.request_type(headers.get("content-type"), body)
     rows = inputs.decode(body, media_type, DecodeLimits.of(host.settings))
     limit = host.settings.max_response_bytes
-    prediction = await host.infer(target, rows, limit)
+    prediction = await host.aprediction(target, rows, limit)
     answer = outputs.encode(prediction, accept, limit, media.verbose(headers.get("accept")))
     response = Response(answer, media_type=accept, headers=reply)
     overhead(host, request, prediction)

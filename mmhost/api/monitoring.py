@@ -10,7 +10,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import admit, authorize, whole_number
+from mmhost.api.invocation import guarded, whole_number
 from mmhost.errors import ValidationError
 from mmhost.host import Host
 from mmhost.metrics import CONTENT_TYPE
@@ -21,18 +21,16 @@ MAX_TOP = 1000
 
 def routes(host: Host) -> list[BaseRoute]:
     async def metrics(request: Request) -> Response:
-        _, caller = await admit(host, request)
-        await authorize(host, request, caller, METRICS)
-        return Response(await host.ametrics(), media_type=CONTENT_TYPE)
+        await guarded(host, request, METRICS)
+        return Response(await host.aprometheus(), media_type=CONTENT_TYPE)
 
     async def stats(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
-        await authorize(host, request, caller, METRICS)
+        await guarded(host, request, METRICS)
         top = request.query_params.get("top", "10")
         n = whole_number(top, MAX_TOP)
         if n is None:
             raise ValidationError(f"top must be a whole number 0..{MAX_TOP}, not {top[:32]!r}")
-        return JSONResponse(await host.areport(n))
+        return JSONResponse(await host.astats(n))
 
     return [
         Route("/metrics", metrics, methods=["GET"]),

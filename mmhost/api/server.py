@@ -2,8 +2,9 @@
 (``mmhost serve``) or in the background (the demo, tests, benchmarks).
 
 On SIGINT/SIGTERM readiness (``/v2/health/ready``) turns false, then (after ``drain_seconds``)
-the server stops accepting, lets requests in flight finish (up to ``graceful_timeout`` seconds)
-and closes idle keep-alive connections, then the host is closed. A second signal stops at once.
+the server stops accepting, lets requests in flight finish (up to
+``graceful_timeout_seconds``) and closes idle keep-alive connections, then the host is closed.
+A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ def config(host: Host, app: Any = None, guard: Guard | None = None) -> uvicorn.C
     s = host.settings
     return uvicorn.Config(
         app or create_app(host, guard),
-        host=s.host,
+        host=s.bind_address,
         port=s.port,
         log_level=s.log_level,
         access_log=s.log_level == "debug",
-        timeout_graceful_shutdown=s.graceful_timeout,  # type: ignore[arg-type]  # a float works
+        timeout_graceful_shutdown=s.graceful_timeout_seconds,  # type: ignore[arg-type]  # a float works
         log_config=None,  # uvicorn's lines go through mmhost's handler (text or JSON)
         server_header=False,
-        http=limited_protocol(s.header_timeout, s.max_connections),
-        timeout_keep_alive=s.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        http=limited_protocol(s.header_timeout_seconds, s.max_connections),
+        timeout_keep_alive=s.keep_alive_timeout_seconds,  # type: ignore[arg-type]  # a float works
     )
 
 
@@ -154,7 +155,7 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         if self._done is not None and not self.host.closed:
-            self._done.result(timeout=self.host.settings.graceful_timeout + 5)
+            self._done.result(timeout=self.host.settings.graceful_timeout_seconds + 5)
         if self._refreezing is not None:
             unsettle_gc(self._refreezing)
 

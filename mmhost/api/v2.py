@@ -22,23 +22,13 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 import mmhost
-from mmhost.api.invocation import admit, authorize, overhead
-from mmhost.cache import ModelUsage
-from mmhost.codecs import outputs, v2
+from mmhost.api.invocation import guarded, overhead
+from mmhost.codecs import outputs, v2, v2_models
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DecodeLimits
 from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError, VersionNotAvailable
 from mmhost.host import Host
 from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
-
-_TYPES = {"float": "FP32", "category": "BYTES"}
-# V2 datatypes as a Triton model configuration spells them
-_CONFIG_TYPES = {
-    "FP32": "TYPE_FP32",
-    "FP64": "TYPE_FP64",
-    "INT64": "TYPE_INT64",
-    "BYTES": "TYPE_STRING",
-}
 
 
 def routes(host: Host) -> list[BaseRoute]:
@@ -62,9 +52,8 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"ready": True})
 
     async def model_ready(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, DESCRIBE, name)
+        await guarded(host, request, DESCRIBE, name)
         usage = await host.ausage(name)
         if not usage:
             raise ModelNotLoaded(name)
@@ -72,16 +61,15 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"name": name, "ready": True})
 
     async def infer(request: Request) -> Response:
-        body, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, INVOKE, name, loads=True)
+        body, _ = await guarded(host, request, INVOKE, name, loads=True)
         limits = DecodeLimits.of(host.settings)
         doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH), limits)
         requested = doc.get("outputs")
         limit = host.settings.max_response_bytes
         if "version" in request.path_params:
-            _check_version(request, (await host.aload(name))["version"])
-        p = await host.infer(name, rows, limit)
+            _check_version(request, (await host.aload(name)).version)
+        p = await host.aprediction(name, rows, limit)
         if p.neighbors is not None:
             answer = v2.neighbor_outputs(p.scores, p.neighbors, p.classes, limit)
         else:
@@ -105,61 +93,45 @@ def routes(host: Host) -> list[BaseRoute]:
         )
 
     async def model_metadata(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, DESCRIBE, name, loads=True)
+        await guarded(host, request, DESCRIBE, name, loads=True)
         info = await host.aload(name)
-        _check_version(request, info["version"])
-        return JSONResponse(_metadata(info))
+        _check_version(request, info.version)
+        return JSONResponse(v2_models.metadata(info))
 
     async def model_config(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, DESCRIBE, name, loads=True)
+        await guarded(host, request, DESCRIBE, name, loads=True)
         info = await host.aload(name)
-        _check_version(request, info["version"])
-        return JSONResponse(_config(_metadata(info), host.settings.max_rows_per_request))
+        _check_version(request, info.version)
+        return JSONResponse(v2_models.config(info, host.settings.max_rows_per_request))
 
     async def statistics(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params.get("name")
-        await authorize(host, request, caller, DESCRIBE if name else LIST, name)
+        await guarded(host, request, DESCRIBE if name else LIST, name)
         usage = await host.ausage(name)
         if name is not None:
             if not usage:
                 raise ModelNotLoaded(name)
             _check_version(request, usage[0].version)
-        return JSONResponse({"model_stats": [_statistics(u) for u in usage]})
+        return JSONResponse(v2_models.statistics(usage))
 
     async def index(request: Request) -> JSONResponse:
-        body, caller = await admit(host, request)
-        await authorize(host, request, caller, LIST)
+        body, _ = await guarded(host, request, LIST)
         ready_only = _index_request(body)
         loaded = await host.alist_models()
         names = sorted(loaded) if ready_only else await host.astore_keys()
-        return JSONResponse(
-            [
-                {
-                    "name": n,
-                    "version": "",
-                    "state": "READY" if n in loaded else "UNAVAILABLE",
-                    "reason": "",
-                }
-                for n in names
-            ]
-        )
+        return JSONResponse(v2_models.index(names, loaded))
 
     async def load(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, LOAD, name, loads=True)
+        await guarded(host, request, LOAD, name, loads=True)
         await host.aload(name)
         return JSONResponse({})
 
     async def unload(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
         name = request.path_params["name"]
-        await authorize(host, request, caller, UNLOAD, name)
+        await guarded(host, request, UNLOAD, name)
         if not await host.aunload(name):
             raise ModelNotLoaded(name)
         return JSONResponse({})
@@ -190,99 +162,10 @@ def routes(host: Host) -> list[BaseRoute]:
     ]
 
 
-def _metadata(info: dict[str, Any]) -> dict[str, Any]:
-    k = info["outputs"]
-    outputs: list[dict[str, Any]]
-    if info["family"] == "knn":  # answered as SageMaker's k-NN (codecs/v2.neighbor_outputs)
-        label = "FP32" if info["classes"] is None else v2.label_type(info["classes"])
-        outputs = [
-            {"name": "predicted_label", "datatype": label, "shape": [-1]},
-            {"name": "labels", "datatype": label, "shape": [-1, -1]},
-            {"name": "distances", "datatype": "FP32", "shape": [-1, -1]},
-        ]
-    else:
-        outputs = _score_outputs(info, k)
-    return {
-        "name": info["name"],
-        "versions": [info["version"]],
-        "platform": "mmhost",
-        "inputs": [
-            {"name": c["name"], "datatype": _TYPES[c["type"]], "shape": [-1]}
-            for c in info["inputs"]
-        ],
-        "outputs": outputs,
-        "parameters": {"task": info["task"]},
-    }
-
-
 def _check_version(request: Request, served: str) -> None:
     asked = request.path_params.get("version")
     if asked is not None and asked != served:
         raise VersionNotAvailable(request.path_params["name"], asked, served)
-
-
-def _config(meta: dict[str, Any], max_batch: int) -> dict[str, Any]:
-    """A Triton model configuration from the metadata: every tensor's first axis is the
-    batch (rows), so ``dims`` are the rest."""
-
-    def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": t["name"],
-                "data_type": _CONFIG_TYPES.get(t["datatype"], "TYPE_STRING"),
-                "dims": t["shape"][1:] or [1],
-            }
-            for t in items
-        ]
-
-    return {
-        "name": meta["name"],
-        "platform": meta["platform"],
-        "backend": "mmhost",
-        "max_batch_size": max_batch,
-        "input": tensors(meta["inputs"]),
-        "output": tensors(meta["outputs"]),
-        "parameters": {k: {"string_value": str(v)} for k, v in meta["parameters"].items()},
-    }
-
-
-def _statistics(u: ModelUsage) -> dict[str, Any]:
-    """The statistics extension's entry for one model: requests are inferences and
-    executions alike (a request's rows are scored together), its op time the compute."""
-    ns = int(u.infer_seconds * 1e9)
-    nothing = {"count": 0, "ns": 0}
-    return {
-        "name": u.name,
-        "version": u.version,
-        "last_inference": int(u.last_used * 1000),
-        "inference_count": u.rows,
-        "execution_count": u.requests,
-        "inference_stats": {
-            "success": {"count": u.requests, "ns": ns},
-            "fail": nothing,
-            "queue": nothing,
-            "compute_input": nothing,
-            "compute_infer": {"count": u.requests, "ns": ns},
-            "compute_output": nothing,
-            "cache_hit": nothing,
-            "cache_miss": nothing,
-        },
-        "batch_stats": [],
-    }
-
-
-def _score_outputs(info: dict[str, Any], k: int) -> list[dict[str, Any]]:
-    outputs = [
-        {
-            "name": "score",
-            "datatype": "FP32",
-            "shape": [-1, k] if info["task"] == "multiclass_classifier" else [-1],
-        }
-    ]
-    if info["classes"] is not None:
-        label_type = v2.label_type(info["classes"])
-        outputs.append({"name": "predicted_label", "datatype": label_type, "shape": [-1]})
-    return outputs
 
 
 def _index_request(body: bytes) -> bool:

@@ -5,6 +5,9 @@ to: each output feature j is ``scale[j] * source_j + shift[j]``, where ``source_
 input column (after imputation) or the 0/1 indicator of one category of a categorical input.
 Scaling, imputation, one-hot encoding, column selection and passthrough are all of this form,
 and so is any chain of them, which is what lets a pipeline fold into one linear model.
+
+Size: the mmhost/1 format's dataclasses and their validation, together, so what is written
+is what is checked.
 """
 
 from __future__ import annotations

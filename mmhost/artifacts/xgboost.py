@@ -20,6 +20,8 @@ tree's root, ``o = tree_offsets[t]``::
             n = left[o + n] if go_left else right[o + n]
         margin += value[o + n]
     out[k] = link(margin)     # identity, sigmoid, softmax / argmax over k, or exp
+
+Size: one reader of XGBoost's JSON and UBJSON model, every field validated where it is read.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The tiered model cache: device (arena) -> host (RAM) -> disk -> store."""
 
-from mmhost.cache.model_cache import ModelCache, ModelUsage, Resident
+from mmhost.cache.model_cache import ModelCache, Resident
+from mmhost.types import ModelUsage
 
 __all__ = ["ModelCache", "ModelUsage", "Resident"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache.decoder import Decoder, DecoderDied
-from mmhost.cache.tiers import DiskTier
+from mmhost.cache.disk import DiskTier
 from mmhost.errors import BadArtifact
 from mmhost.families.router import Model
 from mmhost.store.base import Store

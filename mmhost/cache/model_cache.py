@@ -6,6 +6,9 @@ decoding run on worker threads. Tiers are exclusive for device and host (a model
 them), the disk tier is inclusive (downloads are kept while they fit).
 
 Invariant: a Resident with pins > 0 is never evicted; its slot is freed on its last release.
+
+Size: the acquire / load / demote state machine in one place, its invariants side by side;
+splitting it into a policy, typed tiers and one mover is item 3 of issue 18, still to do.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from dataclasses import dataclass, field
 
 from mmhost.artifacts import Artifact
 from mmhost.cache.decoder import Decoder
+from mmhost.cache.disk import DiskTier
 from mmhost.cache.loader import Loaded, load_model
 from mmhost.cache.policy import LRUPolicy, Policy
-from mmhost.cache.tiers import DiskTier, Tier
+from mmhost.cache.tiers import Tier
 from mmhost.errors import InsufficientCapacity, ModelNotFound
 from mmhost.families.arena import Slab
 from mmhost.families.router import Families, Model
 from mmhost.metrics import Metrics
 from mmhost.settings import Settings
 from mmhost.store.base import Store
+from mmhost.types import ModelUsage
 
 log = logging.getLogger("mmhost.cache")
 _TOO_BIG_MEMORY = 100_000  # models remembered as bigger than the device budget
@@ -88,23 +93,12 @@ class _Flight:
 
 
 @dataclass
-class _HostEntry:
+class HostEntry:
+    """A model demoted to host RAM: its parameters as read back from its slot."""
+
     model: Model
     version: str
     checked_at: float
-
-
-@dataclass(frozen=True)
-class ModelUsage:
-    """A loaded model's version and what it served since it was placed (V2 statistics)."""
-
-    name: str
-    version: str
-    tier: str
-    requests: int  # answered
-    rows: int
-    infer_seconds: float
-    last_used: float  # epoch seconds; 0: not used since placed
 
 
 @dataclass
@@ -142,12 +136,13 @@ class ModelCache:
         self.preprocessor = preprocessor
         self.policy: Policy = policy or LRUPolicy()
         self.metrics = metrics or Metrics()
-        self.device: Tier[Resident] = Tier("device", device_budget)
-        self.host: Tier[str] = Tier("host", settings.host_budget)
+        # keyed by the resident itself: a replaced model pinned by batches in flight keeps its
+        # slot (and its bytes count) while ``resident[name]`` already names its successor
+        self.device: Tier[Resident, None] = Tier("device", device_budget)
+        self.host: Tier[str, HostEntry] = Tier("host", settings.host_budget)
         self.disk = DiskTier(settings.disk_dir, settings.disk_budget) if settings.disk_dir else None
         self.decoder = Decoder(settings.large_artifact_bytes, settings.decode_processes)
-        self.resident: dict[str, Resident] = {}
-        self._host: dict[str, _HostEntry] = {}
+        self.resident: dict[str, Resident] = {}  # name -> its current device resident
         self._warned: dict[str, float] = {}  # model -> when its last load failure was logged
         self._flights: dict[str, _Flight] = {}
         self._metas: dict[tuple[object, ...], Model] = {}
@@ -215,14 +210,18 @@ class ModelCache:
     def _promote_now(self, name: str) -> Resident | None:
         """host -> device without leaving the request path: no I/O (a local stat at most), so
         no flight is needed. None when it can't be done now (the flight path then does it)."""
-        entry = self._host.get(name)
+        entry = self.host.get(name)
         if entry is None or (self._due(entry.checked_at) and not self.store.local):
             return None
         if self._due(entry.checked_at) and self.store.version(name) != entry.version:
             return None  # changed in the store: the flight path reloads it
+        return self._host_to_device(name, entry)
+
+    def _host_to_device(self, name: str, entry: HostEntry) -> Resident | None:
+        """The one promotion: ``entry`` from the host tier into a slot, or back where it was
+        (None) when the room it needs is pinned."""
         # out of the host tier first: demotions made to place it may need that room
         self.host.remove(name)
-        del self._host[name]
         r = self._place_now(name, entry.model, entry.version)
         if r is None:
             self._keep_on_host(name, entry.model, entry.version, entry.checked_at)
@@ -250,25 +249,47 @@ class ModelCache:
 
     # --- loading, promotion, revalidation ----------------------------------------------------
     async def _bring_in(self, name: str, current: Resident | None) -> Resident:
+        """The flight's work: keep ``current`` if the store still has its version, else promote
+        the host tier's copy, else load from the store (or the disk tier)."""
+        if current is not None:
+            kept = await self._revalidate(name, current)
+            if kept is not None:
+                return kept
+        if current is None or current.gone:
+            promoted = await self._promote(name)
+            if promoted is not None:
+                return promoted
+        return await self._load_cold(name)
+
+    async def _revalidate(self, name: str, current: Resident) -> Resident | None:
+        """``current`` when it is still the store's version (None: a newer one is to load)."""
         loop = asyncio.get_running_loop()
-        if current is not None:  # resident, but due for a version check
-            version = await self._version(loop, name, current.version)
-            current.checked_at = time.monotonic()
-            if version != current.version:
-                self.counters.reloads += 1
-            elif not current.gone:  # (it may have been demoted while we asked the store)
-                self.counters.hits["device"] += 1
-                return current
-        if name in self._host and (current is None or current.gone):
-            entry = self._host[name]
-            version = entry.version
-            if self._due(entry.checked_at):
-                version = await self._version(loop, name, entry.version)
-            if version == entry.version and name in self._host:
-                self.counters.hits["host"] += 1
-                self.host.remove(name)
-                del self._host[name]
-                return await self._place(name, entry.model, entry.version)
+        version = await self._version(loop, name, current.version)
+        current.checked_at = time.monotonic()
+        if version != current.version:
+            self.counters.reloads += 1
+            return None
+        if current.gone:  # (it was demoted while we asked the store)
+            return None
+        self.counters.hits["device"] += 1
+        return current
+
+    async def _promote(self, name: str) -> Resident | None:
+        """The host tier's copy on the device, once revalidated if due; None when there is
+        none or the store has another version. Waits for pinned room like a cold load."""
+        entry = self.host.get(name)
+        if entry is None:
+            return None
+        if self._due(entry.checked_at):
+            version = await self._version(asyncio.get_running_loop(), name, entry.version)
+            if version != entry.version or self.host.get(name) is not entry:
+                return None
+        need = self.families.slot_bytes(entry.model)
+        return await self._await_room(name, need, lambda: self._host_to_device(name, entry))
+
+    async def _load_cold(self, name: str) -> Resident:
+        """From the store (or the disk tier): fetch, decode, place; counted and logged."""
+        loop = asyncio.get_running_loop()
         too_big = self._too_big.get(name)
         if too_big is not None:
             if await loop.run_in_executor(self.executor, self.store.version, name) == too_big[0]:
@@ -374,11 +395,17 @@ class ModelCache:
         return every > 0 and time.monotonic() - checked_at >= every
 
     async def _place(self, name: str, model: Model, version: str) -> Resident:
+        need = self.families.slot_bytes(model)
+        return await self._await_room(name, need, lambda: self._place_now(name, model, version))
+
+    async def _await_room(
+        self, name: str, need: int, attempt: Callable[[], Resident | None]
+    ) -> Resident:
+        """``attempt()`` until it places the model: while everything evictable is pinned by
+        batches in flight, wait for one to finish, up to ``capacity_wait_seconds``."""
         deadline = time.monotonic() + self.settings.capacity_wait_seconds
-        while (r := self._place_now(name, model, version)) is None:
-            # everything evictable is pinned by batches in flight: wait for one to finish
+        while (r := attempt()) is None:
             left = deadline - time.monotonic()
-            need = self.families.slot_bytes(model)
             if need > self.device.budget or left <= 0:
                 raise InsufficientCapacity(name, need, self.device.budget)
             self._unpinned.clear()
@@ -399,7 +426,7 @@ class ModelCache:
             self._demote(v)
         slab, slot = self.families.place(model)
         r = Resident(name, self._meta(model), slab, slot, version, time.monotonic())
-        self.device.add(r, need)
+        self.device.add(r, None, need)
         self.resident[name] = r
         return r
 
@@ -440,11 +467,9 @@ class ModelCache:
             return
         for v in victims:  # host -> disk: the disk tier (if any) still holds the artifact
             self.host.remove(v)
-            del self._host[v]
             self.counters.evictions["host"] += 1
             self.metrics.dropped(v)
-        self.host.add(name, model.nbytes)
-        self._host[name] = _HostEntry(model, version, checked)
+        self.host.add(name, HostEntry(model, version, checked), model.nbytes)
 
     def _free(self, r: Resident) -> None:
         if r in self.device:
@@ -460,10 +485,8 @@ class ModelCache:
             r.gone = True
             if r.pins == 0:
                 self._free(r)
-        if name in self._host:
+        if self.host.discard(name) is not None:
             found = True
-            self.host.remove(name)
-            del self._host[name]
         self.metrics.dropped(name)
         return found
 
@@ -480,7 +503,7 @@ class ModelCache:
 
     def loaded(self) -> dict[str, str]:
         out = {name: "device" for name in self.resident}
-        out.update({name: "host" for name in self._host})
+        out.update({name: "host" for name in self.host.keys()})
         return out
 
     def hottest(self, n: int) -> list[dict[str, object]]:
@@ -501,21 +524,21 @@ class ModelCache:
                         n, r.version, "device", r.answered, r.rows, r.infer_seconds, r.last_used
                     )
                 )
-            elif n in self._host:
-                out.append(ModelUsage(n, self._host[n].version, "host", 0, 0, 0.0, 0.0))
+            elif (entry := self.host.get(n)) is not None:
+                out.append(ModelUsage(n, entry.version, "host", 0, 0, 0.0, 0.0))
         return out
 
     def tier_of(self, name: str) -> str | None:
         if name in self.resident:
             return "device"
-        return "host" if name in self._host else None
+        return "host" if name in self.host else None
 
     def loading(self, name: str) -> bool:
         return name in self._flights
 
     def host_model(self, name: str) -> Model | None:
         """The host-tier copy of a demoted model (tests and tools; None if not there)."""
-        e = self._host.get(name)
+        e = self.host.get(name)
         return None if e is None else e.model
 
     def stats(self) -> dict[str, object]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mmhost.cache.tiers import Tier
 
@@ -11,7 +11,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 class Policy(Protocol):
-    def victims(self, tier: Tier[K], need: int, pinned: Callable[[K], bool]) -> list[K] | None:
+    def victims(self, tier: Tier[K, Any], need: int, pinned: Callable[[K], bool]) -> list[K] | None:
         """Entries to evict so that ``need`` more bytes fit, or None if they can't be freed."""
         ...
 
@@ -19,7 +19,7 @@ class Policy(Protocol):
 class LRUPolicy:
     """Least recently used first; pinned entries (in use by an in-flight batch) are skipped."""
 
-    def victims(self, tier: Tier[K], need: int, pinned: Callable[[K], bool]) -> list[K] | None:
+    def victims(self, tier: Tier[K, Any], need: int, pinned: Callable[[K], bool]) -> list[K] | None:
         free = tier.budget - tier.used
         if free >= need:
             return []  # the common case costs nothing, however many entries the tier holds

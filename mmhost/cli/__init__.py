@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from typing import Any
 
 import mmhost
-from mmhost.settings import Settings, coerce, field_help
+from mmhost.settings import RENAMED, Settings, coerce, field_help
 
 # what a command needs beyond the server, by the module a missing import names
 _EXTRAS = {"sklearn": "demo", "tqdm": "demo", "matplotlib": "plots", "krcf": "rcf"}
@@ -104,6 +103,19 @@ def _settings_flags(serve: argparse.ArgumentParser) -> None:
             help=text.replace("%", "%%"),
             **extra,
         )
+    for old, new in RENAMED.items():
+        serve.add_argument(
+            "--" + old.replace("_", "-"), dest=new, action=_Renamed, help=argparse.SUPPRESS
+        )
+
+
+class _Renamed(argparse.Action):
+    """A flag of the previous release: stored as its new name, with a notice."""
+
+    def __call__(self, parser: Any, ns: Any, value: Any, option: str | None = None) -> None:
+        new = "--" + self.dest.replace("_", "-")
+        print(f"mmhost: {option} is deprecated (mmhost 0.2 removes it): use {new}", file=sys.stderr)
+        setattr(ns, self.dest, value)
 
 
 def _tool_parsers(sub: Any) -> None:
@@ -141,7 +153,7 @@ def _tool_parsers(sub: Any) -> None:
 
 
 def _experiment_parser(sub: Any) -> None:
-    from mmhost.experiment import CacheExperiment
+    from mmhost.tools.experiment import CacheExperiment
 
     d = CacheExperiment.__dataclass_fields__
     experiment = sub.add_parser("experiment", help="reproducible experiments on a local host")
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from mmhost.demo import main as demo
+        from mmhost.tools.demo import main as demo
 
         demo(args.store)
         return 0
@@ -209,7 +221,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
         settings = Settings.from_env(**_typed(overrides))
-        return _serve(settings)
+        from mmhost.cli.serve import serve
+
+        return serve(settings)
     except ValueError as exc:
         print(f"mmhost serve: {exc}", file=sys.stderr)
         return 2
@@ -231,9 +245,9 @@ def _typed(raw: dict[str, str]) -> dict[str, Any]:
 
 
 def _experiment_cache(args: argparse.Namespace) -> int:
-    from mmhost.experiment import CacheExperiment, run
-    from mmhost.plot import PlotsNotInstalled
     from mmhost.settings import parse_bytes
+    from mmhost.tools.experiment import CacheExperiment, run
+    from mmhost.tools.plot import PlotsNotInstalled
 
     try:
         cfg = CacheExperiment(
@@ -255,7 +269,7 @@ def _experiment_cache(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mmhost.plot import PlotsNotInstalled, read_csv, render
+    from mmhost.tools.plot import PlotsNotInstalled, read_csv, render
 
     try:
         data = read_csv(args.from_csv)
@@ -265,76 +279,6 @@ def _plot(args: argparse.Namespace) -> int:
         return 2
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
-
-
-def _serve(settings: Settings) -> int:
-    from mmhost import logs
-    from mmhost.api import serve
-    from mmhost.errors import MmhostError
-    from mmhost.host import Host
-    from mmhost.kernels import _native
-    from mmhost.security import Guard
-
-    logs.configure(settings.log_level, settings.log_format)
-    guard = Guard.from_settings(settings)  # a bad auth config stops here, before any load
-    log = logging.getLogger("mmhost")
-    if guard.open:
-        loopback = settings.host in ("127.0.0.1", "localhost", "::1")
-        log.warning(
-            "no --auth-config: every caller that can reach %s may invoke every model%s",
-            settings.host,
-            "" if loopback else " (this address is not loopback: anyone on the network)",
-        )
-    else:
-        assert guard.config is not None
-        log.info(
-            "auth: %d principal(s) from %s", len(guard.config.principals), settings.auth_config
-        )
-    try:
-        keys = _preloads(settings)
-    except ValueError as exc:
-        print(f"mmhost serve: {exc}", file=sys.stderr)
-        return 2
-    host = Host(settings=settings)
-    if host.device.type == "cpu":
-        _native.load()  # a first-use build of the kernels happens now, not on a request
-    step = "the store check"
-    try:
-        if settings.store_check:
-            host.store.list(limit=1)  # StoreUnavailable / StoreAccessDenied say why
-        for key in keys:
-            step = f"loading {key!r} (--load-model)"
-            host.load(key)
-    except MmhostError as exc:
-        host.close()
-        hint = " (--store-check false skips this check)" if step == "the store check" else ""
-        print(f"mmhost serve: {step} failed: {exc}{hint}", file=sys.stderr)
-        return 2
-    if keys:
-        log.info("loaded %d model(s) before serving", len(keys))
-    log.info(
-        "serving store %s (endpoint %s, device %s)",
-        settings.store,
-        settings.endpoint_name,
-        host.device,
-    )
-    serve(host, guard)
-    return 0
-
-
-def _preloads(settings: Settings) -> list[str]:
-    """--load-model keys, then those of --load-models-from's file."""
-    keys = list(settings.load_model)
-    if settings.load_models_from:
-        try:
-            text = open(settings.load_models_from, encoding="utf-8").read()
-        except OSError as exc:
-            raise ValueError(f"--load-models-from {settings.load_models_from}: {exc}") from None
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keys.append(line)
-    return keys
 
 
 if __name__ == "__main__":

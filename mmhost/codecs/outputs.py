@@ -28,7 +28,7 @@ from mmhost.codecs.v2 import check_scores, predicted_labels
 from mmhost.errors import ResponseTooLarge
 
 if TYPE_CHECKING:
-    from mmhost.host import Prediction
+    from mmhost.types import Prediction
 
 # the fewest bytes any answer spends on one value: "0.0" and a separator in text (a float's
 # repr always has a "." or an "e"), 4 in a V2 binary FP32 tensor

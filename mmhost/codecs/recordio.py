@@ -17,6 +17,9 @@ row, all rows of one width. Decoded by hand with bounds checks (no protobuf runt
 length is checked against the bytes left, every count against the limits, before anything is
 allocated. Answers are one record per row with ``label["score"]`` (float32, K values) and, for a
 classifier, ``label["predicted_label"]`` (float32 for numeric labels, ``bytes`` for text).
+
+Size: RecordIO framing and the Record protobuf read and written by hand (no protobuf
+runtime), every length checked where it is read.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Outputs: ``score`` (FP32, [N] or [N, k] for multiclass probabilities) and, for c
 ``predicted_label`` (INT64, FP64, BOOL or BYTES, following the class labels). A k-NN model:
 ``predicted_label`` ([N]; FP32 for a regressor), ``labels`` ([N, k], its neighbours') and
 ``distances`` ([N, k] FP32, nearest first).
+
+Size: the V2 tensor wire format both ways (JSON and Triton's binary extension), every
+datatype's checks side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from mmhost.artifacts.manifest import MAX_NAME
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.errors import ValidationError
-from mmhost.families.base import Neighbors
+from mmhost.types import Neighbors
 
 # V2 datatype -> numpy dtype (BYTES is handled apart)
 DTYPES = {

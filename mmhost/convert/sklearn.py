@@ -6,6 +6,9 @@ or one-hot indicator). Every supported step maps that form to itself, so the res
 canonical ``Preprocessing`` plus the final linear estimator's coefficients, stored unfolded.
 Folding into one linear model happens at load (``families.linear``), where a shared
 preprocessor can be composed in front too.
+
+Size: one walker over every supported scikit-learn step; each step's rule is short and they
+share the feature-tracking state.
 """
 
 from __future__ import annotations

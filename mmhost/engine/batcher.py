@@ -27,11 +27,10 @@ import torch
 from mmhost.families.arena import Slab
 from mmhost.families.router import Families
 from mmhost.metrics import Metrics
+from mmhost.types import Rows, Slots
 
 T = TypeVar("T")
 PAD_SLACK = 1 << 20  # padded cells (4 MB) a call may hold beyond twice its real ones
-Rows = np.ndarray | torch.Tensor  # (n, D) float32: host rows, or a tensor on the device
-Slots = int | np.ndarray  # one model's slot for every row, or (n,) int64 per row
 
 
 @dataclass

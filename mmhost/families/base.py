@@ -11,7 +11,6 @@ copy branch. A new family is one module here, its kernel module, and a line in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 
 from mmhost.artifacts import Artifact, Column
 from mmhost.families.arena import Slab
+from mmhost.types import Neighbors
 
 
 class Encoder(Protocol):
@@ -82,14 +82,6 @@ class FamilyModel(Protocol):
     def stripped(self) -> Self:
         """A parameter-less copy: what a resident model keeps beside its slot."""
         ...
-
-
-@dataclass(frozen=True)
-class Neighbors:
-    """A k-NN answer's neighbours of each row, nearest first."""
-
-    labels: np.ndarray  # (N, k): each neighbour's label (class or value)
-    distances: np.ndarray  # (N, k) float32, as the model reports them
 
 
 M = TypeVar("M", bound=FamilyModel)

@@ -33,10 +33,11 @@ from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import KNN_DISTANCES, KNN_WEIGHTS, ManifestError
 from mmhost.codecs.rows import passes_nan
 from mmhost.families.arena import Slab, fine_class
-from mmhost.families.base import Family, Neighbors, copy_in
+from mmhost.families.base import Family, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
 from mmhost.families.linear import chain
 from mmhost.kernels.knn import CLASSIFIER, METRIC_CODES, METRICS, REGRESSOR, knn_decide, knn_forward
+from mmhost.types import Neighbors
 
 _NO_POINTS = np.zeros((0, 0), np.float32)
 _NO_LABELS = np.zeros(0, np.float32)

@@ -16,8 +16,9 @@ import torch
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.families.arena import Slab
-from mmhost.families.base import Family, FamilyModel, Neighbors
+from mmhost.families.base import Family, FamilyModel
 from mmhost.families.registry import FAMILIES, family_for
+from mmhost.types import Neighbors
 
 Model = FamilyModel
 

@@ -62,6 +62,9 @@ op ``mmhost._C.trees_forward`` (falling back to the reference with one warning w
 extension is not built, or was built before this op existed); the CUDA kernel is the Triton
 kernel in ``trees_triton.py`` (bit-identical to the reference; a corrupt pack gives NaN rows
 there, as a GPU kernel cannot raise without a device sync).
+
+Size: the op's packing layout, its launcher and its plain-torch reference walk belong
+together (a kernel beside its launcher and its reference).
 """
 
 from __future__ import annotations

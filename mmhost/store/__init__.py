@@ -20,8 +20,8 @@ def open_store(settings: Settings) -> Store:
         return S3Store(
             settings.store,
             endpoint_url=settings.s3_endpoint_url,
-            connect_timeout=settings.s3_connect_timeout,
-            read_timeout=settings.s3_read_timeout,
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
             max_attempts=settings.s3_max_attempts,
             max_downloads=settings.max_concurrent_downloads,
         )

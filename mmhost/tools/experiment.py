@@ -15,7 +15,7 @@ machine, with the device tier in the role of the endpoint instance's memory.
    (phase 3), sampling ``host.stats()`` after every invocation. An invocation is a hit when
    ``stats["hits"]["device"]`` went up during it.
 4. Write ``cache_experiment.csv`` (one row per invocation, the columns of ``COLUMNS``) and the
-   two charts of ``mmhost.plot`` into ``out``, and print a summary.
+   two charts of ``mmhost.tools.plot`` into ``out``, and print a summary.
 
 With the defaults (0.6 of N fits): phase 1 misses every time and fills the tier to N/2 models;
 phase 2 hits every time; phase 3 hits its first N/2 invocations, then loads the rest, and
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mmhost.host import Host
-from mmhost.plot import WINDOW, render, require_matplotlib
+from mmhost.tools.plot import WINDOW, render, require_matplotlib
 
 POLICIES = ["lru"]  # the cache's only eviction policy (mmhost/cache/policy.py)
 CSV_NAME = "cache_experiment.csv"
@@ -155,8 +155,8 @@ def _make_store(root: Path, n: int, seed: int, invocations: int) -> np.ndarray:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from mmhost.convert import from_sklearn
-    from mmhost.houses import COLUMNS as HOUSE_COLUMNS
-    from mmhost.houses import city_houses
+    from mmhost.tools.houses import COLUMNS as HOUSE_COLUMNS
+    from mmhost.tools.houses import city_houses
 
     X, y = city_houses("Chicago_IL", TRAIN_HOUSES, seed=seed)  # (200, 8), (200,)
     pre = ColumnTransformer(

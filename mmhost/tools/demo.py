@@ -1,7 +1,7 @@
 """The walkthrough behind ``make demo`` / ``mmhost demo``: a multi-model endpoint on the
 embedded default (a local folder store, CPU or GPU).
 
-1. Generate 1,000 synthetic houses for each of four cities (``mmhost.houses.city_houses``:
+1. Generate 1,000 synthetic houses for each of four cities (``mmhost.tools.houses.city_houses``:
    a linear price whose coefficients differ by city; seeded, so runs repeat).
 2. Fit one shared preprocessor (scaling + one-hot) and one linear regressor per city on its
    output, and convert them to mmhost artifacts.
@@ -33,7 +33,7 @@ import numpy as np
 from mmhost import Host
 from mmhost.api import ServerThread
 from mmhost.convert import from_sklearn, save_xgboost
-from mmhost.houses import COLUMNS, city_houses
+from mmhost.tools.houses import COLUMNS, city_houses
 
 CITIES = ["NewYork_NY", "LosAngeles_CA", "Chicago_IL", "Houston_TX"]
 LATE = "Houston_TX"  # deployed while the server runs
@@ -155,7 +155,7 @@ def main(root: str | Path = "demo-store") -> dict[str, Any]:
     host = Host(
         store=str(root / "models"),
         preprocessor=str(root / "preprocessor.tar.gz"),
-        host="127.0.0.1",
+        bind_address="127.0.0.1",
         log_level="warning",
     )
     with host, ServerThread(host, port=0) as server:
