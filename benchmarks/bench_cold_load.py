@@ -107,7 +107,7 @@ def test_load_from_host_tier(benchmark, fleet):
             h.load(name)
 
         def demote(name: str) -> None:
-            h._run(h._call(h.cache._demote, h.cache.resident[name]))
+            h._run(h._call(h.cache.mover.demote, h.cache.resident[name]))
             assert h.cache.host_model(name) is not None
 
         targets = [
@@ -136,7 +136,7 @@ def test_load_from_host_tier_with_many_resident(benchmark, fleet):
         assert st["evictions"]["device"] == 0
 
         def demote(name: str) -> None:
-            h._run(h._call(h.cache._demote, h.cache.resident[name]))
+            h._run(h._call(h.cache.mover.demote, h.cache.resident[name]))
 
         _bench_loads(benchmark, h, names, demote, P_HOST_FULL, resident_models=RESIDENT)
         assert h.stats()["hits"]["host"] == len(names)

@@ -207,6 +207,19 @@ class ModelAlreadyLoaded(MmhostError):
         super().__init__(f"model {name!r} is already loaded")
 
 
+class ModelInUse(MmhostError):
+    """V2 repository unload of a model that container-contract names still point at."""
+
+    status = 409
+    code = "ValidationError"
+
+    def __init__(self, name: str, names: int) -> None:
+        super().__init__(
+            f"model {name[:256]!r} is loaded under {names} container-contract name(s) "
+            "(POST /models); unload those (DELETE /models/{name}) first"
+        )
+
+
 class StoreUnavailable(MmhostError):
     """The store could not be reached (or broke off): a cold load fails fast; resident models
     keep serving."""

@@ -26,6 +26,7 @@ import torch
 from mmhost.artifacts import Artifact, read_artifact
 from mmhost.artifacts.manifest import ManifestError
 from mmhost.cache import ModelCache, Resident
+from mmhost.cache.names import Names
 from mmhost.engine import Batcher
 from mmhost.engine.invoke import Invoker
 from mmhost.engine.loop import EngineLoop, call
@@ -85,6 +86,7 @@ class Host:
             self.metrics,
             settings.max_request_values,
         )
+        self.names = Names(settings.max_container_models)  # container-contract names
         self.invoker = Invoker(
             settings, self.device, self.cache, self.batcher, self.families, self.metrics
         )

@@ -186,3 +186,14 @@ def test_a_load_request_that_is_not_json_is_400(http):
     r = http.post("/models", content=b'{"model_name": ')
     assert r.status_code == 400
     assert "the load request is not valid JSON" in r.json()["message"]
+
+
+def test_one_registry_the_v2_repository_does_not_unload_what_a_container_name_holds(http):
+    assert http.post("/models", json={"model_name": "chicago", "url": CHICAGO}).status_code == 200
+    index = http.post("/v2/repository/index", json={"ready": True}).json()
+    assert [m["name"] for m in index] == [CHICAGO]  # the same data plane: loaded once
+    r = http.post(f"/v2/repository/models/{CHICAGO}/unload")
+    assert r.status_code == 409 and "1 container-contract name(s)" in r.json()["error"]
+    assert _invoke(http, "chicago").status_code == 200  # still served under its name
+    assert http.delete("/models/chicago").status_code == 200  # the last name: unloaded
+    assert http.post("/v2/repository/index", json={"ready": True}).json() == []

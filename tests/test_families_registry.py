@@ -126,7 +126,7 @@ def test_a_registered_family_is_served_beside_the_built_in_ones(scaled_sum, stor
     families = h.stats()["tiers"]["device"]["families"]
     assert families["scaled_sum"]["models"] == 2 and families["linear"]["models"] == 1
     # demoted to the host tier and promoted back: read_back and write round-trip the slot
-    h._run(h._call(h.cache._demote, h.cache.resident["toy1"]))
+    h._run(h._call(h.cache.mover.demote, h.cache.resident["toy1"]))
     assert h.stats()["tiers"]["device"]["families"]["scaled_sum"]["models"] == 1
     np.testing.assert_allclose(h.predict("toy1", x[:2]), -0.5 * x[:2].sum(axis=1), rtol=1e-6)
     assert h.unload("toy0") and h.unload("toy1")

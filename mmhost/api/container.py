@@ -7,9 +7,10 @@
     DELETE /models/{name}          200, 404 if not loaded
     POST   /models/{name}/invoke   the model's output, 404 if not loaded
 
-``model_name`` is an opaque name chosen by the caller, in that principal's own namespace (see
-``Loaded``); ``url`` must lie inside the store (a key or a path, see ``Store.key_of``): nothing
-outside the store is ever read, and the caller is authorized before the store is looked at.
+``model_name`` is an opaque name chosen by the caller, in that principal's own namespace (the
+data plane's registry, ``Host.names``: ``cache/names.py``); ``url`` must lie inside the store
+(a key or a path, see ``Store.key_of``): nothing outside the store is ever read, and the
+caller is authorized before the store is looked at.
 """
 
 from __future__ import annotations
@@ -22,76 +23,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Route
 
 from mmhost.api.invocation import admit, authorize, invocation, whole_number
+from mmhost.cache.names import LOADING
 from mmhost.codecs.documents import parse_json
-from mmhost.errors import ModelAlreadyLoaded, ModelNotLoaded, ValidationError
+from mmhost.errors import ValidationError
 from mmhost.host import Host
 from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
 from mmhost.store.base import CONTROL_CHARS, MAX_KEY
 
 PAGE = 1000
-_LOADING = ("", "")  # a reservation: the name is taken while its load runs
-
-
-class Loaded:
-    """Names loaded through ``POST /models``, one namespace per principal: principal ARN ->
-    {name -> (store key, url it gave)}. A principal sees and touches only the names it loaded,
-    so one can't take a name another will load (409), answer another's invocations with a
-    model of its choosing, or learn from a 403 or 404 what another loaded. Without
-    authentication everyone is the one anonymous principal, as the platform is. Touched only
-    on the app's loop."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit  # names per principal
-        self.by_owner: dict[str, dict[str, tuple[str, str]]] = {}
-        self._refs: dict[str, int] = {}  # store key -> names (of anyone) pointing at it
-
-    def names(self, owner: str) -> dict[str, tuple[str, str]]:
-        return self.by_owner.get(owner, {})
-
-    def target(self, owner: str, name: str) -> str:
-        """What policies see as the target model: the store key when ``name`` is loaded,
-        else the name itself (so a denied caller learns nothing about what is loaded)."""
-        entry = self.names(owner).get(name)
-        return name if entry is None or entry is _LOADING else entry[0]
-
-    def key(self, owner: str, name: str) -> str:
-        entry = self.names(owner).get(name)
-        if entry is None or entry is _LOADING:
-            raise ModelNotLoaded(name)
-        return entry[0]
-
-    def reserve(self, owner: str, name: str) -> None:
-        mine = self.by_owner.setdefault(owner, {})
-        if name in mine:
-            raise ModelAlreadyLoaded(name)
-        if len(mine) >= self.limit:
-            raise ValidationError(
-                f"{len(mine)} models are loaded under this caller's names; the limit is "
-                f"{self.limit} (max_container_models): unload one first"
-            )
-        mine[name] = _LOADING
-
-    def commit(self, owner: str, name: str, key: str, url: str) -> None:
-        self.by_owner[owner][name] = (key, url)
-        self._refs[key] = self._refs.get(key, 0) + 1
-
-    def drop(self, owner: str, name: str) -> bool:
-        """Forget ``name``; True when no name of anyone points at its key any more."""
-        mine = self.by_owner[owner]
-        key, _ = mine.pop(name)
-        if not mine:
-            del self.by_owner[owner]
-        if not key:  # a reservation
-            return False
-        self._refs[key] -= 1
-        if self._refs[key]:
-            return False
-        del self._refs[key]
-        return True
 
 
 def routes(host: Host) -> list[BaseRoute]:
-    loaded = Loaded(host.settings.max_container_models)
+    loaded = host.names
 
     async def load_model(request: Request) -> JSONResponse:
         body, caller = await admit(host, request)
@@ -123,7 +66,7 @@ def routes(host: Host) -> list[BaseRoute]:
             raise ValidationError(f"source must be 'loaded' or 'store', not {source!r}")
         start = _page_start(query.get("next_page_token"))
         mine = loaded.names(caller.principal.arn)
-        names = [n for n, e in mine.items() if e is not _LOADING]
+        names = [n for n, e in mine.items() if e is not LOADING]
         page = names[start : start + PAGE]
         body: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": mine[n][1]} for n in page]}
         if start + PAGE < len(names):

@@ -26,7 +26,13 @@ from mmhost.api.invocation import guarded, overhead
 from mmhost.codecs import outputs, v2, v2_models
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DecodeLimits
-from mmhost.errors import HostClosed, ModelNotLoaded, ValidationError, VersionNotAvailable
+from mmhost.errors import (
+    HostClosed,
+    ModelInUse,
+    ModelNotLoaded,
+    ValidationError,
+    VersionNotAvailable,
+)
 from mmhost.host import Host
 from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
 
@@ -132,6 +138,8 @@ def routes(host: Host) -> list[BaseRoute]:
     async def unload(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         await guarded(host, request, UNLOAD, name)
+        if held := host.names.holders(name):  # one registry: the container's names hold it
+            raise ModelInUse(name, held)
         if not await host.aunload(name):
             raise ModelNotLoaded(name)
         return JSONResponse({})

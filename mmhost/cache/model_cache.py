@@ -7,8 +7,12 @@ them), the disk tier is inclusive (downloads are kept while they fit).
 
 Invariant: a Resident with pins > 0 is never evicted; its slot is freed on its last release.
 
-Size: the acquire / load / demote state machine in one place, its invariants side by side;
-splitting it into a policy, typed tiers and one mover is item 3 of issue 18, still to do.
+The pieces: ``policy.py`` decides what to evict, ``tiers.py`` holds each tier's values with
+their bytes, ``mover.py`` moves models between the device and host tiers, ``disk.py`` keeps
+artifact files, ``loader.py`` reads them. This module is the flow: single-flight acquire,
+revalidation, promotion, the cold load, and the views (loaded, usage, stats).
+
+Size: the flow's steps and the counters they keep are read together; each step is one method.
 """
 
 from __future__ import annotations
@@ -19,16 +23,14 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
 from mmhost.artifacts import Artifact
 from mmhost.cache.decoder import Decoder
 from mmhost.cache.disk import DiskTier
 from mmhost.cache.loader import Loaded, load_model
+from mmhost.cache.mover import CacheCounters, Mover, Resident
 from mmhost.cache.policy import LRUPolicy, Policy
-from mmhost.cache.tiers import Tier
 from mmhost.errors import InsufficientCapacity, ModelNotFound
-from mmhost.families.arena import Slab
 from mmhost.families.router import Families, Model
 from mmhost.metrics import Metrics
 from mmhost.settings import Settings
@@ -41,46 +43,6 @@ FAILURE_WARN_SECONDS = 60.0  # at most one load-failure warning a model this oft
 _WARNED_MEMORY = 10_000  # models whose last failure warning is remembered
 
 
-class Resident:
-    """A model in the device tier: its slot, the version it was loaded at, its pins."""
-
-    __slots__ = (
-        "name",
-        "meta",
-        "slab",
-        "slot",
-        "version",
-        "checked_at",
-        "pins",
-        "gone",
-        "uses",
-        "answered",
-        "rows",
-        "infer_seconds",
-        "last_used",
-    )
-
-    def __init__(
-        self, name: str, meta: Model, slab: Slab, slot: int, version: str, now: float
-    ) -> None:
-        self.name, self.meta, self.slab, self.slot = name, meta, slab, slot
-        self.version, self.checked_at = version, now
-        self.pins = 0
-        self.gone = False  # replaced or unloaded; the slot is freed on the last release
-        self.uses = 0  # requests served since it was placed (the hottest, in /stats)
-        self.answered = 0  # of them, answered (scored without an error)
-        self.rows = 0  # rows scored since it was placed
-        self.infer_seconds = 0.0  # time in the fused op for them
-        self.last_used = 0.0  # wall-clock time (epoch s) of its last answer; 0: none yet
-
-    def served(self, rows: int, seconds: float = 0.0) -> None:
-        """Account an answered request of ``rows`` rows that spent ``seconds`` in the op."""
-        self.answered += 1
-        self.rows += rows
-        self.infer_seconds += seconds
-        self.last_used = time.time()
-
-
 class _Flight:
     """A load in progress and how many requests wait on it."""
 
@@ -90,31 +52,6 @@ class _Flight:
         self.task: asyncio.Future[Resident]
         self.waiters = 0
         self.granted = False
-
-
-@dataclass
-class HostEntry:
-    """A model demoted to host RAM: its parameters as read back from its slot."""
-
-    model: Model
-    version: str
-    checked_at: float
-
-
-@dataclass
-class CacheCounters:
-    hits: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0, "disk": 0})
-    misses: int = 0
-    loads: int = 0
-    load_failures: int = 0
-    reloads: int = 0
-    evictions: dict[str, int] = field(default_factory=lambda: {"device": 0, "host": 0})
-    load_seconds_sum: float = 0.0
-    load_seconds_max: float = 0.0
-    # where cold-load time goes: fetching the bytes, decoding them, placing them on the device
-    fetch_seconds_sum: float = 0.0
-    decode_seconds_sum: float = 0.0
-    place_seconds_sum: float = 0.0
 
 
 class ModelCache:
@@ -136,20 +73,22 @@ class ModelCache:
         self.preprocessor = preprocessor
         self.policy: Policy = policy or LRUPolicy()
         self.metrics = metrics or Metrics()
-        # keyed by the resident itself: a replaced model pinned by batches in flight keeps its
-        # slot (and its bytes count) while ``resident[name]`` already names its successor
-        self.device: Tier[Resident, None] = Tier("device", device_budget)
-        self.host: Tier[str, HostEntry] = Tier("host", settings.host_budget)
+        self.counters = CacheCounters()
+        self.mover = Mover(
+            families, self.policy, device_budget, settings.host_budget, self.counters, self.metrics
+        )
+        self.device, self.host, self.resident = (
+            self.mover.device,
+            self.mover.host,
+            self.mover.resident,
+        )
         self.disk = DiskTier(settings.disk_dir, settings.disk_budget) if settings.disk_dir else None
         self.decoder = Decoder(settings.large_artifact_bytes, settings.decode_processes)
-        self.resident: dict[str, Resident] = {}  # name -> its current device resident
         self._warned: dict[str, float] = {}  # model -> when its last load failure was logged
         self._flights: dict[str, _Flight] = {}
-        self._metas: dict[tuple[object, ...], Model] = {}
         # models bigger than the whole device budget, by the version found so: not decoded
         # again on every request while that version stays in the store
         self._too_big: dict[str, tuple[str, int]] = {}
-        self.counters = CacheCounters()
         self._unpinned = asyncio.Event()  # set whenever a pin count drops to 0
 
     # --- the request path ------------------------------------------------------------------
@@ -169,7 +108,7 @@ class ModelCache:
                     if self.store.version(name) == r.version:
                         r.checked_at = time.monotonic()
                 except ModelNotFound:
-                    self._forget(name)  # deleted from the store: not served stale forever
+                    self.mover.forget(name)  # deleted from the store: not served stale forever
                     raise
         if r is not None and (remote or not self._due(r.checked_at)):
             r.pins += 1
@@ -215,19 +154,7 @@ class ModelCache:
             return None
         if self._due(entry.checked_at) and self.store.version(name) != entry.version:
             return None  # changed in the store: the flight path reloads it
-        return self._host_to_device(name, entry)
-
-    def _host_to_device(self, name: str, entry: HostEntry) -> Resident | None:
-        """The one promotion: ``entry`` from the host tier into a slot, or back where it was
-        (None) when the room it needs is pinned."""
-        # out of the host tier first: demotions made to place it may need that room
-        self.host.remove(name)
-        r = self._place_now(name, entry.model, entry.version)
-        if r is None:
-            self._keep_on_host(name, entry.model, entry.version, entry.checked_at)
-        else:
-            self.counters.hits["host"] += 1
-        return r
+        return self.mover.host_to_device(name, entry)
 
     async def _fly(self, name: str, current: Resident | None, flight: _Flight) -> Resident:
         """One load however many ask. The result is pinned for every waiter in the same
@@ -244,7 +171,7 @@ class ModelCache:
         r.pins -= 1
         if r.pins == 0:
             if r.gone:
-                self._free(r)
+                self.mover.free(r)
             self._unpinned.set()
 
     # --- loading, promotion, revalidation ----------------------------------------------------
@@ -285,7 +212,7 @@ class ModelCache:
             if version != entry.version or self.host.get(name) is not entry:
                 return None
         need = self.families.slot_bytes(entry.model)
-        return await self._await_room(name, need, lambda: self._host_to_device(name, entry))
+        return await self._await_room(name, need, lambda: self.mover.host_to_device(name, entry))
 
     async def _load_cold(self, name: str) -> Resident:
         """From the store (or the disk tier): fetch, decode, place; counted and logged."""
@@ -315,7 +242,7 @@ class ModelCache:
             raise
         # a newer copy replaces whatever is in the tiers now; requests in flight on the old
         # one finish on it (its slot is freed on their last release)
-        self._forget(name)
+        self.mover.forget(name)
         t1 = time.perf_counter()
         need = self.families.slot_bytes(loaded.model)
         if need > self.device.budget:
@@ -384,7 +311,7 @@ class ModelCache:
         try:
             return await loop.run_in_executor(self.executor, self.store.version, name)
         except ModelNotFound:
-            self._forget(name)  # deleted from the store: not served stale forever
+            self.mover.forget(name)  # deleted from the store: not served stale forever
             raise
         except Exception as exc:  # the store is unreachable: keep serving what we have
             log.warning("could not revalidate %s (%s); serving the loaded version", name, exc)
@@ -396,7 +323,9 @@ class ModelCache:
 
     async def _place(self, name: str, model: Model, version: str) -> Resident:
         need = self.families.slot_bytes(model)
-        return await self._await_room(name, need, lambda: self._place_now(name, model, version))
+        return await self._await_room(
+            name, need, lambda: self.mover.place_now(name, model, version)
+        )
 
     async def _await_room(
         self, name: str, need: int, attempt: Callable[[], Resident | None]
@@ -415,88 +344,13 @@ class ModelCache:
                 pass
         return r
 
-    def _place_now(self, name: str, model: Model, version: str) -> Resident | None:
-        """Place ``model`` on the device, demoting LRU models; None if the room it needs is
-        pinned by batches in flight."""
-        need = self.families.slot_bytes(model)
-        victims = self.policy.victims(self.device, need, lambda r: r.pins > 0)
-        if victims is None:
-            return None
-        for v in victims:
-            self._demote(v)
-        slab, slot = self.families.place(model)
-        r = Resident(name, self._meta(model), slab, slot, version, time.monotonic())
-        self.device.add(r, None, need)
-        self.resident[name] = r
-        return r
-
-    def _meta(self, model: Model) -> Model:
-        """A parameter-less copy for the resident's bookkeeping, shared by every model with the
-        same family, task, classes and schema (a million city models keep one between them)."""
-        key = model.meta_key
-        meta = self._metas.get(key)
-        if meta is None:
-            meta = self._metas[key] = model.stripped()
-        return meta
-
-    # --- demotion and eviction ---------------------------------------------------------------
-    def _demote(self, r: Resident) -> None:
-        """device -> host: the slot's exact parameters go back to RAM."""
-        t0 = time.perf_counter()
-        model = self.families.read_back(r.slab, r.slot, r.meta)
-        self._free(r)
-        r.gone = True
-        del self.resident[r.name]
-        self.counters.evictions["device"] += 1
-        self._keep_on_host(r.name, model, r.version, r.checked_at)
-        took = time.perf_counter() - t0
-        self.metrics.unloading(took)
-        log.info(
-            "evicted %s from the device",
-            r.name,
-            extra={
-                "fields": {"event": "evict", "model": r.name, "tier": "device", "ms": took * 1e3}
-            },
-        )
-
-    def _keep_on_host(self, name: str, model: Model, version: str, checked: float) -> None:
-        victims = self.policy.victims(self.host, model.nbytes, lambda _k: False)
-        if victims is None:  # bigger than the whole host budget: it goes straight down
-            self.counters.evictions["host"] += 1
-            self.metrics.dropped(name)
-            return
-        for v in victims:  # host -> disk: the disk tier (if any) still holds the artifact
-            self.host.remove(v)
-            self.counters.evictions["host"] += 1
-            self.metrics.dropped(v)
-        self.host.add(name, HostEntry(model, version, checked), model.nbytes)
-
-    def _free(self, r: Resident) -> None:
-        if r in self.device:
-            self.device.remove(r)
-            self.families.free(r.slab, r.slot)
-
-    def _forget(self, name: str) -> bool:
-        """Drop ``name`` from the device and host tiers (in-flight users keep their slot)."""
-        found = False
-        r = self.resident.pop(name, None)
-        if r is not None:
-            found = True
-            r.gone = True
-            if r.pins == 0:
-                self._free(r)
-        if self.host.discard(name) is not None:
-            found = True
-        self.metrics.dropped(name)
-        return found
-
     # --- management --------------------------------------------------------------------------
     def close(self) -> None:
         self.decoder.close()
 
     def unload(self, name: str) -> bool:
         t0 = time.perf_counter()
-        gone = self._forget(name)
+        gone = self.mover.forget(name)
         if gone:
             self.metrics.unloading(time.perf_counter() - t0)
         return gone
