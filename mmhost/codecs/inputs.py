@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmhost.codecs import media, recordio
+from mmhost.codecs import media, recordio, table
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.codecs.v2 import decode_tensors
@@ -62,7 +62,12 @@ def _text(body: bytes) -> str:
         raise ValidationError(f"the body is not UTF-8 text (byte {exc.start})") from None
 
 
-def _csv(body: bytes, limits: DecodeLimits) -> list[list[str]]:
+def _csv(body: bytes, limits: DecodeLimits) -> Any:
+    whole = table.wrap(body, limits.max_rows, lambda: _csv_rows(body, limits))
+    return whole if whole is not None else _csv_rows(body, limits)
+
+
+def _csv_rows(body: bytes, limits: DecodeLimits) -> list[list[str]]:
     line = body.strip()
     if line and b'"' not in line and b"\n" not in line and b"\r" not in line:
         return [[cell.strip() for cell in _text(line).split(",")]]  # one plain row: no parser

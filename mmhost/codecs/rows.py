@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mmhost.artifacts import Column
+from mmhost.codecs import table
 from mmhost.errors import ValidationError
 
 _MISSING_STRINGS = ("", "nan", "NaN", "NA", "null", "None")
@@ -47,6 +48,7 @@ class RowEncoder:
         self._lookup = [_category_lookup(c) if c.type == "category" else None for c in columns]
         # numeric columns whose missing value is NaN itself: passed through (trees decide)
         self._nan_ok = np.array([passes_nan(c) for c in columns], bool)
+        self._csv = table.schema(columns, self.offsets)  # the C++ CSV encoder's arguments
 
     @property
     def encoded_width(self) -> int:
@@ -66,6 +68,11 @@ class RowEncoder:
         assert width >= self.width, f"cannot encode {self.width} slots into width {width}"
         if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub" and self.numeric_only:
             return self._encode_numeric(rows, width, dtype)
+        if isinstance(rows, table.CsvBody):  # a large CSV body: C++ encodes it when plain
+            fast = None if self._csv is None else table.encode(rows, self._csv, width, dtype)
+            if fast is not None:
+                return fast
+            rows = rows.rows()  # the per-row path: what it refuses, it names
         if isinstance(rows, np.ndarray):
             rows = rows.tolist()
         if isinstance(rows, Mapping):

@@ -22,6 +22,29 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   // The GIL is released for the whole call: kernels touch no Python objects, and other request
   // threads can keep decoding and batching while a batch is scored.
+  m.def(
+      "csv_encode",
+      [](py::bytes body, std::vector<int64_t> kinds, std::vector<int64_t> offsets,
+         std::vector<double> fills, std::vector<int64_t> nan_ok,
+         std::vector<std::vector<std::string>> categories, std::vector<int64_t> missing_index,
+         std::vector<int64_t> ignore_unknown, int64_t width, bool f64, int64_t max_rows) {
+        const std::string_view text(PyBytes_AS_STRING(body.ptr()), PyBytes_GET_SIZE(body.ptr()));
+        mmhost::CsvSchema schema{std::move(kinds),          std::move(offsets),
+                                 std::move(nan_ok),         std::move(missing_index),
+                                 std::move(ignore_unknown), std::move(fills),
+                                 std::move(categories)};
+        if (schema.offsets.size() != schema.kinds.size() ||
+            schema.fills.size() != schema.kinds.size() ||
+            schema.nan_ok.size() != schema.kinds.size() ||
+            schema.categories.size() != schema.kinds.size() ||
+            schema.missing_index.size() != schema.kinds.size() ||
+            schema.ignore_unknown.size() != schema.kinds.size())
+          throw std::invalid_argument("csv_encode: every schema list needs one entry a column");
+        py::gil_scoped_release release;
+        return mmhost::csv_encode(text, schema, width, f64, max_rows);
+      },
+      R"doc(A plain CSV body -> (ok, (N, width) encoded rows); see mmhost/codecs/table.py.)doc");
+
   m.def("linear_forward", &mmhost::linear_forward,
         R"doc(Score every row of x with the model in its slot (fused multi-model linear).
 

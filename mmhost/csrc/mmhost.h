@@ -21,6 +21,10 @@
     MMHOST_CHECK_CONTIGUOUS(t);         \
   } while (0)
 
+#include <string>
+#include <string_view>
+#include <vector>
+
 namespace mmhost {
 
 // Link functions, as stored in a slab's int8 `link` column (mmhost/kernels/linear.py).
@@ -69,5 +73,20 @@ at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const a
                        const at::Tensor& box, const at::Tensor& range_sum,
                        const at::Tensor& tree_root, const at::Tensor& tree_mass,
                        const at::Tensor& model_trees);
+
+// An input schema as the CSV encoder takes it (mmhost/codecs/table.py builds it): per column,
+// kind 0 = number / 1 = category, its offset in the encoded row, a number's fill for a missing
+// value (NaN: none) and whether NaN may pass (trees), a category column's categories, the index
+// a missing value takes (-1: none) and whether an unknown one is ignored.
+struct CsvSchema {
+  std::vector<int64_t> kinds, offsets, nan_ok, missing_index, ignore_unknown;
+  std::vector<double> fills;
+  std::vector<std::vector<std::string>> categories;
+};
+
+// A plain CSV body -> (ok, (N, width) encoded rows, float32 or float64); ok = false where the
+// per-row path must decide (see csv.cpp). The GIL is released by the binding.
+std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const CsvSchema& schema,
+                                        int64_t width, bool f64, int64_t max_rows);
 
 }  // namespace mmhost

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ("bindings.cpp", "linear.cpp", "trees.cpp", "knn.cpp", "rcf.cpp")
+SOURCES = ("bindings.cpp", "linear.cpp", "trees.cpp", "knn.cpp", "rcf.cpp", "csv.cpp")
 
 
 def flags() -> list[str]:

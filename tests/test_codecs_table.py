@@ -1,0 +1,162 @@
+"""Large CSV bodies through the C++ encoder (``codecs/table.py``, ``csrc/csv.cpp``): the same
+encoded rows as the per-row path for every plain body, and for every other body (or a bad cell
+in a plain one) the per-row path itself, with its exact message."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import RTOL_PRICE, house_pipeline, runtime_client
+
+from mmhost.artifacts import Column
+from mmhost.codecs import encoder_for, inputs, media, table
+from mmhost.codecs.limits import DecodeLimits
+from mmhost.convert import from_sklearn
+from mmhost.errors import ValidationError
+from mmhost.tools.houses import COLUMNS, houses
+
+LIMITS = DecodeLimits(max_rows=10_000)
+SCHEMA = (
+    Column("a", "float"),
+    Column("b", "float", missing=-1.5),  # an imputer's fill
+    Column("c", "float", missing=math.nan),  # passed through as NaN (trees)
+    Column("d", "category", ("y", "n", "Zürich"), missing="n"),
+    Column("e", "category", ("red", "blue"), unknown="ignore"),
+)
+
+
+def _rows(n: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        a = f"{rng.normal() * 10.0 ** int(rng.integers(-3, 6)):.6g}"
+        b = "" if i % 7 == 0 else repr(float(rng.normal()))
+        c = "NA" if i % 5 == 0 else str(int(rng.integers(-9, 9)))
+        d = ["y", "n", "Zürich", "", "None"][i % 5]
+        e = ["red", "blue", "green"][i % 3]
+        out.append([a, b, c, d, e])
+    return out
+
+
+def _body(rows: list[list[str]], end: str = "\n", pad: str = "") -> bytes:
+    return end.join(",".join(pad + v + pad for v in r) for r in rows).encode() + end.encode()
+
+
+def _per_row(enc, body: bytes, dtype=np.float32):
+    return enc.encode(inputs._csv_rows(body, LIMITS), dtype=dtype)
+
+
+def _fast(enc, body: bytes, monkeypatch, dtype=np.float32):
+    """Encoded by the C++ path, which must take it whole (the per-row path would raise)."""
+    decoded = inputs.decode(body, media.CSV, LIMITS)
+    assert isinstance(decoded, table.CsvBody)
+    monkeypatch.setattr(decoded, "_rows", lambda: pytest.fail("took the per-row path"))
+    return enc.encode(decoded, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "end, pad, bom", [("\n", "", b""), ("\r\n", "", b""), ("\n", " ", b"\xef\xbb\xbf")]
+)
+def test_plain_bodies_encode_as_the_per_row_path(end, pad, bom, monkeypatch):
+    enc = encoder_for(SCHEMA)
+    body = bom + _body(_rows(500), end, pad)
+    want = _per_row(enc, body)
+    np.testing.assert_array_equal(_fast(enc, body, monkeypatch), want)  # NaN where NaN
+    want64 = _per_row(enc, body, np.float64)
+    np.testing.assert_array_equal(_fast(enc, body, monkeypatch, np.float64), want64)
+
+
+def _error(enc, body: bytes) -> str:
+    with pytest.raises(ValidationError) as info:
+        enc.encode(inputs.decode(body, media.CSV, LIMITS))
+    return info.value.message
+
+
+def _per_row_error(enc, body: bytes) -> str:
+    with pytest.raises(ValidationError) as info:
+        _per_row(enc, body)
+    return info.value.message
+
+
+def _with(rows: list[list[str]], i: int, j: int, value: str) -> list[list[str]]:
+    rows = [list(r) for r in rows]
+    rows[i][j] = value
+    return rows
+
+
+BAD = {
+    "a word in a number": _with(_rows(200), 150, 0, "big"),
+    "inf": _with(_rows(200), 150, 0, "inf"),
+    "past float32": _with(_rows(200), 150, 0, "1e39"),
+    "a long number": _with(_rows(200), 150, 0, "9" * 5_000),
+    "missing, no fill": _with(_rows(200), 150, 0, ""),
+    "an unknown category": _with(_rows(200), 150, 3, "maybe"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_a_bad_cell_is_named_as_the_per_row_path_names_it(case):
+    enc = encoder_for(SCHEMA)
+    body = _body(BAD[case])
+    message = _error(enc, body)
+    assert message == _per_row_error(enc, body) and message.startswith("row 150, column")
+
+
+def test_a_field_past_the_csv_limit_is_refused_as_before():
+    enc = encoder_for(SCHEMA)
+    body = _body(_with(_rows(200), 150, 0, "0." + "1" * 200_000))
+    assert (
+        _error(enc, body)
+        == _per_row_error(enc, body)
+        == ("malformed CSV: field larger than field limit (131072)")
+    )
+
+
+def test_a_header_row_still_gets_its_hint():
+    enc = encoder_for(SCHEMA)
+    body = _body([["a", "b", "c", "d", "e"], *_rows(100)])
+    assert "a header row is not accepted" in _error(enc, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(_rows(100)).replace(b"Z\xc3\xbcrich", b'"Z\xc3\xbcrich,\nline"', 1),  # quoted
+        _body(_rows(50)) + b"\n  \n" + _body(_rows(50, 1)),  # a blank line inside
+        _body(_rows(50)).replace(b"\n", b"\r", 3),  # lone CRs end lines for the csv module
+        _body(_rows(100)).replace(b"\n", b"\r\n", 10),  # mixed line ends
+        _body(_with(_rows(100), 60, 4, "red,extra")),  # a line with a field too many
+        _body(_rows(100)).replace(b"y,", b"y\xc2\xa0,", 1),  # a no-break space Python strips
+    ],
+    ids=["quoted", "blank-line", "lone-cr", "mixed-ends", "extra-field", "nbsp"],
+)
+def test_bodies_that_are_not_plain_go_the_per_row_way(body):
+    enc = encoder_for(SCHEMA)
+    try:
+        want = _per_row(enc, body)
+    except ValidationError as exc:
+        assert _error(enc, body) == exc.message
+    else:
+        np.testing.assert_array_equal(enc.encode(inputs.decode(body, media.CSV, LIMITS)), want)
+
+
+def test_a_small_body_takes_the_per_row_path():
+    assert isinstance(inputs.decode(_body(_rows(10)), media.CSV, LIMITS), list)
+
+
+def test_large_csv_requests_over_boto3_get_scikit_learns_prices(serve, city_store):
+    server = serve(store=str(city_store))
+    X, _ = houses(5_000, seed=11)
+    body = "".join(",".join(str(v) for v in r) + "\n" for r in X.tolist())
+    reply = runtime_client(server.url).invoke_endpoint(
+        EndpointName="mmhost",
+        TargetModel="Chicago_IL/Chicago_IL.tar.gz",
+        ContentType="text/csv",
+        Accept="text/csv",
+        Body=body,
+    )
+    got = [float(v) for v in reply["Body"].read().split()]
+    np.testing.assert_allclose(got, house_pipeline(0).predict(X), rtol=RTOL_PRICE)
+    assert len(from_sklearn(house_pipeline(0), COLUMNS).inputs) == 8
