@@ -168,3 +168,14 @@ def test_artifact_save_uploads_to_s3(s3, monkeypatch, tmp_path):
     np.testing.assert_allclose(got, want, rtol=RTOL_PRICE)
     with pytest.raises(ValueError, match="end 's3://models/prod/folder' with .tar.gz"):
         art.save("s3://models/prod/folder")
+
+
+def test_an_s3_object_past_the_cap_is_refused_before_it_is_read(s3, monkeypatch, capsys):
+    from mmhost.convert import bulk
+
+    url, client = s3
+    client.put_object(Bucket="models", Key="raw/big.joblib", Body=_joblib(house_pipeline(1)))
+    monkeypatch.setattr(bulk, "MAX_BYTES", 100)
+    args = ["convert", "s3://models/raw/", "s3://models/out/", "--s3-endpoint-url", url]
+    assert main(args) == 1
+    assert "bytes, over the 100-byte cap" in capsys.readouterr().err

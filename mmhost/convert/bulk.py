@@ -190,8 +190,15 @@ class _Location:
 
     def read(self, key: str) -> bytes | Path:
         if self.root is None:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-            return bytes(body.read())
+            reply = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            size = reply.get("ContentLength")
+            if not isinstance(size, int) or size > MAX_BYTES:
+                reply["Body"].close()
+                raise ValueError(f"it is {size} bytes, over the {MAX_BYTES}-byte cap")
+            data = bytes(reply["Body"].read(size + 1))
+            if len(data) != size:
+                raise ValueError(f"its download was {len(data)} bytes, not the {size} S3 said")
+            return data
         path = self.root / key
         if path.is_dir():
             return path
