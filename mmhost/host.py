@@ -35,7 +35,7 @@ from mmhost.families.router import Families
 from mmhost.metrics import Metrics, exposition
 from mmhost.settings import Settings
 from mmhost.store import open_store, validate_key
-from mmhost.types import ModelInfo, ModelUsage, Prediction
+from mmhost.types import BatchStats, HostStats, ModelInfo, ModelUsage, Prediction
 
 log = logging.getLogger("mmhost")
 T = TypeVar("T")
@@ -191,11 +191,11 @@ class Host:
         )
 
     # --- numbers -------------------------------------------------------------------------------
-    def stats(self, top: int = 10) -> dict[str, Any]:
+    def stats(self, top: int = 10) -> HostStats:
         """Cache and batch counters, request metrics summarized, the ``top`` hottest models."""
         return self._run(call(self._stats, top))
 
-    async def astats(self, top: int = 10) -> dict[str, Any]:
+    async def astats(self, top: int = 10) -> HostStats:
         return await self._on_engine(call(self._stats, top))
 
     def prometheus(self) -> bytes:
@@ -220,7 +220,7 @@ class Host:
         _deprecated("infer", "aprediction")
         return await self.aprediction(target_model, rows, max_response_bytes)
 
-    async def areport(self, top: int = 10) -> dict[str, Any]:
+    async def areport(self, top: int = 10) -> HostStats:
         _deprecated("areport", "astats")
         return await self.astats(top)
 
@@ -252,15 +252,15 @@ class Host:
         self.close()
 
     # --- on the engine loop --------------------------------------------------------------------
-    def _stats(self, top: int) -> dict[str, Any]:
+    def _stats(self, top: int) -> HostStats:
         b = self.batcher.counters
-        return {
+        return HostStats(
             **self.cache.stats(),
-            "device": str(self.device),
-            "batches": {"calls": b.calls, "rows": b.rows, "requests": b.requests},
+            device=str(self.device),
+            batches=BatchStats(b.calls, b.rows, b.requests),
             **self.metrics.summary(),
-            "hottest": self.cache.hottest(top),
-        }
+            hottest=self.cache.hottest(top),
+        )
 
     def _exposition(self) -> bytes:
         stats = self.cache.stats()

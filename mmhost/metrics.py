@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -38,6 +38,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import generate_latest
+
+from mmhost.types import CacheStats, DeviceTierStats, HistogramSummary, RequestStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (
@@ -92,15 +94,15 @@ class Histogram:
                 return bound
         return float("inf")
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> HistogramSummary:
         n = self.count
-        return {
-            "count": n,
-            "sum": self.sum,
-            "mean": self.sum / n if n else None,
-            "p50_le": self.quantile(0.5),
-            "p99_le": self.quantile(0.99),
-        }
+        return HistogramSummary(
+            count=n,
+            sum=self.sum,
+            mean=self.sum / n if n else None,
+            p50_le=self.quantile(0.5),
+            p99_le=self.quantile(0.99),
+        )
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         cumulative, total = [], 0
@@ -180,19 +182,19 @@ class Metrics:
     def error(self, status: int, code: str) -> None:
         self.errors[(str(status), code)] += 1
 
-    def summary(self) -> dict[str, Any]:
-        """The event record as plain JSON (for ``/stats``)."""
-        return {
-            "invocations": self.invocations,
-            "rows": self.rows,
-            "errors": {f"{status} {code}": n for (status, code), n in sorted(self.errors.items())},
-            "histograms": {name: h.summary() for name, h in self.hist.items()},
-        }
+    def summary(self) -> RequestStats:
+        """The event record (for ``/stats``)."""
+        return RequestStats(
+            invocations=self.invocations,
+            rows=self.rows,
+            errors={f"{status} {code}": n for (status, code), n in sorted(self.errors.items())},
+            histograms={name: h.summary() for name, h in self.hist.items()},
+        )
 
-    def families(self, stats: dict[str, Any], gpu: tuple[int, int] | None) -> Iterator[Metric]:
+    def families(self, stats: CacheStats, gpu: tuple[int, int] | None) -> Iterator[Metric]:
         """Everything, as Prometheus metric families. ``stats``: ``ModelCache.stats()``;
         ``gpu``: (used, total) bytes of the CUDA device, or None."""
-        tiers = stats["tiers"]
+        tiers = stats.tiers
         loaded = GaugeMetricFamily(
             "mmhost_loaded_models", "Models held in each tier (LoadedModelCount).", labels=["tier"]
         )
@@ -207,10 +209,10 @@ class Metrics:
             labels=["tier"],
         )
         for tier, t in tiers.items():
-            loaded.add_metric([tier], t["models"])
-            used.add_metric([tier], t["bytes"])
-            budget.add_metric([tier], t["budget"])
-            util.add_metric([tier], t["bytes"] / t["budget"] if t["budget"] else 0.0)
+            loaded.add_metric([tier], t.models)
+            used.add_metric([tier], t.bytes)
+            budget.add_metric([tier], t.budget)
+            util.add_metric([tier], t.bytes / t.budget if t.budget else 0.0)
         yield from (loaded, used, budget, util)
         family_models = GaugeMetricFamily(
             "mmhost_family_models", "Device-resident models of each family.", labels=["family"]
@@ -220,13 +222,11 @@ class Metrics:
             "Device bytes each family's arena slabs reserve (>= its models' slot bytes).",
             labels=["family"],
         )
-        for name, fam in tiers["device"]["families"].items():
+        for name, fam in cast(DeviceTierStats, tiers["device"]).families.items():
             family_models.add_metric([name], fam["models"])
             reserved.add_metric([name], fam["reserved_bytes"])
         yield from (family_models, reserved)
-        yield GaugeMetricFamily(
-            "mmhost_models_loading", "Loads in progress.", value=stats["loading"]
-        )
+        yield GaugeMetricFamily("mmhost_models_loading", "Loads in progress.", value=stats.loading)
         if gpu is not None:
             yield GaugeMetricFamily(
                 "mmhost_gpu_memory_used_bytes", "Memory in use on the GPU.", value=gpu[0]
@@ -243,23 +243,23 @@ class Metrics:
             "Requests or loads served from a tier (device: ModelCacheHit).",
             labels=["tier"],
         )
-        for tier, n in stats["hits"].items():
+        for tier, n in stats.hits.items():
             hits.add_metric([tier], n)
         yield hits
-        yield _counter("mmhost_cache_misses", "Loads that went to the store.", stats["misses"])
-        yield _counter("mmhost_model_loads", "Models loaded (from disk or store).", stats["loads"])
-        yield _counter("mmhost_model_load_failures", "Loads that failed.", stats["load_failures"])
+        yield _counter("mmhost_cache_misses", "Loads that went to the store.", stats.misses)
+        yield _counter("mmhost_model_loads", "Models loaded (from disk or store).", stats.loads)
+        yield _counter("mmhost_model_load_failures", "Loads that failed.", stats.load_failures)
         yield _counter(
             "mmhost_model_reloads",
             "Models reloaded after their artifact changed.",
-            stats["reloads"],
+            stats.reloads,
         )
         evictions = CounterMetricFamily(
             "mmhost_evictions",
             "Models demoted out of a tier (device -> host, host -> out, disk deletions).",
             labels=["tier"],
         )
-        for tier, n in stats["evictions"].items():
+        for tier, n in stats.evictions.items():
             evictions.add_metric([tier], n)
         yield evictions
         errors = CounterMetricFamily(

@@ -15,6 +15,7 @@ caller is authorized before the store is looked at.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request, Response
@@ -22,12 +23,19 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import admit, authorize, invocation, whole_number
+from mmhost.api.invocation import (
+    admit,
+    authorize,
+    charge_cold_load,
+    guarded,
+    invocation,
+    whole_number,
+)
 from mmhost.cache.names import LOADING
 from mmhost.codecs.documents import parse_json
 from mmhost.errors import ValidationError
 from mmhost.host import Host
-from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD
+from mmhost.security.guard import DESCRIBE, INVOKE, LIST, LOAD, UNLOAD, Caller
 from mmhost.store.base import CONTROL_CHARS, MAX_KEY
 
 PAGE = 1000
@@ -37,10 +45,11 @@ def routes(host: Host) -> list[BaseRoute]:
     loaded = host.names
 
     async def load_model(request: Request) -> JSONResponse:
+        # the one route authorized twice, so it admits and authorizes itself: on what the
+        # caller named before the store is looked at (a stat or a listing would tell a caller
+        # with no rights which keys exist), then on what that is
         body, caller = await admit(host, request)
         name, url = _load_request(body)
-        # authorized on what the caller named before the store is looked at (a stat or a
-        # listing would tell a caller with no rights which keys exist), then on what it is
         named = host.store.lexical_key(url)
         await authorize(host, request, caller, LOAD, named)
         key = await run_in_threadpool(host.store.key_of, url)
@@ -56,8 +65,7 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse({"message": f"model {name!r} loaded"})
 
     async def list_models(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
-        await authorize(host, request, caller, LIST)
+        caller = (await guarded(host, request, LIST)).caller
         query = request.query_params
         source = query.get("source", "loaded")
         if source == "store":
@@ -84,25 +92,26 @@ def routes(host: Host) -> list[BaseRoute]:
             body["nextPageToken"] = keys[PAGE - 1]
         return JSONResponse(body)
 
+    def held(request: Request, caller: Caller) -> str:
+        """What the caller's name stands for, as authorization sees it (known or not)."""
+        return loaded.target(caller.principal.arn, request.path_params["name"])
+
     async def invoke(request: Request) -> Response:
-        body, caller = await admit(host, request)
-        name, owner = request.path_params["name"], caller.principal.arn
-        await authorize(host, request, caller, INVOKE, loaded.target(owner, name))
-        key = loaded.key(owner, name)
-        return await invocation(host, request, body, caller, key, host.settings.endpoint_name)
+        g = await guarded(host, request, INVOKE, held)
+        key = loaded.key(g.caller.principal.arn, request.path_params["name"])  # 404 after authz
+        await charge_cold_load(host, request, g.caller, key)  # a held model may have been evicted
+        return await invocation(host, request, replace(g, target=key))
 
     async def describe(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
-        name, owner = request.path_params["name"], caller.principal.arn
-        await authorize(host, request, caller, DESCRIBE, loaded.target(owner, name))
+        g = await guarded(host, request, DESCRIBE, held)
+        name, owner = request.path_params["name"], g.caller.principal.arn
         key = loaded.key(owner, name)
         url = loaded.names(owner)[name][1]
         return JSONResponse({"modelName": name, "modelUrl": url, "key": key})
 
     async def unload(request: Request) -> JSONResponse:
-        _, caller = await admit(host, request)
-        name, owner = request.path_params["name"], caller.principal.arn
-        await authorize(host, request, caller, UNLOAD, loaded.target(owner, name))
+        g = await guarded(host, request, UNLOAD, held)
+        name, owner = request.path_params["name"], g.caller.principal.arn
         key = loaded.key(owner, name)
         if loaded.drop(owner, name):  # no other name (of anyone) still points at it
             await host.aunload(key)

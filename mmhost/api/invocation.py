@@ -1,15 +1,17 @@
-"""The request path every route shares, in two short functions:
+"""The request path every route shares, in three short functions:
 
 admit:       authenticate from the head -> read the body (bounded in size, time and bytes
              in flight) -> finish authenticating (SigV4 signs the body) -> rate-limit
-invocation:  authorize the target -> decode rows (codecs) -> infer (host: cache, batcher,
-             fused op) -> encode
+guarded:     admit -> authorize the action on its target (every guarded route's first line)
+invocation:  decode rows (codecs) -> infer (host: cache, batcher, fused op) -> encode
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
@@ -25,7 +27,7 @@ from mmhost.errors import (
 )
 from mmhost.host import Host
 from mmhost.security import Guard
-from mmhost.security.guard import INVOKE, Caller
+from mmhost.security.guard import Caller
 from mmhost.types import Prediction
 
 PRODUCTION_VARIANT = "AllTraffic"
@@ -104,18 +106,43 @@ async def admit(host: Host, request: Request) -> tuple[bytes, Caller]:
     return body, caller
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A guarded request let through: its body, its caller, and the target it was authorized
+    on."""
+
+    body: bytes
+    caller: Caller
+    target: str | None
+
+    @property
+    def model(self) -> str:
+        """The target of an action on one model (its route always names one)."""
+        if self.target is None:
+            raise TypeError("this action was authorized on no model")
+        return self.target
+
+
+Target = str | Callable[[Request, Caller], str | None] | None
+"""What an action is authorized on: a name, none (the server), or how to read it from the
+request once the caller is known (a header, or a container name in the caller's namespace)."""
+
+
 async def guarded(
     host: Host,
     request: Request,
     action: str,
-    target: str | None = None,
+    target: Target = None,
+    *,
+    endpoint: str | None = None,
     loads: bool = False,
-) -> tuple[bytes, Caller]:
-    """Every guarded route's first step: ``admit`` (who, within limits), then ``authorize``
-    ``action`` on ``target``. The body and the caller."""
+) -> Admitted:
+    """Every guarded route's first step: ``admit`` (who, within limits), then read ``target``
+    and ``authorize`` ``action`` on it (on ``endpoint``, by default this server's)."""
     body, caller = await admit(host, request)
-    await authorize(host, request, caller, action, target, loads=loads)
-    return body, caller
+    name = target(request, caller) if callable(target) else target
+    await authorize(host, request, caller, action, name, endpoint, loads=loads)
+    return Admitted(body, caller, name)
 
 
 async def authorize(
@@ -133,17 +160,23 @@ async def authorize(
         return
     guard: Guard = request.app.state.guard
     guard.authorize(caller, action, target, endpoint or host.settings.endpoint_name)
-    if loads and target is not None and guard.limits_cold_loads(caller):
-        # the load is charged, not its waiters: none when it is loaded or already loading
-        if await host.atier(target) is None and not await host.aloading(target):
-            guard.admit_cold_load(caller, target)
+    if loads and target is not None:
+        await charge_cold_load(host, request, caller, target)
 
 
-async def invocation(
-    host: Host, request: Request, body: bytes, caller: Caller, target: str, endpoint: str
-) -> Response:
-    if not caller.open:  # an open server allows everything: skip the policy machinery
-        await authorize(host, request, caller, INVOKE, target, endpoint, loads=True)
+async def charge_cold_load(host: Host, request: Request, caller: Caller, target: str) -> None:
+    """Count loading ``target`` against the caller's cold-load limit (Throttled) if it is cold.
+    The load is charged, not its waiters: nothing when it is loaded or already loading."""
+    guard: Guard = request.app.state.guard
+    if caller.open or not guard.limits_cold_loads(caller):
+        return
+    if await host.atier(target) is None and not await host.aloading(target):
+        guard.admit_cold_load(caller, target)
+
+
+async def invocation(host: Host, request: Request, admitted: Admitted) -> Response:
+    """An authorized invoke's work (``guarded`` first): decode, predict, encode."""
+    body, target = admitted.body, admitted.model
     headers = request.headers
     accept = media.response_type(headers.get("accept"))
     reply = _reply_headers(headers.get(CUSTOM_ATTRIBUTES))

@@ -30,7 +30,7 @@ def routes(host: Host) -> list[BaseRoute]:
         n = whole_number(top, MAX_TOP)
         if n is None:
             raise ValidationError(f"top must be a whole number 0..{MAX_TOP}, not {top[:32]!r}")
-        return JSONResponse(await host.astats(n))
+        return JSONResponse((await host.astats(n)).to_json())
 
     return [
         Route("/metrics", metrics, methods=["GET"]),

@@ -10,9 +10,10 @@ from __future__ import annotations
 from fastapi import Request, Response
 from starlette.routing import BaseRoute, Route
 
-from mmhost.api.invocation import admit, invocation
+from mmhost.api.invocation import guarded, invocation
 from mmhost.errors import HostClosed, ValidationError
 from mmhost.host import Host
+from mmhost.security.guard import INVOKE, Caller
 from mmhost.security.sigv4 import as_sent
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
@@ -21,18 +22,23 @@ TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 def routes(host: Host) -> list[BaseRoute]:
     endpoint_name = host.settings.endpoint_name
 
-    async def invoke_endpoint(request: Request) -> Response:
-        body, caller = await admit(host, request)
+    def endpoint_model(request: Request, _: Caller) -> str:
         endpoint = request.path_params["endpoint"]
         if endpoint != endpoint_name:
             raise ValidationError(f"Endpoint {endpoint} not found (this server is {endpoint_name})")
-        target = _target(request, endpoint)
-        return await invocation(host, request, body, caller, target, endpoint)
+        return _target(request, endpoint)
+
+    def container_model(request: Request, _: Caller) -> str:
+        return _target(request, endpoint_name)
+
+    async def invoke_endpoint(request: Request) -> Response:
+        endpoint = request.path_params["endpoint"]
+        g = await guarded(host, request, INVOKE, endpoint_model, endpoint=endpoint, loads=True)
+        return await invocation(host, request, g)
 
     async def invocations(request: Request) -> Response:
-        body, caller = await admit(host, request)
-        target = _target(request, endpoint_name)
-        return await invocation(host, request, body, caller, target, endpoint_name)
+        g = await guarded(host, request, INVOKE, container_model, loads=True)
+        return await invocation(host, request, g)
 
     async def ping(request: Request) -> Response:
         if host.closed:

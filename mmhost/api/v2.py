@@ -68,7 +68,7 @@ def routes(host: Host) -> list[BaseRoute]:
 
     async def infer(request: Request) -> Response:
         name = request.path_params["name"]
-        body, _ = await guarded(host, request, INVOKE, name, loads=True)
+        body = (await guarded(host, request, INVOKE, name, loads=True)).body
         limits = DecodeLimits.of(host.settings)
         doc, rows = v2.parse_request(body, request.headers.get(v2.HEADER_LENGTH), limits)
         requested = doc.get("outputs")
@@ -123,7 +123,7 @@ def routes(host: Host) -> list[BaseRoute]:
         return JSONResponse(v2_models.statistics(usage))
 
     async def index(request: Request) -> JSONResponse:
-        body, _ = await guarded(host, request, LIST)
+        body = (await guarded(host, request, LIST)).body
         ready_only = _index_request(body)
         loaded = await host.alist_models()
         names = sorted(loaded) if ready_only else await host.astore_keys()

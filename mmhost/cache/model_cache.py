@@ -35,7 +35,14 @@ from mmhost.families.router import Families, Model
 from mmhost.metrics import Metrics
 from mmhost.settings import Settings
 from mmhost.store.base import Store
-from mmhost.types import ModelUsage
+from mmhost.types import (
+    CacheStats,
+    DeviceTierStats,
+    HotModel,
+    LoadSeconds,
+    ModelUsage,
+    TierStats,
+)
 
 log = logging.getLogger("mmhost.cache")
 _TOO_BIG_MEMORY = 100_000  # models remembered as bigger than the device budget
@@ -360,10 +367,10 @@ class ModelCache:
         out.update({name: "host" for name in self.host.keys()})
         return out
 
-    def hottest(self, n: int) -> list[dict[str, object]]:
+    def hottest(self, n: int) -> list[HotModel]:
         """The ``n`` device-resident models that served the most requests since placed."""
         top = heapq.nlargest(n, self.resident.values(), key=lambda r: r.uses)
-        return [{"model": r.name, "requests": r.uses, "version": r.version} for r in top]
+        return [HotModel(r.name, r.uses, r.version) for r in top]
 
     def usage(self, name: str | None = None) -> list[ModelUsage]:
         """What each loaded model (or ``name`` alone, if loaded) has served since it was last
@@ -395,45 +402,39 @@ class ModelCache:
         e = self.host.get(name)
         return None if e is None else e.model
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> CacheStats:
         c = self.counters
-        tiers: dict[str, object] = {
-            "device": {
-                "models": len(self.device),
-                "bytes": self.device.used,
-                "budget": self.device.budget,
-                "reserved_bytes": self.families.reserved_bytes,
-                "families": self.families.stats(),
-            },
-            "host": {"models": len(self.host), "bytes": self.host.used, "budget": self.host.budget},
+        tiers: dict[str, TierStats] = {
+            "device": DeviceTierStats(
+                len(self.device),
+                self.device.used,
+                self.device.budget,
+                reserved_bytes=self.families.reserved_bytes,
+                families=self.families.stats(),
+            ),
+            "host": TierStats(len(self.host), self.host.used, self.host.budget),
         }
         if self.disk is not None:
-            tiers["disk"] = {
-                "models": len(self.disk.tier),
-                "bytes": self.disk.tier.used,
-                "budget": self.disk.tier.budget,
-            }
-        return {
-            "tiers": tiers,
-            "hits": dict(c.hits),
-            "misses": c.misses,
-            "loads": c.loads,
-            "load_failures": c.load_failures,
-            "reloads": c.reloads,
-            "evictions": {
-                **c.evictions,
-                "disk": self.disk.evictions if self.disk is not None else 0,
-            },
-            "load_seconds": {
-                "count": c.loads,
-                "sum": c.load_seconds_sum,
-                "max": c.load_seconds_max,
-                "fetch_sum": c.fetch_seconds_sum,
-                "decode_sum": c.decode_seconds_sum,
-                "place_sum": c.place_seconds_sum,
-            },
-            "loading": len(self._flights),
-        }
+            t = self.disk.tier
+            tiers["disk"] = TierStats(len(t), t.used, t.budget)
+        return CacheStats(
+            tiers=tiers,
+            hits=dict(c.hits),
+            misses=c.misses,
+            loads=c.loads,
+            load_failures=c.load_failures,
+            reloads=c.reloads,
+            evictions={**c.evictions, "disk": self.disk.evictions if self.disk is not None else 0},
+            load_seconds=LoadSeconds(
+                count=c.loads,
+                sum=c.load_seconds_sum,
+                max=c.load_seconds_max,
+                fetch_sum=c.fetch_seconds_sum,
+                decode_sum=c.decode_seconds_sum,
+                place_sum=c.place_seconds_sum,
+            ),
+            loading=len(self._flights),
+        )
 
 
 def _log_failure(name: str) -> Callable[[asyncio.Future[Resident]], None]:

@@ -41,6 +41,7 @@ import numpy as np
 
 from mmhost.host import Host
 from mmhost.tools.plot import WINDOW, render, require_matplotlib
+from mmhost.types import HostStats
 
 POLICIES = ["lru"]  # the cache's only eviction policy (mmhost/cache/policy.py)
 CSV_NAME = "cache_experiment.csv"
@@ -227,7 +228,7 @@ def _columns(records: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 def _summary(
     records: list[dict[str, Any]],
-    stats: dict[str, Any],
+    stats: HostStats,
     one: int,
     budget: int,
     capacity: int,
