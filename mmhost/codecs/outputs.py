@@ -23,8 +23,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from mmhost.artifacts.manifest import RCF_TASK
-from mmhost.codecs import media, recordio
-from mmhost.codecs.v2 import check_scores, predicted_labels
+from mmhost.codecs import media, recordio, text
+from mmhost.codecs.v2 import check_scores, label_index, predicted_labels
 from mmhost.errors import ResponseTooLarge
 
 if TYPE_CHECKING:
@@ -66,13 +66,16 @@ def check_size(body: bytes | memoryview, shape: tuple[int, ...], limit: int | No
 
 def _encode(p: Prediction, media_type: str) -> bytes:
     check_scores(p.scores)
-    if media_type == media.CSV:
-        return _csv(p)
     if media_type == media.RECORDIO:
         labels = None
         if p.classes is not None:
             labels = predicted_labels(p.scores, p.task, p.classes, p.threshold)
         return recordio.encode(p.scores, labels)
+    native = _native_text(p, media_type)
+    if native is not None:
+        return native
+    if media_type == media.CSV:
+        return _csv(p)
     key = b"scores" if p.task == RCF_TASK else b"predictions"  # SageMaker RCF's own key
     if media_type == media.JSON and p.classes is None and p.scores.ndim == 1:
         # the repr of a finite float is valid JSON
@@ -84,6 +87,27 @@ def _encode(p: Prediction, media_type: str) -> bytes:
     if media_type == media.JSONLINES:
         return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
     raise AssertionError(f"no encoder for {media_type!r}")
+
+
+def _native_text(p: Prediction, media_type: str) -> bytes | None:
+    """A large answer written by C++ (``codecs.text``), the same bytes as the Python path;
+    None: the Python path writes it."""
+    if p.scores.ndim == 0 or p.scores.shape[0] < text.MIN_ROWS:
+        return None
+    if media_type == media.CSV:
+        return text.write(p.scores, text.CSV)
+    index = None
+    if p.classes is not None:
+        index = label_index(p.scores, p.task, p.threshold)
+    key = "scores" if p.task == RCF_TASK else "predictions"
+    multi = p.scores.ndim == 2
+    if media_type == media.JSON:
+        layout = text.records(key, multi, index is not None)
+    elif media_type == media.JSONLINES:
+        layout = text.records(None, multi, index is not None)
+    else:
+        return None
+    return text.write(p.scores, layout, index, p.classes)
 
 
 def _neighbors(p: Prediction, media_type: str, verbose: bool, limit: int | None) -> bytes:

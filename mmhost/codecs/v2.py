@@ -321,11 +321,14 @@ def predicted_labels(
 ) -> list[Any]:
     """Binary: the positive class where P > threshold (0.5 as scikit-learn decides, or the
     model's own, as Linear Learner stores it); multiclass: argmax."""
+    return [classes[int(i)] for i in label_index(scores, task, threshold)]
+
+
+def label_index(scores: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
+    """(n,) int64: each row's predicted class, as an index into the model's classes."""
     if task == "multiclass_classifier":
-        idx = scores.argmax(axis=1)
-    else:
-        idx = (scores > threshold).astype(np.int64)
-    return [classes[int(i)] for i in idx]
+        return scores.argmax(axis=1)
+    return (scores > threshold).astype(np.int64)
 
 
 def label_type(classes: list[Any]) -> str:

@@ -45,6 +45,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       R"doc(A plain CSV body -> (ok, (N, width) encoded rows); see mmhost/codecs/table.py.)doc");
 
+  m.def(
+      "format_rows",
+      [](const at::Tensor& values, const at::Tensor& label_index,
+         const std::vector<std::string>& labels, std::vector<std::string> layout) {
+        if (layout.size() != 9)
+          throw std::invalid_argument("format_rows: the layout has 9 pieces");
+        mmhost::TextLayout t{layout[0], layout[1], layout[2], layout[3], layout[4],
+                             layout[5], layout[6], layout[7], layout[8]};
+        std::string out;
+        {
+          py::gil_scoped_release release;
+          out = mmhost::format_rows(values, label_index, labels, t);
+        }
+        return py::bytes(out);
+      },
+      R"doc((n, k) float64 scores -> an answer's bytes; see mmhost/codecs/text.py.)doc");
+
   m.def("linear_forward", &mmhost::linear_forward,
         R"doc(Score every row of x with the model in its slot (fused multi-model linear).
 

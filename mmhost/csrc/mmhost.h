@@ -89,4 +89,18 @@ struct CsvSchema {
 std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const CsvSchema& schema,
                                         int64_t width, bool f64, int64_t max_rows);
 
+// The literal pieces of an answer's text around its values (see answers.cpp): head, then per
+// row [row_sep] row_open list_open v (value_sep v)* list_close [label_mid label] row_close,
+// then tail.
+struct TextLayout {
+  std::string head, row_open, list_open, value_sep, list_close, label_mid, row_close, row_sep,
+      tail;
+};
+
+// (n, k) finite float64 values (and, unless empty, each row's index into labels, JSON text)
+// -> the answer's bytes, each value as Python's repr writes it. The GIL is released by the
+// binding.
+std::string format_rows(const at::Tensor& values, const at::Tensor& label_index,
+                        const std::vector<std::string>& labels, const TextLayout& layout);
+
 }  // namespace mmhost

@@ -10,7 +10,15 @@ import os
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ("bindings.cpp", "linear.cpp", "trees.cpp", "knn.cpp", "rcf.cpp", "csv.cpp")
+SOURCES = (
+    "bindings.cpp",
+    "linear.cpp",
+    "trees.cpp",
+    "knn.cpp",
+    "rcf.cpp",
+    "csv.cpp",
+    "answers.cpp",
+)
 
 
 def flags() -> list[str]:
