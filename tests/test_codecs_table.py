@@ -51,8 +51,8 @@ def _per_row(enc, body: bytes, dtype=np.float32):
 def _fast(enc, body: bytes, monkeypatch, dtype=np.float32):
     """Encoded by the C++ path, which must take it whole (the per-row path would raise)."""
     decoded = inputs.decode(body, media.CSV, LIMITS)
-    assert isinstance(decoded, table.CsvBody)
-    monkeypatch.setattr(decoded, "_rows", lambda: pytest.fail("took the per-row path"))
+    assert isinstance(decoded, table.Body)
+    monkeypatch.setattr(decoded, "_python", lambda: pytest.fail("took the per-row path"))
     return enc.encode(decoded, dtype=dtype)
 
 

@@ -4,7 +4,7 @@ Property: each call returns, or raises an ``MmhostError`` with a 4xx status (a r
 ValidationError / 415 / 406, an artifact's BadArtifact 424); never any other exception, and
 nothing is written to the file system. Derandomized, so CI tries the same cases every run.
 
-Cases tried per run: 7,100 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
+Cases tried per run: 7,600 (the sum of the ``max_examples`` below; about 30 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -34,12 +35,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from mmhost.artifacts import Column
 from mmhost.cache.loader import load_model
-from mmhost.codecs import documents, encoder_for, inputs, media, outputs, v2
+from mmhost.codecs import documents, encoder_for, inputs, media, outputs, table, v2
 from mmhost.codecs.limits import DecodeLimits
 from mmhost.convert import from_sklearn
 from mmhost.errors import MmhostError
 from mmhost.store.base import Source
-from mmhost.tools.houses import COLUMNS
+from mmhost.tools.houses import COLUMNS, houses
 from mmhost.types import Prediction
 
 _CASES: list[int] = []  # max_examples of each fuzz test, for the docstring's total
@@ -439,6 +440,85 @@ def test_response_encoders_never_write_what_json_cannot_hold(scores, media_type)
 
 def _no_constants(name: str) -> None:
     raise AssertionError(f"{name} is not JSON")
+
+
+# --- large bodies: the C++ encoders against the Python path ----------------------------------
+BASE_ROWS = houses(80, 5)[0].tolist()  # past table.MIN_ROWS: a body the C++ encoders take
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    """What ``call()`` gives: its encoded rows' bytes, or a 4xx error's status and message."""
+    with _no_writes():
+        try:
+            out = call()
+        except MmhostError as exc:
+            assert 400 <= exc.status < 500, f"{type(exc).__name__} {exc.status}: {exc.message}"
+            return ("error", exc.status, exc.message)
+    return ("rows", out.shape, out.tobytes())
+
+
+def _python_path(body: bytes, media_type: str) -> Any:
+    with (
+        mock.patch.object(table, "wrap_json", _no_body),
+        mock.patch.object(table, "wrap", _no_body),
+    ):
+        return HOUSE.encode(inputs.decode(body, media_type))
+
+
+def _no_body(*_: Any, **__: Any) -> None:
+    return None
+
+
+MUTATIONS = st.lists(st.tuples(st.integers(0, 79), st.integers(0, 7), CELLS), max_size=3)
+
+
+@fuzz(300)
+@given(
+    mutations=MUTATIONS,
+    shape=st.sampled_from(["instances", "features", "inputs", "list", "lines", "crlf"]),
+    indent=st.sampled_from([None, 1]),
+)
+def test_large_json_bodies_decode_as_the_python_path(mutations, shape, indent):
+    rows = [list(r) for r in BASE_ROWS]
+    for i, j, v in mutations:
+        rows[i][j] = v
+    if shape in ("lines", "crlf"):
+        end = "\n" if shape == "lines" else "\r\n"
+        body, media_type = (
+            end.join(json.dumps(r, default=str) for r in rows).encode(),
+            media.JSONLINES,
+        )
+    else:
+        doc: Any = rows
+        if shape == "features":
+            doc = {"instances": [{"features": r} for r in rows]}
+        elif shape != "list":
+            doc = {shape: rows}
+        body, media_type = json.dumps(doc, default=str, indent=indent).encode(), media.JSON
+    fast = _outcome(lambda: HOUSE.encode(inputs.decode(body, media_type)))
+    assert fast == _outcome(lambda: _python_path(body, media_type))
+
+
+@fuzz(200)
+@given(
+    mutations=st.lists(
+        st.tuples(
+            st.integers(0, 79),
+            st.integers(0, 7),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=6) | CELLS.map(str),
+        ),
+        max_size=3,
+    ),
+    end=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+)
+def test_large_csv_bodies_decode_as_the_python_path(mutations, end, bom):
+    rows = [[str(v) for v in r] for r in BASE_ROWS]
+    for i, j, v in mutations:
+        rows[i][j] = v
+    body = (b"\xef\xbb\xbf" if bom else b"") + end.join(",".join(r) for r in rows).encode()
+    fast = _outcome(lambda: HOUSE.encode(inputs.decode(body, media.CSV)))
+    assert fast == _outcome(lambda: _python_path(body, media.CSV))
 
 
 # --- rows -> the encoded matrix --------------------------------------------------------------

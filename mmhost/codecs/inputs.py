@@ -45,9 +45,11 @@ def decode(body: bytes, media_type: str, limits: DecodeLimits = DEFAULT) -> Any:
     if media_type == media.CSV:
         return _csv(body, limits)
     if media_type == media.JSON:
-        return _json(parse_json(body, "the body"), limits, len(body))
+        whole = table.wrap_json(body, False, limits.max_rows, lambda: _json_body(body, limits))
+        return whole if whole is not None else _json_body(body, limits)
     if media_type == media.JSONLINES:
-        return _jsonlines(body, limits)
+        whole = table.wrap_json(body, True, limits.max_rows, lambda: _jsonlines(body, limits))
+        return whole if whole is not None else _jsonlines(body, limits)
     if media_type == media.NPY:
         return _npy(body, limits)
     if media_type == media.RECORDIO:
@@ -83,6 +85,10 @@ def _csv_rows(body: bytes, limits: DecodeLimits) -> list[list[str]]:
     if not rows:
         raise ValidationError("the CSV body has no rows")
     return rows
+
+
+def _json_body(body: bytes, limits: DecodeLimits) -> Any:
+    return _json(parse_json(body, "the body"), limits, len(body))
 
 
 def _json(doc: Any, limits: DecodeLimits, size: int) -> Any:

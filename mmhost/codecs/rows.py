@@ -48,7 +48,7 @@ class RowEncoder:
         self._lookup = [_category_lookup(c) if c.type == "category" else None for c in columns]
         # numeric columns whose missing value is NaN itself: passed through (trees decide)
         self._nan_ok = np.array([passes_nan(c) for c in columns], bool)
-        self._csv = table.schema(columns, self.offsets)  # the C++ CSV encoder's arguments
+        self._csv = table.schema(columns, self.offsets)  # the C++ row encoders' arguments
 
     @property
     def encoded_width(self) -> int:
@@ -68,7 +68,7 @@ class RowEncoder:
         assert width >= self.width, f"cannot encode {self.width} slots into width {width}"
         if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub" and self.numeric_only:
             return self._encode_numeric(rows, width, dtype)
-        if isinstance(rows, table.CsvBody):  # a large CSV body: C++ encodes it when plain
+        if isinstance(rows, table.Body):  # a large body: C++ encodes it when plain
             fast = None if self._csv is None else table.encode(rows, self._csv, width, dtype)
             if fast is not None:
                 return fast

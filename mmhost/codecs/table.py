@@ -1,13 +1,17 @@
-"""Large CSV bodies at native speed. ``inputs`` keeps a large body whole as a ``CsvBody``
-(no Python object per row); its model's ``RowEncoder`` hands the bytes and its schema to the
-C++ encoder (``mmhost/csrc/csv.cpp``: one pass, numbers by ``std::from_chars``, categories by a
-hash map), which writes the encoded float32 rows directly.
+"""Large bodies at native speed. ``inputs`` keeps a large CSV, JSON or JSON Lines body whole
+as a ``Body`` (no Python object per row); its model's ``RowEncoder`` hands the bytes and its
+schema to the C++ encoder (``mmhost/csrc/csv.cpp``, ``json.cpp``: numbers by
+``std::from_chars``, categories by a hash map), which writes the encoded float32 rows directly.
 
-Only what the per-row path would encode plainly takes this path; for anything else (quotes,
-a lone CR, a blank line inside, a wrong field count, a bad number, an unknown category, a
-missing value with no fill, no C++ kernels) the C++ encoder says so and the body goes the way
-every body went before (``inputs``' csv reader, then ``RowEncoder``), which names the row and
-the column: every error keeps its exact message, and every answer its exact value.
+Only what the per-row path would encode plainly takes this path; for anything else (CSV:
+quotes, a lone CR, a blank line inside; JSON: another shape, an escape in a string, a value of
+another type; both: a wrong field count, a bad number, an unknown category, a missing value
+with no fill, no C++ kernels) the C++ encoder says so and the body goes the way every body went
+before (``inputs``' Python decoders, then ``RowEncoder``), which names the row and the column:
+every error keeps its exact message, and every answer its exact value.
+
+A JSON body's shape is walked once at decode (``json_count``), so its row count is exact and
+checked against the limits before the model is known; a CSV body's lines are counted.
 """
 
 from __future__ import annotations
@@ -22,33 +26,50 @@ from mmhost.artifacts import Column
 from mmhost.kernels import _native
 
 MIN_ROWS = 64  # below this the per-row path is as fast, and one-row requests stay as they were
-CSV_ABI = 1  # mmhost/csrc/bindings.cpp's csv_encode arguments
+CSV, JSON, JSONLINES = "csv", "json", "jsonlines"
 
 
-class CsvBody:
-    """A CSV body of at least ``MIN_ROWS`` lines, decoded when its model is known."""
+class Body:
+    """A body of at least ``MIN_ROWS`` rows (a CSV body's lines), decoded when its model is
+    known."""
 
-    def __init__(self, data: bytes, lines: int, rows: Callable[[], list[list[str]]]) -> None:
+    def __init__(self, data: bytes, kind: str, rows: int, python: Callable[[], Any]) -> None:
         self.data = data
-        self.shape = (lines,)  # the line count: rows, or more where blank lines are skipped
-        self._rows = rows
+        self.kind = kind
+        self.shape = (rows,)  # CSV: the line count (rows, or more where blank lines are skipped)
+        self._python = python
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def rows(self) -> list[list[str]]:
-        """The rows as the csv reader reads them (the per-row path)."""
-        return self._rows()
+    def rows(self) -> Any:
+        """The rows as the Python decoder reads them (the per-row path)."""
+        return self._python()
 
 
-def wrap(body: bytes, max_rows: int, rows: Callable[[], list[list[str]]]) -> CsvBody | None:
-    """``body`` as a ``CsvBody`` when it is large and may be plain; None: read it row by row."""
+def wrap(body: bytes, max_rows: int, rows: Callable[[], list[list[str]]]) -> Body | None:
+    """A CSV ``body`` as a ``Body`` when it is large and may be plain; None: read it row by
+    row."""
     if len(body) < 2 * MIN_ROWS:  # (a one-row request pays this test alone)
         return None
     lines = body.count(b"\n", 0, len(body.rstrip())) + 1  # a final line end ends no row
     if lines < MIN_ROWS or lines > max_rows or b'"' in body:
         return None
-    return CsvBody(body, lines, rows)
+    return Body(body, CSV, lines, rows)
+
+
+def wrap_json(body: bytes, lines: bool, max_rows: int, rows: Callable[[], Any]) -> Body | None:
+    """A JSON (``lines``: JSON Lines) body of rows as a ``Body`` when it is large and in a shape
+    the C++ encoder takes (``mmhost/csrc/json.cpp``); None: decode it in Python."""
+    if len(body) < 8 * MIN_ROWS:
+        return None
+    count = _native.function("json_count", "json")
+    if count is None:
+        return None
+    n = count(body, lines, max_rows)
+    if n < MIN_ROWS:  # -1: not a shape it takes
+        return None
+    return Body(body, JSONLINES if lines else JSON, n, rows)
 
 
 def schema(columns: tuple[Column, ...], offsets: list[int]) -> tuple[Any, ...] | None:
@@ -81,11 +102,18 @@ def schema(columns: tuple[Column, ...], offsets: list[int]) -> tuple[Any, ...] |
 
 
 def encode(
-    body: CsvBody, spec: tuple[Any, ...], width: int, dtype: type, max_rows: int = 1 << 62
+    body: Body, spec: tuple[Any, ...], width: int, dtype: type, max_rows: int = 1 << 62
 ) -> np.ndarray | None:
     """The body's encoded rows, or None: the per-row path must decide."""
-    fn = _native.function("csv_encode", "csv")
-    if fn is None:
-        return None
-    ok, out = fn(body.data, *spec, width, dtype == np.float64, max_rows)
+    f64 = dtype == np.float64
+    if body.kind == CSV:
+        fn = _native.function("csv_encode", "csv")
+        if fn is None:
+            return None
+        ok, out = fn(body.data, *spec, width, f64, max_rows)
+    else:
+        fn = _native.function("json_encode", "json")
+        if fn is None:
+            return None
+        ok, out = fn(body.data, body.kind == JSONLINES, *spec, width, f64, len(body))
     return out.numpy() if ok else None

@@ -20,48 +20,60 @@
 namespace mmhost {
 namespace {
 
-// Python's repr of a finite double, appended to out (at most 24 bytes).
-void put_repr(std::string& out, double v) {
+constexpr size_t kMaxRepr = 24;  // "-1.2345678901234567e-308"
+
+// Python's repr of a finite double, written at w (at most kMaxRepr bytes); w moves past it.
+void put_repr(char*& w, double v) {
   char sci[40];
   auto [end, ec] = std::to_chars(sci, sci + sizeof sci, v, std::chars_format::scientific);
   if (ec != std::errc()) throw std::runtime_error("format_rows: to_chars failed");
   // sci: [-]d[.ddd]e(+|-)XX
   const char* p = sci;
-  if (*p == '-') out.push_back(*p++);
+  if (*p == '-') *w++ = *p++;
   char digits[24];
   int nd = 0;
   for (; *p != 'e'; ++p)
     if (*p != '.') digits[nd++] = *p;
   int exp = 0;
   std::from_chars(p[1] == '+' ? p + 2 : p + 1, end, exp);
+  auto put = [&w](const char* from, int n) {
+    std::memcpy(w, from, static_cast<size_t>(n));
+    w += n;
+  };
   if (exp >= -4 && exp < 16) {
-    if (exp < 0) {
-      out.append("0.");
-      out.append(static_cast<size_t>(-exp - 1), '0');
-      out.append(digits, nd);
-    } else if (nd <= exp + 1) {
-      out.append(digits, nd);
-      out.append(static_cast<size_t>(exp + 1 - nd), '0');
-      out.append(".0");
-    } else {
-      out.append(digits, exp + 1);
-      out.push_back('.');
-      out.append(digits + exp + 1, nd - exp - 1);
+    if (exp < 0) {  // 0.000ddd
+      *w++ = '0';
+      *w++ = '.';
+      for (int i = 0; i < -exp - 1; ++i) *w++ = '0';
+      put(digits, nd);
+    } else if (nd <= exp + 1) {  // ddd000.0
+      put(digits, nd);
+      for (int i = 0; i < exp + 1 - nd; ++i) *w++ = '0';
+      *w++ = '.';
+      *w++ = '0';
+    } else {  // ddd.ddd
+      put(digits, exp + 1);
+      *w++ = '.';
+      put(digits + exp + 1, nd - exp - 1);
     }
     return;
   }
-  out.push_back(digits[0]);
+  *w++ = digits[0];  // d.ddde+XX
   if (nd > 1) {
-    out.push_back('.');
-    out.append(digits + 1, nd - 1);
+    *w++ = '.';
+    put(digits + 1, nd - 1);
   }
-  out.push_back('e');
-  out.push_back(exp < 0 ? '-' : '+');
+  *w++ = 'e';
+  *w++ = exp < 0 ? '-' : '+';
   const int a = exp < 0 ? -exp : exp;
-  if (a < 10) out.push_back('0');
-  char e[8];
-  auto r = std::to_chars(e, e + sizeof e, a);
-  out.append(e, r.ptr);
+  if (a < 10) *w++ = '0';
+  auto r = std::to_chars(w, w + 4, a);
+  w = r.ptr;
+}
+
+void put_text(char*& w, const std::string& s) {
+  std::memcpy(w, s.data(), s.size());
+  w += s.size();
 }
 
 }  // namespace
@@ -89,26 +101,28 @@ std::string format_rows(const at::Tensor& values, const at::Tensor& label_index,
                          layout.list_open.size() + layout.list_close.size() +
                          layout.row_close.size() +
                          (labelled ? layout.label_mid.size() + label_bytes : 0) +
-                         static_cast<size_t>(k) * (24 + layout.value_sep.size());
+                         static_cast<size_t>(k) * (kMaxRepr + layout.value_sep.size());
   std::string out;
-  out.reserve(layout.head.size() + layout.tail.size() + static_cast<size_t>(n) * per_row);
-  out.append(layout.head);
+  out.resize(layout.head.size() + layout.tail.size() + static_cast<size_t>(n) * per_row);
+  char* w = out.data();
+  put_text(w, layout.head);
   for (int64_t i = 0; i < n; ++i) {
-    if (i) out.append(layout.row_sep);
-    out.append(layout.row_open);
-    out.append(layout.list_open);
+    if (i) put_text(w, layout.row_sep);
+    put_text(w, layout.row_open);
+    put_text(w, layout.list_open);
     for (int64_t j = 0; j < k; ++j) {
-      if (j) out.append(layout.value_sep);
-      put_repr(out, v[i * k + j]);
+      if (j) put_text(w, layout.value_sep);
+      put_repr(w, v[i * k + j]);
     }
-    out.append(layout.list_close);
+    put_text(w, layout.list_close);
     if (labelled) {
-      out.append(layout.label_mid);
-      out.append(labels[static_cast<size_t>(li[i])]);
+      put_text(w, layout.label_mid);
+      put_text(w, labels[static_cast<size_t>(li[i])]);
     }
-    out.append(layout.row_close);
+    put_text(w, layout.row_close);
   }
-  out.append(layout.tail);
+  put_text(w, layout.tail);
+  out.resize(static_cast<size_t>(w - out.data()));
   return out;
 }
 

@@ -17,6 +17,29 @@ namespace py = pybind11;
 #define MMHOST_SOURCE_DIGEST ""
 #endif
 
+namespace {
+
+std::string_view view(const py::bytes& body) {
+  return {PyBytes_AS_STRING(body.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(body.ptr()))};
+}
+
+mmhost::RowSchema row_schema(std::vector<int64_t> kinds, std::vector<int64_t> offsets,
+                             std::vector<double> fills, std::vector<int64_t> nan_ok,
+                             std::vector<std::vector<std::string>> categories,
+                             std::vector<int64_t> missing_index,
+                             std::vector<int64_t> ignore_unknown) {
+  mmhost::RowSchema s{std::move(kinds),          std::move(offsets), std::move(nan_ok),
+                      std::move(missing_index), std::move(ignore_unknown), std::move(fills),
+                      std::move(categories)};
+  const size_t n = s.kinds.size();
+  if (s.offsets.size() != n || s.fills.size() != n || s.nan_ok.size() != n ||
+      s.categories.size() != n || s.missing_index.size() != n || s.ignore_unknown.size() != n)
+    throw std::invalid_argument("row encoder: every schema list needs one entry a column");
+  return s;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmhost C++ CPU kernels; see mmhost/kernels/*.py for each op's contract.";
 
@@ -28,22 +51,38 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          std::vector<double> fills, std::vector<int64_t> nan_ok,
          std::vector<std::vector<std::string>> categories, std::vector<int64_t> missing_index,
          std::vector<int64_t> ignore_unknown, int64_t width, bool f64, int64_t max_rows) {
-        const std::string_view text(PyBytes_AS_STRING(body.ptr()), PyBytes_GET_SIZE(body.ptr()));
-        mmhost::CsvSchema schema{std::move(kinds),          std::move(offsets),
-                                 std::move(nan_ok),         std::move(missing_index),
-                                 std::move(ignore_unknown), std::move(fills),
-                                 std::move(categories)};
-        if (schema.offsets.size() != schema.kinds.size() ||
-            schema.fills.size() != schema.kinds.size() ||
-            schema.nan_ok.size() != schema.kinds.size() ||
-            schema.categories.size() != schema.kinds.size() ||
-            schema.missing_index.size() != schema.kinds.size() ||
-            schema.ignore_unknown.size() != schema.kinds.size())
-          throw std::invalid_argument("csv_encode: every schema list needs one entry a column");
+        const mmhost::RowSchema schema =
+            row_schema(std::move(kinds), std::move(offsets), std::move(fills), std::move(nan_ok),
+                       std::move(categories), std::move(missing_index), std::move(ignore_unknown));
+        const std::string_view text = view(body);
         py::gil_scoped_release release;
         return mmhost::csv_encode(text, schema, width, f64, max_rows);
       },
       R"doc(A plain CSV body -> (ok, (N, width) encoded rows); see mmhost/codecs/table.py.)doc");
+
+  m.def(
+      "json_count",
+      [](py::bytes body, bool lines, int64_t max_rows) {
+        const std::string_view text = view(body);
+        py::gil_scoped_release release;
+        return mmhost::json_count(text, lines, max_rows);
+      },
+      R"doc(A JSON / JSON Lines body of rows -> its row count, or -1; see mmhost/codecs/table.py.)doc");
+
+  m.def(
+      "json_encode",
+      [](py::bytes body, bool lines, std::vector<int64_t> kinds, std::vector<int64_t> offsets,
+         std::vector<double> fills, std::vector<int64_t> nan_ok,
+         std::vector<std::vector<std::string>> categories, std::vector<int64_t> missing_index,
+         std::vector<int64_t> ignore_unknown, int64_t width, bool f64, int64_t n) {
+        const mmhost::RowSchema schema =
+            row_schema(std::move(kinds), std::move(offsets), std::move(fills), std::move(nan_ok),
+                       std::move(categories), std::move(missing_index), std::move(ignore_unknown));
+        const std::string_view text = view(body);
+        py::gil_scoped_release release;
+        return mmhost::json_encode(text, lines, schema, width, f64, n);
+      },
+      R"doc(A JSON / JSON Lines body -> (ok, (n, width) encoded rows); see mmhost/codecs/table.py.)doc");
 
   m.def(
       "format_rows",

@@ -1,7 +1,7 @@
 // A large plain CSV body -> the encoded rows of one input schema, in one pass over the bytes
 // (mmhost/codecs/table.py holds the contract; mmhost/codecs/rows.py the per-row path it must
-// equal). Numbers are parsed with std::from_chars (the shortest-round-trip parser, exact like
-// Python's float()), categories are looked up in a hash map of the column's categories and
+// equal). Numbers are parsed as std::from_chars parses them (exact like Python's float(); see
+// cells::parse_double), categories are looked up in a hash map of the column's categories and
 // written as a 1 at offset + index.
 //
 // "Plain" is checked as the bytes go: no quote, line ends \n or \r\n, every line the schema's
@@ -11,6 +11,7 @@
 // with non-ASCII bytes at its ends, which Python's strip() may trim), ends the call with
 // ok = false: the caller then takes the per-row path, which names the row and the column.
 
+#include "cells.h"
 #include "mmhost.h"
 
 #include <charconv>
@@ -23,20 +24,9 @@
 namespace mmhost {
 namespace {
 
-constexpr double kF32Max = 3.4028234663852886e38;
 constexpr size_t kFieldLimit = 131072;  // Python's csv.field_size_limit() default
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1f); }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-bool is_missing(std::string_view s) {
-  return s.empty() || s == "nan" || s == "NaN" || s == "NA" || s == "null" || s == "None";
-}
+using cells::is_space;
 
 bool ascii_ends(std::string_view s) {
   return s.empty() || (static_cast<unsigned char>(s.front()) < 0x80 &&
@@ -44,7 +34,7 @@ bool ascii_ends(std::string_view s) {
 }
 
 template <typename T>
-bool encode_lines(std::string_view body, const CsvSchema& schema,
+bool encode_lines(std::string_view body, const RowSchema& schema,
                   const std::vector<std::unordered_map<std::string_view, int64_t>>& lookup,
                   int64_t n, int64_t width, T* out) {
   const size_t ncol = schema.kinds.size();
@@ -64,37 +54,17 @@ bool encode_lines(std::string_view body, const CsvSchema& schema,
       if (last != (comma == std::string_view::npos)) return false;  // too few or too many
       std::string_view field = line.substr(start, last ? line.size() - start : comma - start);
       if (field.size() > kFieldLimit) return false;  // the csv module refuses such a field
-      std::string_view cell = trim(field);
+      std::string_view cell = cells::trim(field);
       start = comma + 1;
       if (!ascii_ends(cell)) return false;
-      const int64_t offset = schema.offsets[j];
       if (schema.kinds[j] == 0) {  // a number
-        double x;
-        if (is_missing(cell)) {
-          x = std::numeric_limits<double>::quiet_NaN();
-        } else {
-          auto [ptr, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), x);
-          if (ec != std::errc() || ptr != cell.data() + cell.size()) return false;
-        }
-        if (std::isnan(x)) {
-          if (!std::isnan(schema.fills[j])) {
-            x = schema.fills[j];
-          } else if (!schema.nan_ok[j]) {
-            return false;
-          }
-        } else if (!(std::fabs(x) <= kF32Max)) {
-          return false;
-        }
-        dst[offset] = static_cast<T>(x);
+        double x = std::numeric_limits<double>::quiet_NaN();
+        if (!cells::is_missing(cell) && !cells::parse_double(cell, x)) return false;
+        if (!cells::put_number(schema, j, x, dst)) return false;
       } else {  // a category
         auto hit = lookup[j].find(cell);
-        int64_t k = hit == lookup[j].end() ? -1 : hit->second;
-        if (k < 0 && is_missing(cell)) k = schema.missing_index[j];
-        if (k < 0) {
-          if (!schema.ignore_unknown[j]) return false;
-          continue;
-        }
-        dst[offset + k] = static_cast<T>(1);
+        const int64_t k = hit == lookup[j].end() ? -1 : hit->second;
+        if (!cells::put_category(schema, j, k, cells::is_missing(cell), dst)) return false;
       }
     }
     ++row;
@@ -105,7 +75,7 @@ bool encode_lines(std::string_view body, const CsvSchema& schema,
 
 }  // namespace
 
-std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const CsvSchema& schema,
+std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& schema,
                                         int64_t width, bool f64, int64_t max_rows) {
   const at::Tensor none;
   if (body.size() >= 3 && std::memcmp(body.data(), "\xef\xbb\xbf", 3) == 0) body.remove_prefix(3);
@@ -123,7 +93,7 @@ std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const CsvSchema& 
     const auto& cats = schema.categories[j];
     for (size_t k = 0; k < cats.size(); ++k) lookup[j].emplace(cats[k], static_cast<int64_t>(k));
   }
-  at::Tensor out = at::zeros({n, width}, f64 ? at::kDouble : at::kFloat);
+  at::Tensor out = cells::zeros(n, width, f64);
   bool ok = f64 ? encode_lines(body, schema, lookup, n, width, out.data_ptr<double>())
                 : encode_lines(body, schema, lookup, n, width, out.data_ptr<float>());
   return {ok, ok ? out : none};

@@ -74,11 +74,12 @@ at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const a
                        const at::Tensor& tree_root, const at::Tensor& tree_mass,
                        const at::Tensor& model_trees);
 
-// An input schema as the CSV encoder takes it (mmhost/codecs/table.py builds it): per column,
-// kind 0 = number / 1 = category, its offset in the encoded row, a number's fill for a missing
-// value (NaN: none) and whether NaN may pass (trees), a category column's categories, the index
-// a missing value takes (-1: none) and whether an unknown one is ignored.
-struct CsvSchema {
+// An input schema as the native row encoders (CSV, JSON) take it (mmhost/codecs/table.py
+// builds it): per column, kind 0 = number / 1 = category, its offset in the encoded row, a
+// number's fill for a missing value (NaN: none) and whether NaN may pass (trees), a category
+// column's categories, the index a missing value takes (-1: none) and whether an unknown one
+// is ignored.
+struct RowSchema {
   std::vector<int64_t> kinds, offsets, nan_ok, missing_index, ignore_unknown;
   std::vector<double> fills;
   std::vector<std::vector<std::string>> categories;
@@ -86,8 +87,17 @@ struct CsvSchema {
 
 // A plain CSV body -> (ok, (N, width) encoded rows, float32 or float64); ok = false where the
 // per-row path must decide (see csv.cpp). The GIL is released by the binding.
-std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const CsvSchema& schema,
+std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& schema,
                                         int64_t width, bool f64, int64_t max_rows);
+
+// A large JSON / JSON Lines body of rows (see json.cpp): json_count -> its row count, or -1
+// where the Python path must decode it (another shape, a bad value, more than max_rows);
+// json_encode -> (ok, (n, width) encoded rows) as csv_encode. The GIL is released by the
+// bindings.
+int64_t json_count(std::string_view body, bool lines, int64_t max_rows);
+std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
+                                         const RowSchema& schema, int64_t width, bool f64,
+                                         int64_t n);
 
 // The literal pieces of an answer's text around its values (see answers.cpp): head, then per
 // row [row_sep] row_open list_open v (value_sep v)* list_close [label_mid label] row_close,

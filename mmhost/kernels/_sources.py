@@ -17,6 +17,7 @@ SOURCES = (
     "knn.cpp",
     "rcf.cpp",
     "csv.cpp",
+    "json.cpp",
     "answers.cpp",
 )
 

@@ -1,0 +1,334 @@
+// A large JSON or JSON Lines body of rows -> the encoded rows of one input schema, straight
+// from the bytes (mmhost/codecs/table.py holds the contract; mmhost/codecs/inputs.py and
+// rows.py the Python path it must equal). Two passes: json_count walks the document's shape
+// once, at decode, before the model is known (the row count is checked against the limits);
+// json_encode walks it again with the model's schema and writes every cell.
+//
+// The shapes taken, the ones SageMaker's clients send for many rows:
+//   {"instances": ROWS}   {"inputs": [[...], ...]}   ROWS          (JSON)
+//   one row per line                                               (JSON Lines)
+// where ROWS is [ROW, ...] and a ROW is [v, ...] or {"features": [v, ...]} (not in "inputs",
+// whose objects are V2 tensors). A value is a JSON number or null in a numeric column, a JSON
+// string or null in a categorical one.
+//
+// Anything else ends the call with "not taken", and the body goes the Python way, which
+// names the row and the column or says what the JSON breaks: another key beside the rows, an
+// empty list, a row of another length, a nested value, true/false, a string in a numeric
+// column or a number in a categorical one, a string with an escape or a control character,
+// bytes that are not UTF-8, a non-ASCII string that is no category, a number JSON does not
+// allow (01, 1., .5, +1, NaN) or one past float32, one too small for a double (Python reads
+// 1e-400 as 0.0, from_chars refuses it), a byte order mark, and every cell the per-row path
+// would refuse or treat specially.
+
+#include "cells.h"
+#include "mmhost.h"
+
+#include <charconv>
+#include <limits>
+#include <string_view>
+#include <unordered_map>
+
+namespace mmhost {
+namespace {
+
+using Lookup = std::vector<std::unordered_map<std::string_view, int64_t>>;
+
+// One value, as the walk hands it to a row visitor.
+struct Value {
+  enum Kind { kNumber, kString, kNull } kind;
+  std::string_view text;  // a number's token; a string's contents, without the quotes
+  bool integral;          // a number without fraction or exponent (JSON's int: -0 is 0)
+  bool ascii;             // a string of ASCII characters only
+};
+
+class Walk {
+ public:
+  Walk(std::string_view body, bool lines) : p_(body.data()), end_(body.data() + body.size()),
+                                            lines_(lines) {}
+
+  // Every row of the document, each as its values, to visit(values, n) (false: not taken).
+  template <typename Visit>
+  bool rows(Visit&& visit) {
+    if (lines_) return each_line(visit);
+    space();
+    if (p_ < end_ && *p_ == '{') {
+      ++p_;
+      space();
+      bool inputs = false;
+      if (key("instances")) {
+      } else if (key("inputs")) {
+        inputs = true;
+      } else {
+        return false;
+      }
+      space();
+      if (!eat(':')) return false;
+      space();
+      if (!row_list(visit, !inputs)) return false;
+      space();
+      if (!eat('}')) return false;
+    } else if (!row_list(visit, true)) {
+      return false;
+    }
+    space();
+    return p_ == end_;
+  }
+
+ private:
+  const char* p_;
+  const char* end_;
+  bool lines_;
+  std::vector<Value> values_;  // the row's values: the first nv_ (kept between rows, no
+  size_t nv_ = 0;              // allocation per row)
+
+  void add(const Value& v) {
+    if (nv_ == values_.size()) {
+      values_.push_back(v);
+    } else {
+      values_[nv_] = v;
+    }
+    ++nv_;
+  }
+
+  // JSON's whitespace; in JSON Lines a line end separates rows and is no whitespace in one
+  void space() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || (*p_ == '\n' && !lines_)))
+      ++p_;
+  }
+
+  bool eat(char c) {
+    if (p_ < end_ && *p_ == c) {
+      ++p_;
+      return true;
+    }
+    return false;
+  }
+
+  bool key(std::string_view name) {
+    const size_t n = name.size() + 2;
+    if (static_cast<size_t>(end_ - p_) < n || p_[0] != '"' || p_[n - 1] != '"' ||
+        std::string_view(p_ + 1, name.size()) != name)
+      return false;
+    p_ += n;
+    return true;
+  }
+
+  template <typename Visit>
+  bool each_line(Visit& visit) {
+    bool any = false;
+    while (true) {
+      while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) ++p_;
+      if (p_ == end_) return any;
+      if (!row(visit, true)) return false;
+      space();
+      if (p_ < end_ && *p_ != '\n') return false;  // one row per line
+      any = true;
+    }
+  }
+
+  template <typename Visit>
+  bool row_list(Visit& visit, bool objects) {
+    if (!eat('[')) return false;
+    space();
+    if (p_ < end_ && *p_ == ']') return false;  // no rows: the Python path says so
+    while (true) {
+      if (!row(visit, objects)) return false;
+      space();
+      if (eat(']')) return true;
+      if (!eat(',')) return false;
+      space();
+    }
+  }
+
+  template <typename Visit>
+  bool row(Visit& visit, bool objects) {
+    nv_ = 0;
+    if (p_ < end_ && *p_ == '{') {
+      if (!objects) return false;
+      ++p_;
+      space();
+      if (!key("features")) return false;
+      space();
+      if (!eat(':')) return false;
+      space();
+      if (!value_list()) return false;
+      space();
+      if (!eat('}')) return false;
+    } else if (!value_list()) {
+      return false;
+    }
+    return visit(values_.data(), nv_);
+  }
+
+  bool value_list() {
+    if (!eat('[')) return false;
+    space();
+    if (eat(']')) return true;
+    while (true) {
+      if (!value()) return false;
+      space();
+      if (eat(']')) return true;
+      if (!eat(',')) return false;
+      space();
+    }
+  }
+
+  bool value() {
+    if (p_ == end_) return false;
+    const char c = *p_;
+    if (c == '"') {
+      const char* start = ++p_;
+      bool ascii = true;
+      while (p_ < end_ && *p_ != '"') {
+        const unsigned char b = static_cast<unsigned char>(*p_);
+        if (b < 0x20 || b == '\\') return false;
+        if (b >= 0x80) {
+          if (!utf8()) return false;
+          ascii = false;
+          continue;
+        }
+        ++p_;
+      }
+      if (p_ == end_) return false;
+      add({Value::kString, std::string_view(start, p_ - start), false, ascii});
+      ++p_;
+      return true;
+    }
+    if (c == 'n') {
+      if (end_ - p_ < 4 || std::string_view(p_, 4) != "null") return false;
+      p_ += 4;
+      add({Value::kNull, {}, false, true});
+      return true;
+    }
+    return number();
+  }
+
+  // one UTF-8 character from a lead byte >= 0x80, as Python's strict decoder reads it (no
+  // overlong form, no surrogate, nothing past U+10FFFF); false: not UTF-8
+  bool utf8() {
+    const auto b0 = static_cast<unsigned char>(*p_);
+    int n;
+    unsigned lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      n = 1;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      n = 2;
+      if (b0 == 0xE0) lo = 0xA0;
+      if (b0 == 0xED) hi = 0x9F;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      n = 3;
+      if (b0 == 0xF0) lo = 0x90;
+      if (b0 == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (end_ - p_ <= n) return false;
+    for (int i = 1; i <= n; ++i) {
+      const auto b = static_cast<unsigned char>(p_[i]);
+      if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return false;
+    }
+    p_ += n + 1;
+    return true;
+  }
+
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  bool number() {
+    const char* start = p_;
+    auto digit = [this] { return p_ < end_ && *p_ >= '0' && *p_ <= '9'; };
+    eat('-');
+    if (!digit()) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (digit()) ++p_;
+    }
+    bool integral = true;
+    if (eat('.')) {
+      integral = false;
+      if (!digit()) return false;
+      while (digit()) ++p_;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      integral = false;
+      ++p_;
+      if (!eat('+')) eat('-');
+      if (!digit()) return false;
+      while (digit()) ++p_;
+    }
+    add({Value::kNumber, std::string_view(start, p_ - start), integral, true});
+    return true;
+  }
+};
+
+template <typename T>
+bool put_row(const Value* values, size_t n, const RowSchema& schema, const Lookup& lookup,
+             T* dst) {
+  if (n != schema.kinds.size()) return false;
+  for (size_t j = 0; j < n; ++j) {
+    const Value& v = values[j];
+    if (schema.kinds[j] == 0) {  // a number
+      double x = std::numeric_limits<double>::quiet_NaN();
+      if (v.kind == Value::kNumber) {
+        if (!cells::parse_double(v.text, x)) return false;
+        if (v.integral && x == 0) x = 0.0;  // JSON's -0 is the int 0, as Python reads it
+      } else if (v.kind != Value::kNull) {
+        return false;
+      }
+      if (!cells::put_number(schema, j, x, dst)) return false;
+    } else {  // a category
+      if (v.kind == Value::kNumber) return false;
+      int64_t k = -1;
+      if (v.kind == Value::kString) {
+        auto hit = lookup[j].find(v.text);
+        if (hit != lookup[j].end()) k = hit->second;
+        // Python's strip() trims more than ASCII whitespace (a no-break space): a non-ASCII
+        // string that is no category is left to the Python path
+        if (k < 0 && !v.ascii) return false;
+      }
+      const bool missing = v.kind == Value::kNull || cells::is_missing(cells::trim(v.text));
+      if (!cells::put_category(schema, j, k, missing, dst)) return false;
+    }
+  }
+  return true;
+}
+
+bool starts_with_bom(std::string_view body) {
+  return body.size() >= 3 && body.substr(0, 3) == "\xef\xbb\xbf";
+}
+
+}  // namespace
+
+int64_t json_count(std::string_view body, bool lines, int64_t max_rows) {
+  if (starts_with_bom(body)) return -1;
+  int64_t n = 0;
+  size_t width = 0;
+  bool ok = Walk(body, lines).rows([&](const Value*, size_t count) {
+    if (n == 0) width = count;
+    return count == width && count > 0 && ++n <= max_rows;
+  });
+  return ok ? n : -1;
+}
+
+std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
+                                         const RowSchema& schema, int64_t width, bool f64,
+                                         int64_t n) {
+  const at::Tensor none;
+  if (n <= 0 || starts_with_bom(body)) return {false, none};
+  Lookup lookup(schema.kinds.size());
+  for (size_t j = 0; j < schema.kinds.size(); ++j) {
+    const auto& cats = schema.categories[j];
+    for (size_t k = 0; k < cats.size(); ++k) lookup[j].emplace(cats[k], static_cast<int64_t>(k));
+  }
+  at::Tensor out = cells::zeros(n, width, f64);
+  int64_t row = 0;
+  auto encode = [&](auto* data) {
+    return Walk(body, lines).rows([&](const Value* values, size_t count) {
+      return row < n && put_row(values, count, schema, lookup, data + (row++) * width);
+    });
+  };
+  bool ok = f64 ? encode(out.data_ptr<double>()) : encode(out.data_ptr<float>());
+  ok = ok && row == n;
+  return {ok, ok ? out : none};
+}
+
+}  // namespace mmhost
