@@ -51,6 +51,15 @@ def test_infer_matches_scikit_learn(client, binary):
     assert res.get_response()["model_name"] == CHICAGO
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_large_infer_is_written_natively_and_matches_scikit_learn(client, binary):
+    rows = houses(2_000, seed=6)[0].tolist()  # past codecs.text.MIN_ROWS: the C++ writer
+    out = v2client.InferRequestedOutput("score", binary_data=binary)
+    res = client.infer(CHICAGO, [_bytes_input(rows, binary)], outputs=[out])
+    want = house_pipeline(0).predict(np.array(rows, dtype=object))
+    np.testing.assert_allclose(res.as_numpy("score"), want, rtol=RTOL_PRICE)
+
+
 def test_one_tensor_per_column(client):
     rows = houses(3, seed=9)[0]
     inputs = []

@@ -200,6 +200,22 @@ def test_outputs_of_a_regressor_are_one_fp32_score():
     assert out == [{"name": "score", "shape": [2], "datatype": "FP32", "data": [1.5, 2.5]}]
 
 
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_a_large_tensor_renders_as_json_dumps_writes_it(ascii_only):
+    rng = np.random.default_rng(4)
+    raw = rng.random((300, 3))
+    p = (raw / raw.sum(axis=1, keepdims=True)).astype(np.float32)
+    tensors = v2.outputs(p, "multiclass_classifier", ["a", "b", "é"])
+    assert isinstance(tensors[0]["data"], np.ndarray)  # past codecs.text.MIN_ROWS
+    head = {"model_name": "m/ü", "id": "7"}
+    plain = [{**t, "data": np.asarray(t["data"]).tolist()} for t in tensors]
+    want = json.dumps(
+        {**head, "outputs": plain}, ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":")
+    ).encode()
+    assert v2.render(head, tensors, ascii_only) == want
+    assert v2.render(head, plain, ascii_only) == want
+
+
 def test_outputs_of_a_binary_classifier_add_the_label():
     score, label = v2.outputs(np.array([0.75, 0.5], np.float32), "binary_classifier", ["n", "y"])
     assert (score["shape"], score["data"]) == ([2], [0.75, 0.5])

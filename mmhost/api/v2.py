@@ -14,7 +14,6 @@ model's name.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request, Response
@@ -82,15 +81,14 @@ def routes(host: Host) -> list[BaseRoute]:
             answer = v2.outputs(p.scores, p.task, p.classes, p.threshold)
         tensors = v2.select(answer, requested)
         overhead(host, request, p)
-        head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", "")), "outputs": []}
+        head: dict[str, Any] = {"model_name": name, "id": str(doc.get("id", ""))}
         binary = v2.wants_binary(doc, requested)
         if not binary:
-            head["outputs"] = tensors
-            response = JSONResponse(head)
-            outputs.check_size(response.body, p.scores.shape, limit)
-            return response
-        head["outputs"], tail = v2.encode_binary(tensors, binary)
-        raw = json.dumps(head, separators=(",", ":")).encode()
+            body = v2.render(head, tensors)
+            outputs.check_size(body, p.scores.shape, limit)
+            return Response(body, media_type="application/json")
+        moved, tail = v2.encode_binary(tensors, binary)
+        raw = v2.render(head, moved, ascii_only=True)
         outputs.check_size(raw + tail, p.scores.shape, limit)
         return Response(
             raw + tail,

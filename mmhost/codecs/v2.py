@@ -16,6 +16,7 @@ datatype's checks side by side.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmhost.artifacts.manifest import MAX_NAME
+from mmhost.codecs import text
 from mmhost.codecs.documents import parse_json
 from mmhost.codecs.limits import DEFAULT, DecodeLimits
 from mmhost.errors import ValidationError
@@ -267,7 +269,7 @@ def outputs(
             "name": "score",
             "shape": list(scores.shape),
             "datatype": "FP32",
-            "data": scores.reshape(-1).tolist(),
+            "data": _values(scores.reshape(-1)),
         }
     ]
     if classes is not None:
@@ -368,6 +370,39 @@ def wants_binary(doc: dict[str, Any], requested: Any) -> set[str]:
         if (p.get("binary_data", default) if isinstance(p, dict) else default) is True:
             names.add(r["name"])
     return names if requested else ({"score", "predicted_label"} if default else set())
+
+
+_FLAT = text.Layout(head="[", row_sep=",", tail="]")
+
+
+def _values(flat: np.ndarray) -> np.ndarray | list[Any]:
+    """A tensor's data: a large one stays an array (``render`` writes it by C++), a small
+    one is a list, as a V2 client's JSON holds it."""
+    return flat if flat.size >= text.MIN_ROWS else flat.tolist()
+
+
+def render(head: dict[str, Any], tensors: list[dict[str, Any]], ascii_only: bool = False) -> bytes:
+    """The JSON text of ``{**head, "outputs": tensors}``, compact (``ascii_only``: non-ASCII
+    escaped), each tensor's ``data`` last; an array's data written as Python's ``repr`` writes
+    each value (by C++ when large: ``codecs.text``)."""
+    base = _dumps({**head, "outputs": []}, ascii_only)
+    return base[:-3] + b"[" + b",".join(_tensor(t, ascii_only) for t in tensors) + b"]}"
+
+
+def _tensor(t: dict[str, Any], ascii_only: bool) -> bytes:
+    data = t.get("data")
+    if not isinstance(data, np.ndarray):
+        return _dumps(t, ascii_only)
+    rest = _dumps({k: v for k, v in t.items() if k != "data"}, ascii_only)
+    values = text.write(data.reshape(-1), _FLAT) if data.dtype.kind == "f" else None
+    if values is None:
+        values = _dumps(data.reshape(-1).tolist(), ascii_only)
+    return rest[:-1] + b',"data":' + values + b"}"
+
+
+def _dumps(doc: Any, ascii_only: bool) -> bytes:
+    # as Starlette's JSONResponse writes a body (and, ascii_only, json.dumps' default)
+    return json.dumps(doc, ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":")).encode()
 
 
 def encode_binary(tensors: list[dict[str, Any]], binary: set[str]) -> tuple[list[Any], bytes]:
