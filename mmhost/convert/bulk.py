@@ -66,8 +66,8 @@ def convert_all(
     """Convert every model under ``src`` into ``dst`` (each a folder or ``s3://bucket/prefix/``);
     each failure is also a line on ``err`` (default stderr)."""
     err = sys.stderr if err is None else err
-    source = _Location(src, s3_endpoint_url)
-    target = _Location(dst, s3_endpoint_url)
+    source = Location(src, s3_endpoint_url)
+    target = Location(dst, s3_endpoint_url)
     keys = sorted(source.models())
     outcomes = []
     for key in _progress(keys, progress, err):
@@ -144,8 +144,8 @@ def _progress(keys: list[str], show: bool, err: TextIO) -> Iterator[str]:
     yield from tqdm(keys, desc="mmhost convert", unit="model", file=err)
 
 
-class _Location:
-    """A folder or an S3 prefix, as convert reads and writes it."""
+class Location:
+    """A folder or an S3 prefix, as convert (and ``mmhost train``) read and write it."""
 
     def __init__(self, url: str, endpoint_url: str | None) -> None:
         self.url = url
@@ -157,6 +157,31 @@ class _Location:
             self.root: Path | None = None
         else:
             self.root = Path(url)
+
+    def files(self, suffixes: tuple[str, ...]) -> list[str]:
+        """The keys under it whose names end with one of ``suffixes``, sorted."""
+        if self.root is None:
+            return sorted(k for k in self._s3_keys() if k.endswith(suffixes))
+        if not self.root.is_dir():
+            raise ValueError(f"{self.url!r} is not a folder")
+        keys: list[str] = []
+        for dirpath, _, filenames in os.walk(self.root):
+            rel = Path(dirpath).relative_to(self.root)
+            keys.extend((rel / f).as_posix().removeprefix("./") for f in filenames)
+        return sorted(k for k in keys if k.endswith(suffixes))
+
+    def exists(self, key: str) -> bool:
+        if self.root is not None:
+            return (self.root / key).exists()
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            from mmhost.store.s3 import _translate
+
+            raise _translate(exc, key, self.url) from None
+        return True
 
     def models(self) -> list[str]:
         if self.root is None:
@@ -174,16 +199,16 @@ class _Location:
         return keys
 
     def _s3_models(self) -> list[str]:
+        return [k for k in self._s3_keys() if is_model(k.rsplit("/", 1)[-1])]
+
+    def _s3_keys(self) -> list[str]:
         from mmhost.store.s3 import _translate
 
-        keys = []
+        keys: list[str] = []
         try:
             pages = self.client.get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.prefix) :]
-                    if is_model(key.rsplit("/", 1)[-1]):
-                        keys.append(key)
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
         except Exception as exc:
             raise _translate(exc, self.prefix or "(listing)", self.url) from None
         return keys

@@ -1,0 +1,222 @@
+"""Training data -> one table of rows: the entity, the label, the raw feature columns.
+
+Two layouts, local or under ``s3://``:
+
+- one table, a CSV with a header or a Parquet file: ``entity_column`` and ``label_column``
+  name two of its columns, every other column (or ``feature_columns``) is a feature;
+- a folder or prefix of per-entity CSV files, as the walkthrough writes them and Linear Learner
+  reads CSV: no header, the label first, the features after. The entity is the file's first
+  folder under the root (``Chicago_IL/train/part-0.csv``), or its name without ``.csv`` when it
+  lies at the root. Files under a folder named ``val`` or ``validation`` are that entity's
+  holdout rows.
+
+A column is numeric when every value of it is a number (or missing), categorical when none is
+or when ``categorical_columns`` names it; a column that mixes them is an error that names the
+file, the row and the column, as are a missing or non-numeric label and an unknown column.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmhost.errors import ValidationError
+
+TABLES = (".csv", ".parquet", ".pq")
+HOLDOUT_FOLDERS = ("val", "validation")
+
+
+@dataclass
+class Table:
+    """Every row: its entity, label, features (raw), whether it is a holdout row, and where it
+    came from (for error messages)."""
+
+    entity: np.ndarray  # (n,) str
+    label: np.ndarray  # (n,) float64
+    features: dict[str, np.ndarray]  # column -> (n,) float64 (NaN: missing) or object (str)
+    holdout: np.ndarray  # (n,) bool: the data said so (a val/ folder)
+    source: list[tuple[str, int, int]]  # (file, first row index, rows) per file read
+
+
+def read_table(
+    data: str,
+    entity_column: str | None,
+    label_column: str | None,
+    feature_columns: list[str] | None = None,
+    categorical_columns: list[str] | None = None,
+    feature_names: list[str] | None = None,
+    s3_endpoint_url: str | None = None,
+) -> Table:
+    """The rows of ``data`` (see the module docstring)."""
+    from mmhost.convert.bulk import Location
+
+    cats = set(categorical_columns or [])
+    if data.endswith(TABLES):
+        root, _, name = data.rstrip("/").rpartition("/")
+        loc = Location(root or ".", s3_endpoint_url)
+        frame = _frame(name, _read(loc, name))
+        return _from_frame(frame, name, entity_column, label_column, feature_columns, cats)
+    loc = Location(data, s3_endpoint_url)
+    files = loc.files((".csv",))
+    if not files:
+        raise ValidationError(f"no .csv files under {data!r}")
+    return _from_entity_files(loc, files, feature_names, cats)
+
+
+def _read(loc: Any, key: str) -> bytes:
+    got = loc.read(key)
+    return got if isinstance(got, bytes) else bytes(got)
+
+
+def _frame(name: str, raw: bytes) -> Any:
+    import pandas as pd
+
+    try:
+        if name.endswith(".csv"):
+            return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+        return pd.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # pandas' and pyarrow's parse errors have no common base
+        raise ValidationError(f"{name}: not a readable table: {exc}") from None
+
+
+def _from_frame(
+    frame: Any,
+    name: str,
+    entity_column: str | None,
+    label_column: str | None,
+    feature_columns: list[str] | None,
+    cats: set[str],
+) -> Table:
+    columns = [str(c) for c in frame.columns]
+    for what, col in (("entity column", entity_column), ("label column", label_column)):
+        if col is None:
+            raise ValidationError(f"a table needs its {what} named (--{what.replace(' ', '-')})")
+        if col not in columns:
+            raise ValidationError(f"{name}: no {what} {col!r}; its columns are {columns}")
+    features = feature_columns or [c for c in columns if c not in (entity_column, label_column)]
+    for c in features:
+        if c not in columns:
+            raise ValidationError(f"{name}: no feature column {c!r}; its columns are {columns}")
+    if not features:
+        raise ValidationError(f"{name}: no feature columns beside the entity and the label")
+    n = len(frame)
+    src = [(name, 0, n)]
+    entity = np.array([str(v) for v in frame[entity_column].tolist()], dtype=object)
+    label = _label(frame[label_column].tolist(), src, str(label_column))
+    feats = {c: _column(frame[c].tolist(), c, c in cats, src) for c in features}
+    return Table(entity, label, feats, np.zeros(n, bool), src)
+
+
+def _from_entity_files(
+    loc: Any, files: list[str], feature_names: list[str] | None, cats: set[str]
+) -> Table:
+    import pandas as pd
+
+    entities, holdout, parts, src = [], [], [], []
+    start = 0
+    width = None
+    for key in files:
+        parts_of_key = key.split("/")
+        entity = parts_of_key[0] if len(parts_of_key) > 1 else key.removesuffix(".csv")
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(_read(loc, key)), header=None, dtype=str, keep_default_na=False
+            )
+        except pd.errors.EmptyDataError:
+            continue
+        except Exception as exc:
+            raise ValidationError(f"{key}: not a readable CSV file: {exc}") from None
+        if width is None:
+            width = frame.shape[1]
+        if frame.shape[1] != width:
+            raise ValidationError(
+                f"{key}: {frame.shape[1]} columns, but {files[0]} has {width} "
+                "(the label first, then the same features in every file)"
+            )
+        n = len(frame)
+        entities.extend([entity] * n)
+        holdout.extend([any(p in HOLDOUT_FOLDERS for p in parts_of_key[1:-1])] * n)
+        parts.append(frame)
+        src.append((key, start, n))
+        start += n
+    if width is None or width < 2:
+        raise ValidationError("the CSV files need a label column and at least one feature")
+    frame = pd.concat(parts, ignore_index=True)
+    names = feature_names or [f"x{i}" for i in range(width - 1)]
+    if len(names) != width - 1:
+        raise ValidationError(f"{len(names)} feature names for {width - 1} feature columns")
+    label = _label(frame[0].tolist(), src, "the label (column 0)")
+    feats = {n: _column(frame[i + 1].tolist(), n, n in cats, src) for i, n in enumerate(names)}
+    return Table(np.array(entities, dtype=object), label, feats, np.array(holdout, bool), src)
+
+
+def _where(src: list[tuple[str, int, int]], i: int) -> str:
+    for name, start, n in src:
+        if start <= i < start + n:
+            return f"{name}, row {i - start + 1}"
+    return f"row {i + 1}"
+
+
+def _label(values: list[Any], src: list[tuple[str, int, int]], column: str) -> np.ndarray:
+    out = np.empty(len(values), np.float64)
+    for i, v in enumerate(values):
+        x = _number(v)
+        if x is None or np.isnan(x):
+            what = "is missing" if _missing(v) else f"{str(v)[:40]!r} is not a number"
+            raise ValidationError(f"{_where(src, i)}: the label {column} {what}")
+        out[i] = x
+    return out
+
+
+def _column(
+    values: list[Any], name: str, categorical: bool, src: list[tuple[str, int, int]]
+) -> np.ndarray:
+    numbers = [None if _missing(v) else _number(v) for v in values]
+    if categorical or all(
+        x is None for x, v in zip(numbers, values, strict=True) if not _missing(v)
+    ):
+        out = np.array(["" if _missing(v) else str(v) for v in values], dtype=object)
+        for i, v in enumerate(values):
+            if _missing(v):
+                raise ValidationError(
+                    f"{_where(src, i)}: column {name!r} (categorical) has no value"
+                )
+        return out
+    for i, (x, v) in enumerate(zip(numbers, values, strict=True)):
+        if x is None and not _missing(v):
+            raise ValidationError(
+                f"{_where(src, i)}: column {name!r} is numeric, but {str(v)[:40]!r} is not a "
+                "number (name it a categorical column if it is one)"
+            )
+    return np.array([np.nan if x is None else x for x in numbers], np.float64)
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return bool(np.isnan(v))
+    return isinstance(v, str) and v.strip() in ("", "nan", "NaN", "NA", "null", "None")
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        return None
+    return x if np.isfinite(x) else None
+
+
+def entity_path(entity: str) -> str:
+    """The store key of an entity's model: ``{entity}/{entity}.tar.gz`` (the walkthrough's)."""
+    if not entity or "/" in entity or entity in (".", "..") or os.sep in entity:
+        raise ValidationError(f"entity {entity[:80]!r} cannot name a folder in the store")
+    return f"{entity}/{entity}.tar.gz"

@@ -1,0 +1,86 @@
+"""The preprocessing ``mmhost train`` fits: raw columns -> standardized numbers (as
+``StandardScaler`` computes them; a missing number takes its column's mean) and one-hot
+categories (as ``OneHotEncoder(handle_unknown="ignore")``, sorted), and the artifacts that carry
+it: the shared preprocessor alone, and each entity's model with it folded in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmhost.artifacts import Artifact, Column
+from mmhost.artifacts.manifest import Feature, Preprocessing
+from mmhost.train.data import Table
+
+
+@dataclass
+class Encoding:
+    """Raw columns -> the standardized / one-hot features, and the artifact's preprocessing."""
+
+    columns: list[Column]
+    mean: dict[str, float]
+    std: dict[str, float]
+    categories: dict[str, list[str]]
+
+    @classmethod
+    def fit(cls, table: Table, rows: np.ndarray, base: Encoding | None = None) -> Encoding:
+        columns, mean, std, cats = [], {}, {}, {}
+        for name, values in table.features.items():
+            if values.dtype == object:
+                cats[name] = base.categories[name] if base else sorted(set(values[rows].tolist()))
+                columns.append(Column(name, "category", tuple(cats[name]), "ignore"))
+                continue
+            v = values[rows]
+            ok = v[~np.isnan(v)]
+            mean[name] = float(ok.mean()) if ok.size else 0.0
+            sd = float(ok.std()) if ok.size else 0.0
+            std[name] = sd if sd > 0 else 1.0
+            missing = bool(np.isnan(values).any())
+            columns.append(Column(name, "float", missing=mean[name] if missing else None))
+        return cls(columns, mean, std, cats)
+
+    @property
+    def feature_names(self) -> list[str]:
+        out = []
+        for c in self.columns:
+            out += [f"{c.name}={k}" for k in c.categories] if c.type == "category" else [c.name]
+        return out
+
+    def preprocessing(self) -> Preprocessing:
+        feats, scale, shift = [], [], []
+        for j, c in enumerate(self.columns):
+            if c.type == "category":
+                for k in range(len(c.categories)):
+                    feats.append(Feature(j, k))
+                    scale.append(1.0)
+                    shift.append(0.0)
+            else:
+                feats.append(Feature(j))
+                scale.append(1 / self.std[c.name])
+                shift.append(-self.mean[c.name] / self.std[c.name])
+        return Preprocessing(feats, np.array(scale), np.array(shift))
+
+    def encode(self, table: Table, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), F) float64 features, as the artifact's preprocessing computes them."""
+        parts = []
+        for c in self.columns:
+            v = table.features[c.name][rows]
+            if c.type == "category":
+                parts.append(np.equal.outer(v, np.array(c.categories, dtype=object)).astype(float))
+            else:
+                x = np.where(np.isnan(v), self.mean[c.name], v)
+                parts.append(((x - self.mean[c.name]) / self.std[c.name])[:, None])
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0))
+
+    def preprocessor(self) -> Artifact:
+        return Artifact(
+            "preprocessor", self.columns, self.preprocessing(), feature_names=self.feature_names
+        )
+
+    def model(self, w: np.ndarray, b: np.ndarray, task: str, classes: list[Any] | None) -> Artifact:
+        return Artifact(
+            "model", self.columns, self.preprocessing(), "linear", task, classes,
+            self.feature_names, {"coef": w, "intercept": b},
+        )  # fmt: skip
