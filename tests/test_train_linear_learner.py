@@ -353,3 +353,26 @@ def test_an_unknown_entity_column_and_a_bad_class_label_are_refused(tmp_path, ca
     argv[argv.index("town")] = "city"
     assert main([*argv, "--predictor-type", "binary_classifier"]) == 2
     assert "a binary_classifier's label must be one of 0..1" in capsys.readouterr().err
+
+
+def test_per_entity_preprocessing_standardizes_each_entity_by_its_own_rows(tmp_path):
+    df = _frame([40, 300])
+    got = _train(df, tmp_path, wd=0.02, normalize_data=False, normalize_label=False,
+                 per_entity_preprocessing=True)  # fmt: skip
+    onehot = OneHotEncoder().fit(df[CATEGORICAL])  # the categories stay the table's
+    assert not (tmp_path / "out" / "preprocessor.tar.gz").exists()
+    with Host(store=str(tmp_path / "out")) as host:
+        for city, r in got.items():
+            m = (df.city == city).to_numpy()
+            part = df[m]
+            Z = np.hstack(
+                [
+                    StandardScaler().fit_transform(part[NUMERIC]),
+                    onehot.transform(part[CATEGORICAL]).toarray(),
+                ]
+            )
+            want = Ridge(alpha=m.sum() * 0.02).fit(Z, part.price)
+            np.testing.assert_allclose(r.coef[0], want.coef_, rtol=1e-6, atol=1e-6)
+            rows = part[NUMERIC + CATEGORICAL].to_numpy(object)
+            got_prices = host.predict(f"{city}/{city}.tar.gz", rows)
+            np.testing.assert_allclose(got_prices, want.predict(Z), rtol=1e-5)

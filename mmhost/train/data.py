@@ -28,6 +28,7 @@ from mmhost.errors import ValidationError
 
 TABLES = (".csv", ".parquet", ".pq")
 HOLDOUT_FOLDERS = ("val", "validation")
+MISSING = ("", "nan", "NaN", "NA", "null", "None")  # a missing cell, as serving reads one
 
 
 @dataclass
@@ -105,9 +106,9 @@ def _from_frame(
         raise ValidationError(f"{name}: no feature columns beside the entity and the label")
     n = len(frame)
     src = [(name, 0, n)]
-    entity = np.array([str(v) for v in frame[entity_column].tolist()], dtype=object)
-    label = _label(frame[label_column].tolist(), src, str(label_column))
-    feats = {c: _column(frame[c].tolist(), c, c in cats, src) for c in features}
+    entity = frame[entity_column].astype(str).to_numpy(object)
+    label = _label(frame[label_column], src, str(label_column))
+    feats = {c: _column(frame[c], c, c in cats, src) for c in features}
     return Table(entity, label, feats, np.zeros(n, bool), src)
 
 
@@ -149,8 +150,8 @@ def _from_entity_files(
     names = feature_names or [f"x{i}" for i in range(width - 1)]
     if len(names) != width - 1:
         raise ValidationError(f"{len(names)} feature names for {width - 1} feature columns")
-    label = _label(frame[0].tolist(), src, "the label (column 0)")
-    feats = {n: _column(frame[i + 1].tolist(), n, n in cats, src) for i, n in enumerate(names)}
+    label = _label(frame[0], src, "the label (column 0)")
+    feats = {n: _column(frame[i + 1], n, n in cats, src) for i, n in enumerate(names)}
     return Table(np.array(entities, dtype=object), label, feats, np.array(holdout, bool), src)
 
 
@@ -161,58 +162,50 @@ def _where(src: list[tuple[str, int, int]], i: int) -> str:
     return f"row {i + 1}"
 
 
-def _label(values: list[Any], src: list[tuple[str, int, int]], column: str) -> np.ndarray:
-    out = np.empty(len(values), np.float64)
-    for i, v in enumerate(values):
-        x = _number(v)
-        if x is None or np.isnan(x):
-            what = "is missing" if _missing(v) else f"{str(v)[:40]!r} is not a number"
-            raise ValidationError(f"{_where(src, i)}: the label {column} {what}")
-        out[i] = x
-    return out
+def _label(values: Any, src: list[tuple[str, int, int]], column: str) -> np.ndarray:
+    x, missing = _numbers(values)
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        i = int(bad[0])
+        what = "is missing" if missing[i] else f"{str(values.iloc[i])[:40]!r} is not a number"
+        raise ValidationError(f"{_where(src, i)}: the label {column} {what}")
+    return x
 
 
 def _column(
-    values: list[Any], name: str, categorical: bool, src: list[tuple[str, int, int]]
+    values: Any, name: str, categorical: bool, src: list[tuple[str, int, int]]
 ) -> np.ndarray:
-    numbers = [None if _missing(v) else _number(v) for v in values]
-    if categorical or all(
-        x is None for x, v in zip(numbers, values, strict=True) if not _missing(v)
-    ):
-        out = np.array(["" if _missing(v) else str(v) for v in values], dtype=object)
-        for i, v in enumerate(values):
-            if _missing(v):
-                raise ValidationError(
-                    f"{_where(src, i)}: column {name!r} (categorical) has no value"
-                )
-        return out
-    for i, (x, v) in enumerate(zip(numbers, values, strict=True)):
-        if x is None and not _missing(v):
-            raise ValidationError(
-                f"{_where(src, i)}: column {name!r} is numeric, but {str(v)[:40]!r} is not a "
-                "number (name it a categorical column if it is one)"
-            )
-    return np.array([np.nan if x is None else x for x in numbers], np.float64)
+    """A column (a pandas Series) as float64 (NaN: missing) or, categorical, as str objects."""
+    x, missing = _numbers(values)
+    given = ~missing
+    if categorical or not np.isfinite(x[given]).any():
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise ValidationError(f"{_where(src, i)}: column {name!r} (categorical) has no value")
+        return values.astype(str).str.strip().to_numpy(object)
+    bad = np.flatnonzero(given & ~np.isfinite(x))
+    if bad.size:
+        i = int(bad[0])
+        raise ValidationError(
+            f"{_where(src, i)}: column {name!r} is numeric, but {str(values.iloc[i])[:40]!r} is "
+            "not a number (name it a categorical column if it is one)"
+        )
+    return x
 
 
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float):
-        return bool(np.isnan(v))
-    return isinstance(v, str) and v.strip() in ("", "nan", "NaN", "NA", "null", "None")
+def _numbers(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, NaN where not a number; which are missing) of a pandas Series."""
+    import pandas as pd
 
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    try:
-        x = float(str(v).strip())
-    except ValueError:
-        return None
-    return x if np.isfinite(x) else None
+    if pd.api.types.is_bool_dtype(values.dtype):
+        values = values.astype(object)
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        x = values.to_numpy(np.float64, na_value=np.nan)
+        return x, np.isnan(x)
+    text = values.astype(str).str.strip()
+    missing = values.isna().to_numpy() | text.isin(MISSING).to_numpy()
+    x = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
+    return x, missing
 
 
 def entity_path(entity: str) -> str:

@@ -27,17 +27,19 @@ class Encoding:
     @classmethod
     def fit(cls, table: Table, rows: np.ndarray, base: Encoding | None = None) -> Encoding:
         columns, mean, std, cats = [], {}, {}, {}
+        every = len(rows) == len(table.label)  # all the rows (in some order): no gather
         for name, values in table.features.items():
+            v = values if every else values[rows]
             if values.dtype == object:
-                cats[name] = base.categories[name] if base else sorted(set(values[rows].tolist()))
+                cats[name] = base.categories[name] if base else sorted(set(v.tolist()))
                 columns.append(Column(name, "category", tuple(cats[name]), "ignore"))
                 continue
-            v = values[rows]
-            ok = v[~np.isnan(v)]
+            gaps = np.isnan(v)
+            ok = v[~gaps] if gaps.any() else v
             mean[name] = float(ok.mean()) if ok.size else 0.0
             sd = float(ok.std()) if ok.size else 0.0
             std[name] = sd if sd > 0 else 1.0
-            missing = bool(np.isnan(values).any())
+            missing = bool(gaps.any()) or (not every and bool(np.isnan(values).any()))
             columns.append(Column(name, "float", missing=mean[name] if missing else None))
         return cls(columns, mean, std, cats)
 
@@ -64,15 +66,23 @@ class Encoding:
 
     def encode(self, table: Table, rows: np.ndarray) -> np.ndarray:
         """(len(rows), F) float64 features, as the artifact's preprocessing computes them."""
-        parts = []
+        cols = np.zeros((len(self.feature_names), len(rows)))  # a column a row: contiguous
+        j = 0
         for c in self.columns:
             v = table.features[c.name][rows]
             if c.type == "category":
-                parts.append(np.equal.outer(v, np.array(c.categories, dtype=object)).astype(float))
+                index = {k: i for i, k in enumerate(c.categories)}
+                k = np.array([index.get(x, -1) for x in v.tolist()], np.int64)
+                hit = np.flatnonzero(k >= 0)
+                cols[j + k[hit], hit] = 1.0  # an unknown category: all zeros
+                j += len(c.categories)
             else:
-                x = np.where(np.isnan(v), self.mean[c.name], v)
-                parts.append(((x - self.mean[c.name]) / self.std[c.name])[:, None])
-        return np.concatenate(parts, axis=1) if parts else np.zeros((len(rows), 0))
+                col = cols[j]
+                np.subtract(v, self.mean[c.name], out=col)
+                col /= self.std[c.name]
+                col[np.isnan(col)] = 0.0  # a missing number takes the mean: 0 once standardized
+                j += 1
+        return np.ascontiguousarray(cols.T)
 
     def preprocessor(self) -> Artifact:
         return Artifact(

@@ -19,8 +19,7 @@ reported and skipped.
 from __future__ import annotations
 
 import sys
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -30,13 +29,12 @@ import torch
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.archive import artifact_bytes
 from mmhost.errors import ValidationError
-from mmhost.train import solvers
 from mmhost.train.data import Table, entity_path, read_table
 from mmhost.train.encoding import Encoding
+from mmhost.train.fit import batches, solve_batch
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
 PREPROCESSOR_KEY = "preprocessor.tar.gz"
-BATCH_CELLS = 1 << 22  # padded rows x features per solve batch
 
 
 @dataclass(frozen=True)
@@ -126,15 +124,56 @@ def train_linear_learner(
         data, entity_column, label_column, feature_columns, categorical_columns, feature_names,
         s3_endpoint_url,
     )  # fmt: skip
-    classes = _classes(table.label, hp)
     target = Location(out, s3_endpoint_url)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))  # fmt: skip
+
+    def write(r: EntityResult, art: Artifact) -> None:
+        target.write(entity_path(r.entity), artifact_bytes(art))
+
+    def shared(art: Artifact) -> None:
+        target.write(PREPROCESSOR_KEY, artifact_bytes(art))
+
+    done = (lambda name: target.exists(entity_path(name))) if resume else None
+    return _fit(
+        table, hp, per_entity_preprocessing, _device(device), batch_entities, done, write,
+        None if per_entity_preprocessing else shared, _progress(progress, err),
+    )  # fmt: skip
+
+
+def fit_table(
+    table: Table,
+    *,
+    per_entity_preprocessing: bool = False,
+    device: str = "auto",
+    batch_entities: int | None = None,
+    **hyperparameters: Any,
+) -> TrainReport:
+    """Every entity's model of an in-memory ``Table`` (``data.read_table``), written nowhere:
+    the report's entities hold the weights."""
+    hp = Hyperparameters(**hyperparameters)
+    hp.check()
+    return _fit(
+        table, hp, per_entity_preprocessing, _device(device), batch_entities, None, None, None,
+        None,
+    )  # fmt: skip
+
+
+def _fit(
+    table: Table,
+    hp: Hyperparameters,
+    per_entity: bool,
+    dev: torch.device,
+    batch_entities: int | None,
+    done: Callable[[str], bool] | None,
+    write: Callable[[EntityResult, Artifact], None] | None,
+    write_shared: Callable[[Artifact], None] | None,
+    progress: Callable[[int], Callable[[int], None]] | None,
+) -> TrainReport:
+    classes = _classes(table.label, hp)
     groups = _groups(table, hp)
     shared = Encoding.fit(table, np.concatenate([g.train for g in groups.values()]))
-    pre_art = None if per_entity_preprocessing else shared.preprocessor()
-    if pre_art is not None:
-        target.write(PREPROCESSOR_KEY, artifact_bytes(pre_art))
+    pre_art = None if per_entity else shared.preprocessor()
+    if pre_art is not None and write_shared is not None:
+        write_shared(pre_art)
     results, todo = [], []
     for name, g in groups.items():
         r = EntityResult(name, g.rows, len(g.train), len(g.holdout))
@@ -142,27 +181,33 @@ def train_linear_learner(
         why = _skip_reason(table, g, hp)
         if why:
             r.status, r.reason = "skipped", why
-        elif resume and target.exists(entity_path(name)):
+        elif done is not None and done(name):
             r.status = "resumed"
         else:
             todo.append((r, g))
     todo.sort(key=lambda rg: len(rg[1].train))
-    bar = _progress(len(todo), progress, err)
-    for batch in _batches(todo, len(shared.feature_names), batch_entities):
+    bar = progress(len(todo)) if progress is not None else None
+    for batch in batches(todo, len(shared.feature_names), batch_entities):
         encodings = [
-            Encoding.fit(table, g.train, shared) if per_entity_preprocessing else shared
-            for _, g in batch
+            Encoding.fit(table, g.train, shared) if per_entity else shared for _, g in batch
         ]
-        coef, intercept = _solve(table, batch, encodings, hp, dev)
-        for (r, g), enc, w, b in zip(batch, encodings, coef, intercept, strict=True):
-            r.coef, r.intercept = w, b
-            r.train_metric = _metric(table, g.train, enc, w, b, hp)
-            if len(g.holdout):
-                r.holdout_metric = _metric(table, g.holdout, enc, w, b, hp)
-            art = enc.model(w, b, hp.predictor_type, classes)
-            target.write(entity_path(r.entity), artifact_bytes(art))
-        bar(len(batch))
+        solved = solve_batch(table, batch, encodings, hp, dev)
+        for i, ((r, _), enc) in enumerate(zip(batch, encodings, strict=True)):
+            r.coef, r.intercept = solved.coef[i], solved.intercept[i]
+            r.train_metric = float(solved.train_metric[i])
+            if not np.isnan(solved.holdout_metric[i]):
+                r.holdout_metric = float(solved.holdout_metric[i])
+            if write is not None:
+                write(r, enc.model(r.coef, r.intercept, hp.predictor_type, classes))
+        if bar is not None:
+            bar(len(batch))
     return TrainReport("rmse" if hp.predictor_type == "regressor" else "accuracy", results, pre_art)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 # --- the table's entities -------------------------------------------------------------------
@@ -174,22 +219,28 @@ class _Group:
 
 
 def _groups(table: Table, hp: Hyperparameters) -> dict[str, _Group]:
-    order = np.argsort(table.entity, kind="stable")
-    names, starts = np.unique(table.entity[order], return_index=True)
-    bounds = [*starts[1:], len(order)]
+    """Each entity's rows, split into training and holdout rows: the data's own holdout rows
+    (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
+    import pandas as pd
+
+    codes, names = pd.factorize(table.entity, sort=True)
+    counts = np.bincount(codes, minlength=len(names))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    hold = table.holdout.copy()
+    given = np.bincount(codes, weights=hold, minlength=len(names)) > 0
+    k = np.minimum(np.rint(hp.holdout_fraction * counts).astype(np.int64), counts - 1)
+    k[given] = 0
+    if k.any():  # the k rows of each entity with the smallest draws
+        u = np.random.default_rng(hp.seed).random(len(codes))
+        by = np.lexsort((u, codes))
+        rank = np.arange(len(codes)) - starts[codes[by]]
+        hold[by] |= rank < k[codes[by]]
+    order = np.argsort(codes, kind="stable")  # each entity's rows, in the table's order
     out = {}
-    for name, a, b in zip(names.tolist(), starts, bounds, strict=True):
-        idx = order[a:b]
-        given = table.holdout[idx]
-        if given.any():
-            train, hold = idx[~given], idx[given]
-        else:
-            rng = np.random.default_rng([hp.seed, zlib.crc32(str(name).encode())])
-            k = int(round(hp.holdout_fraction * len(idx)))
-            k = min(k, len(idx) - 1)
-            pick = rng.permutation(len(idx))
-            hold, train = np.sort(idx[pick[:k]]), np.sort(idx[pick[k:]])
-        out[str(name)] = _Group(len(idx), train, hold)
+    for e, name in enumerate(names.tolist()):
+        idx = order[starts[e] : starts[e + 1]]
+        h = hold[idx]
+        out[str(name)] = _Group(len(idx), idx[~h], idx[h])
     return out
 
 
@@ -214,106 +265,27 @@ def _skip_reason(table: Table, g: _Group, hp: Hyperparameters) -> str:
     return ""
 
 
-# --- solving --------------------------------------------------------------------------------
-def _batches(todo: list[Any], width: int, most: int | None) -> Iterator[list[Any]]:
-    """Runs of entities (sorted by rows) whose padded batch stays under BATCH_CELLS (and
-    ``most`` entities)."""
-    batch: list[Any] = []
-    for item in todo:
-        longest = max(len(item[1].train), 1)
-        full = most is not None and len(batch) >= most
-        if batch and (full or (len(batch) + 1) * longest * max(width, 1) > BATCH_CELLS):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch
-
-
-def _solve(
-    table: Table,
-    batch: list[Any],
-    encodings: list[Encoding],
-    hp: Hyperparameters,
-    dev: torch.device,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    B = len(batch)
-    n_max = max(len(g.train) for _, g in batch)
-    F = len(encodings[0].feature_names)
-    Z = np.zeros((B, n_max, F))
-    y = np.zeros((B, n_max))
-    mask = np.zeros((B, n_max))
-    for i, ((_, g), enc) in enumerate(zip(batch, encodings, strict=True)):
-        n = len(g.train)
-        Z[i, :n] = enc.encode(table, g.train)
-        y[i, :n] = table.label[g.train]
-        mask[i, :n] = 1.0
-    Zt, yt, mt = (torch.from_numpy(a).to(dev) for a in (Z, y, mask))
-    # normalize_data: each entity's features to mean 0 (with an intercept) and std 1
-    count = mt.sum(1).clamp(min=1)
-    if hp.normalize_data:
-        mu = (
-            (Zt * mt[..., None]).sum(1) / count[:, None] if hp.fit_intercept else Zt.new_zeros(B, F)
-        )
-        var = (((Zt - mu[:, None]) ** 2) * mt[..., None]).sum(1) / count[:, None]
-        sd = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
-        Zt = (Zt - mu[:, None]) / sd[:, None] * mt[..., None]
-    else:
-        mu, sd = Zt.new_zeros(B, F), Zt.new_ones(B, F)
-    if hp.predictor_type == "regressor":
-        ymu, ysd = Zt.new_zeros(B), Zt.new_ones(B)
-        if hp.scales_label:
-            if hp.fit_intercept:
-                ymu = (yt * mt).sum(1) / count
-            v = (((yt - ymu[:, None]) ** 2) * mt).sum(1) / count
-            ysd = torch.where(v > 0, v.sqrt(), torch.ones_like(v))
-            yt = (yt - ymu[:, None]) / ysd[:, None] * mt
-        G, c, zm, ym = solvers.centered(Zt, yt, mt, hp.fit_intercept)
-        w = solvers.lasso(G, c, hp.wd, hp.l1) if hp.l1 > 0 else solvers.ridge(G, c, hp.wd)
-        b = ym - (zm * w).sum(1)
-        w, b = w * ysd[:, None], b * ysd + ymu  # back to the label's units
-        W, bias = w[:, None, :], b[:, None]
-    elif hp.predictor_type == "binary_classifier":
-        w, b = solvers.logistic(Zt, yt, mt, hp.wd, hp.fit_intercept)
-        W, bias = w[:, None, :], b[:, None]
-    else:
-        W, bias = solvers.softmax(Zt, yt, mt, int(hp.num_classes or 0), hp.wd, hp.fit_intercept)
-    # fold normalize_data back: w z' + b with z' = (z - mu) / sd
-    W = W / sd[:, None, :]
-    bias = bias - (W * mu[:, None, :]).sum(2)
-    Wn, bn = W.cpu().numpy(), bias.cpu().numpy()
-    return [Wn[i] for i in range(B)], [bn[i] for i in range(B)]
-
-
-def _metric(
-    table: Table,
-    rows: np.ndarray,
-    enc: Encoding,
-    w: np.ndarray,
-    b: np.ndarray,
-    hp: Hyperparameters,
-) -> float:
-    """RMSE (a regressor) or accuracy (a classifier) of the model on ``rows``."""
-    s = enc.encode(table, rows) @ w.T + b  # (n, K)
-    y = table.label[rows]
-    if hp.predictor_type == "regressor":
-        return float(np.sqrt(np.mean((s[:, 0] - y) ** 2)))
-    pred = (s[:, 0] > 0).astype(float) if s.shape[1] == 1 else s.argmax(1).astype(float)
-    return float(np.mean(pred == y))
-
-
-def _progress(total: int, show: bool, err: TextIO) -> Any:
+def _progress(show: bool, err: TextIO) -> Callable[[int], Callable[[int], None]] | None:
+    """A progress bar's maker: given the total, a function that counts entities done."""
     if not show:
-        return lambda n: None
-    try:
-        from tqdm import tqdm
-    except ModuleNotFoundError:
-        done = [0]
+        return None
 
-        def count(n: int) -> None:
-            done[0] += n
-            print(f"mmhost train: {done[0]}/{total} entities", file=err)
+    def start(total: int) -> Callable[[int], None]:
+        try:
+            from tqdm import tqdm
+        except ModuleNotFoundError:
+            done = [0]
 
-        return count
-    bar = tqdm(total=total, desc="mmhost train", unit="entity", file=err)
-    return bar.update
+            def count(n: int) -> None:
+                done[0] += n
+                print(f"mmhost train: {done[0]}/{total} entities", file=err)
+
+            return count
+        bar = tqdm(total=total, desc="mmhost train", unit="entity", file=err)
+
+        def update(n: int) -> None:
+            bar.update(n)
+
+        return update
+
+    return start

@@ -25,18 +25,18 @@ RCOND = 1e-10  # eigenvalues below this share of the largest count as zero (rank
 
 def centered(Z: Tensor, y: Tensor, mask: Tensor, fit_intercept: bool) -> tuple[Tensor, ...]:
     """(G, c, z_mean, y_mean): the Gram matrix Z'Z / n and Z'y / n of each entity's rows, about
-    their means when there is an intercept (a regressor's normal equations)."""
+    their means when there is an intercept (a regressor's normal equations). Padding rows must
+    be zero in Z and y; the means are taken out of the sums (Z'Z/n - z z'), with no centered
+    copy of the batch."""
     n = mask.sum(1).clamp(min=1)  # (B,)
-    if fit_intercept:
-        z_mean = (Z * mask[..., None]).sum(1) / n[:, None]
-        y_mean = (y * mask).sum(1) / n
-    else:
-        z_mean = Z.new_zeros(Z.shape[0], Z.shape[2])
-        y_mean = y.new_zeros(y.shape[0])
-    Zc = (Z - z_mean[:, None, :]) * mask[..., None]
-    yc = (y - y_mean[:, None]) * mask
-    G = Zc.transpose(1, 2) @ Zc / n[:, None, None]
-    c = (Zc.transpose(1, 2) @ yc[..., None])[..., 0] / n[:, None]
+    G = Z.transpose(1, 2) @ Z / n[:, None, None]
+    c = (Z.transpose(1, 2) @ y[..., None])[..., 0] / n[:, None]
+    if not fit_intercept:
+        return G, c, Z.new_zeros(Z.shape[0], Z.shape[2]), y.new_zeros(y.shape[0])
+    z_mean = Z.sum(1) / n[:, None]
+    y_mean = y.sum(1) / n
+    G = G - z_mean[:, :, None] * z_mean[:, None, :]
+    c = c - z_mean * y_mean[:, None]
     return G, c, z_mean, y_mean
 
 
