@@ -51,21 +51,26 @@ def read_table(
     categorical_columns: list[str] | None = None,
     feature_names: list[str] | None = None,
     s3_endpoint_url: str | None = None,
+    labelled: bool = True,
 ) -> Table:
-    """The rows of ``data`` (see the module docstring)."""
+    """The rows of ``data`` (see the module docstring). Not ``labelled`` (an anomaly detector's
+    data): a table's label column is optional, and per-entity files hold features only."""
     from mmhost.convert.bulk import Location
 
     cats = set(categorical_columns or [])
     if data.endswith(TABLES):
         root, _, name = data.rstrip("/").rpartition("/")
         loc = Location(root or ".", s3_endpoint_url)
-        frame = _frame(name, _read(loc, name))
-        return _from_frame(frame, name, entity_column, label_column, feature_columns, cats)
+        as_text = [c for c in (entity_column, *cats) if c is not None]
+        frame = _frame(name, _read(loc, name), as_text)
+        return _from_frame(
+            frame, name, entity_column, label_column, feature_columns, cats, labelled
+        )
     loc = Location(data, s3_endpoint_url)
     files = loc.files((".csv",))
     if not files:
         raise ValidationError(f"no .csv files under {data!r}")
-    return _from_entity_files(loc, files, feature_names, cats)
+    return _from_entity_files(loc, files, feature_names, cats, labelled)
 
 
 def _read(loc: Any, key: str) -> bytes:
@@ -73,12 +78,14 @@ def _read(loc: Any, key: str) -> bytes:
     return got if isinstance(got, bytes) else bytes(got)
 
 
-def _frame(name: str, raw: bytes) -> Any:
+def _frame(name: str, raw: bytes, as_text: list[str]) -> Any:
+    """The table; a CSV's numeric columns parsed by pandas' C parser (its empty and NA-like
+    cells missing), ``as_text`` columns kept as text."""
     import pandas as pd
 
     try:
         if name.endswith(".csv"):
-            return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+            return pd.read_csv(io.BytesIO(raw), dtype={c: str for c in as_text})
         return pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pandas' and pyarrow's parse errors have no common base
         raise ValidationError(f"{name}: not a readable table: {exc}") from None
@@ -91,9 +98,12 @@ def _from_frame(
     label_column: str | None,
     feature_columns: list[str] | None,
     cats: set[str],
+    labelled: bool = True,
 ) -> Table:
     columns = [str(c) for c in frame.columns]
     for what, col in (("entity column", entity_column), ("label column", label_column)):
+        if col is None and what == "label column" and not labelled:
+            continue
         if col is None:
             raise ValidationError(f"a table needs its {what} named (--{what.replace(' ', '-')})")
         if col not in columns:
@@ -107,13 +117,16 @@ def _from_frame(
     n = len(frame)
     src = [(name, 0, n)]
     entity = frame[entity_column].astype(str).to_numpy(object)
-    label = _label(frame[label_column], src, str(label_column))
+    if label_column is None:
+        label = np.zeros(n)
+    else:
+        label = _label(frame[label_column], src, str(label_column))
     feats = {c: _column(frame[c], c, c in cats, src) for c in features}
     return Table(entity, label, feats, np.zeros(n, bool), src)
 
 
 def _from_entity_files(
-    loc: Any, files: list[str], feature_names: list[str] | None, cats: set[str]
+    loc: Any, files: list[str], feature_names: list[str] | None, cats: set[str], labelled: bool
 ) -> Table:
     import pandas as pd
 
@@ -124,9 +137,7 @@ def _from_entity_files(
         parts_of_key = key.split("/")
         entity = parts_of_key[0] if len(parts_of_key) > 1 else key.removesuffix(".csv")
         try:
-            frame = pd.read_csv(
-                io.BytesIO(_read(loc, key)), header=None, dtype=str, keep_default_na=False
-            )
+            frame = pd.read_csv(io.BytesIO(_read(loc, key)), header=None)
         except pd.errors.EmptyDataError:
             continue
         except Exception as exc:
@@ -144,14 +155,16 @@ def _from_entity_files(
         parts.append(frame)
         src.append((key, start, n))
         start += n
-    if width is None or width < 2:
-        raise ValidationError("the CSV files need a label column and at least one feature")
+    if width is None or width < (2 if labelled else 1):
+        what = "a label column and at least one feature" if labelled else "a feature"
+        raise ValidationError(f"the CSV files need {what}")
     frame = pd.concat(parts, ignore_index=True)
-    names = feature_names or [f"x{i}" for i in range(width - 1)]
-    if len(names) != width - 1:
-        raise ValidationError(f"{len(names)} feature names for {width - 1} feature columns")
-    label = _label(frame[0], src, "the label (column 0)")
-    feats = {n: _column(frame[i + 1], n, n in cats, src) for i, n in enumerate(names)}
+    first = 1 if labelled else 0  # the label's column
+    names = feature_names or [f"x{i}" for i in range(width - first)]
+    if len(names) != width - first:
+        raise ValidationError(f"{len(names)} feature names for {width - first} feature columns")
+    label = _label(frame[0], src, "the label (column 0)") if labelled else np.zeros(len(frame))
+    feats = {n: _column(frame[i + first], n, n in cats, src) for i, n in enumerate(names)}
     return Table(np.array(entities, dtype=object), label, feats, np.array(holdout, bool), src)
 
 
@@ -206,6 +219,41 @@ def _numbers(values: Any) -> tuple[np.ndarray, np.ndarray]:
     missing = values.isna().to_numpy() | text.isin(MISSING).to_numpy()
     x = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(np.float64)
     return x, missing
+
+
+@dataclass
+class Group:
+    """An entity's rows: how many, and which train and which are held out."""
+
+    rows: int
+    train: np.ndarray  # row indices
+    holdout: np.ndarray
+
+
+def entity_groups(table: Table, holdout_fraction: float, seed: int) -> dict[str, Group]:
+    """Each entity's rows, split into training and holdout rows: the data's own holdout rows
+    (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
+    import pandas as pd
+
+    codes, names = pd.factorize(table.entity, sort=True)
+    counts = np.bincount(codes, minlength=len(names))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    hold = table.holdout.copy()
+    given = np.bincount(codes, weights=hold, minlength=len(names)) > 0
+    k = np.minimum(np.rint(holdout_fraction * counts).astype(np.int64), counts - 1)
+    k[given] = 0
+    if k.any():  # the k rows of each entity with the smallest draws
+        u = np.random.default_rng(seed).random(len(codes))
+        by = np.lexsort((u, codes))
+        rank = np.arange(len(codes)) - starts[codes[by]]
+        hold[by] |= rank < k[codes[by]]
+    order = np.argsort(codes, kind="stable")  # each entity's rows, in the table's order
+    out = {}
+    for e, name in enumerate(names.tolist()):
+        idx = order[starts[e] : starts[e + 1]]
+        h = hold[idx]
+        out[str(name)] = Group(len(idx), idx[~h], idx[h])
+    return out
 
 
 def entity_path(entity: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
@@ -29,9 +29,10 @@ import torch
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.archive import artifact_bytes
 from mmhost.errors import ValidationError
-from mmhost.train.data import Table, entity_path, read_table
+from mmhost.train.data import Group, Table, entity_groups, entity_path, read_table
 from mmhost.train.encoding import Encoding
 from mmhost.train.fit import batches, solve_batch
+from mmhost.train.report import EntityResult, TrainReport, progress_bar
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
 PREPROCESSOR_KEY = "preprocessor.tar.gz"
@@ -69,30 +70,6 @@ class Hyperparameters:
         if self.predictor_type != "regressor":
             return False
         return True if self.normalize_label is None else self.normalize_label
-
-
-@dataclass
-class EntityResult:
-    entity: str
-    rows: int
-    train_rows: int = 0
-    holdout_rows: int = 0
-    status: str = "trained"  # trained | skipped | resumed
-    reason: str = ""
-    train_metric: float | None = None
-    holdout_metric: float | None = None
-    coef: np.ndarray | None = field(default=None, repr=False)  # (K, F) in the encoded space
-    intercept: np.ndarray | None = field(default=None, repr=False)
-
-
-@dataclass
-class TrainReport:
-    metric: str  # rmse | accuracy
-    entities: list[EntityResult]
-    preprocessor: Artifact | None
-
-    def by_entity(self) -> dict[str, EntityResult]:
-        return {e.entity: e for e in self.entities}
 
 
 def train_linear_learner(
@@ -135,7 +112,7 @@ def train_linear_learner(
     done = (lambda name: target.exists(entity_path(name))) if resume else None
     return _fit(
         table, hp, per_entity_preprocessing, _device(device), batch_entities, done, write,
-        None if per_entity_preprocessing else shared, _progress(progress, err),
+        None if per_entity_preprocessing else shared, progress_bar(progress, err),
     )  # fmt: skip
 
 
@@ -169,7 +146,7 @@ def _fit(
     progress: Callable[[int], Callable[[int], None]] | None,
 ) -> TrainReport:
     classes = _classes(table.label, hp)
-    groups = _groups(table, hp)
+    groups = entity_groups(table, hp.holdout_fraction, hp.seed)
     shared = Encoding.fit(table, np.concatenate([g.train for g in groups.values()]))
     pre_art = None if per_entity else shared.preprocessor()
     if pre_art is not None and write_shared is not None:
@@ -211,39 +188,6 @@ def _device(name: str) -> torch.device:
 
 
 # --- the table's entities -------------------------------------------------------------------
-@dataclass
-class _Group:
-    rows: int
-    train: np.ndarray  # row indices
-    holdout: np.ndarray
-
-
-def _groups(table: Table, hp: Hyperparameters) -> dict[str, _Group]:
-    """Each entity's rows, split into training and holdout rows: the data's own holdout rows
-    (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
-    import pandas as pd
-
-    codes, names = pd.factorize(table.entity, sort=True)
-    counts = np.bincount(codes, minlength=len(names))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    hold = table.holdout.copy()
-    given = np.bincount(codes, weights=hold, minlength=len(names)) > 0
-    k = np.minimum(np.rint(hp.holdout_fraction * counts).astype(np.int64), counts - 1)
-    k[given] = 0
-    if k.any():  # the k rows of each entity with the smallest draws
-        u = np.random.default_rng(hp.seed).random(len(codes))
-        by = np.lexsort((u, codes))
-        rank = np.arange(len(codes)) - starts[codes[by]]
-        hold[by] |= rank < k[codes[by]]
-    order = np.argsort(codes, kind="stable")  # each entity's rows, in the table's order
-    out = {}
-    for e, name in enumerate(names.tolist()):
-        idx = order[starts[e] : starts[e + 1]]
-        h = hold[idx]
-        out[str(name)] = _Group(len(idx), idx[~h], idx[h])
-    return out
-
-
 def _classes(label: np.ndarray, hp: Hyperparameters) -> list[Any] | None:
     if hp.predictor_type == "regressor":
         return None
@@ -257,35 +201,9 @@ def _classes(label: np.ndarray, hp: Hyperparameters) -> list[Any] | None:
     return list(range(k))
 
 
-def _skip_reason(table: Table, g: _Group, hp: Hyperparameters) -> str:
+def _skip_reason(table: Table, g: Group, hp: Hyperparameters) -> str:
     if len(g.train) < hp.min_rows:
         return f"{len(g.train)} training rows (fewer than min_rows={hp.min_rows})"
     if hp.predictor_type != "regressor" and len(np.unique(table.label[g.train])) < 2:
         return "one label only: a classifier needs two"
     return ""
-
-
-def _progress(show: bool, err: TextIO) -> Callable[[int], Callable[[int], None]] | None:
-    """A progress bar's maker: given the total, a function that counts entities done."""
-    if not show:
-        return None
-
-    def start(total: int) -> Callable[[int], None]:
-        try:
-            from tqdm import tqdm
-        except ModuleNotFoundError:
-            done = [0]
-
-            def count(n: int) -> None:
-                done[0] += n
-                print(f"mmhost train: {done[0]}/{total} entities", file=err)
-
-            return count
-        bar = tqdm(total=total, desc="mmhost train", unit="entity", file=err)
-
-        def update(n: int) -> None:
-            bar.update(n)
-
-        return update
-
-    return start

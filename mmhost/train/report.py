@@ -4,9 +4,39 @@ and ``report.png`` (the holdout metric against the entity's rows; matplotlib, wh
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-from mmhost.train.linear_learner import TrainReport
+import numpy as np
+
+from mmhost.artifacts import Artifact
+
+
+@dataclass
+class EntityResult:
+    entity: str
+    rows: int
+    train_rows: int = 0
+    holdout_rows: int = 0
+    status: str = "trained"  # trained | skipped | resumed
+    reason: str = ""
+    train_metric: float | None = None
+    holdout_metric: float | None = None
+    coef: np.ndarray | None = field(default=None, repr=False)  # (K, F) in the encoded space
+    intercept: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class TrainReport:
+    metric: str  # rmse | accuracy
+    entities: list[EntityResult]
+    preprocessor: Artifact | None
+
+    def by_entity(self) -> dict[str, EntityResult]:
+        return {e.entity: e for e in self.entities}
+
 
 COLUMNS = (
     "entity", "rows", "train_rows", "holdout_rows", "status", "reason", "train_{m}",
@@ -65,3 +95,29 @@ def _chart(report: TrainReport, path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def progress_bar(show: bool, err: TextIO) -> Callable[[int], Callable[[int], None]] | None:
+    """A progress bar's maker: given the total, a function that counts entities done."""
+    if not show:
+        return None
+
+    def start(total: int) -> Callable[[int], None]:
+        try:
+            from tqdm import tqdm
+        except ModuleNotFoundError:
+            done = [0]
+
+            def count(n: int) -> None:
+                done[0] += n
+                print(f"mmhost train: {done[0]}/{total} entities", file=err)
+
+            return count
+        bar = tqdm(total=total, desc="mmhost train", unit="entity", file=err)
+
+        def update(n: int) -> None:
+            bar.update(n)
+
+        return update
+
+    return start
