@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # spec may pull a multi-GB CUDA build. --no-build-isolation so the C++ build sees this torch.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test bench lint charts clean
+.PHONY: install haproxy demo serve test bench lint charts clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard mmhost/csrc/*.cpp mmhost/csrc/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,18 @@ serve: $(STAMP)
 	@test -d demo-store/models || { echo "run make demo first (it writes demo-store/)"; exit 2; }
 	$(SERVE)
 
-test: $(STAMP)
+# the fleet tests and benchmark run a real HAProxy: Debian's package, installed where missing
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null) \
+	      || echo "make: haproxy could not be installed: the fleet tests skip"; \
+	  else echo "make: no haproxy here (apt-get install haproxy, as root): the fleet tests skip"; fi; }
+
+test: $(STAMP) haproxy
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) haproxy
 	mkdir -p .benchmarks
 	$(BIN)/python -m pytest benchmarks -o python_files='bench_*.py' -q \
 		--benchmark-columns=median,ops,rounds --benchmark-sort=name --benchmark-json=.benchmarks/last.json

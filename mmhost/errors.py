@@ -280,3 +280,9 @@ class Throttled(MmhostError):
 
     status = 429
     code = "ThrottlingException"
+
+
+class FleetError(MmhostError):
+    """``mmhost fleet up`` could not start or keep its fleet: a replica or HAProxy failed."""
+
+    code = "FleetError"

@@ -23,7 +23,7 @@ LAYERS = [
     {"engine"},
     {"host"},
     {"api"},
-    {"convert", "train"},
+    {"convert", "train", "fleet"},
     {"cli", "tools", "__main__", "__init__"},
 ]
 LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

@@ -1,5 +1,6 @@
 """The ``mmhost`` command (also ``python -m mmhost``): ``serve``, ``convert``, ``store ls``,
-``build-kernels``, ``train linear-learner``, ``demo``, ``experiment cache`` and ``plot``.
+``build-kernels``, ``train linear-learner``, ``fleet haproxy-config``, ``fleet up``, ``demo``,
+``experiment cache`` and ``plot``.
 
 Every field of ``Settings`` is a ``serve`` flag (``--device-budget 512MiB``) and an environment
 variable (``MMHOST_DEVICE_BUDGET``); a flag wins over the environment. Booleans are switches
@@ -14,7 +15,7 @@ import sys
 from typing import Any
 
 import mmhost
-from mmhost.cli import train
+from mmhost.cli import fleet, train
 from mmhost.settings import RENAMED, Settings, coerce, field_help
 
 # what a command needs beyond the server, by the module a missing import names
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     _settings_flags(serve)
     _tool_parsers(sub)
     train.add_parser(sub)
+    fleet.add_parser(sub)
     demo = sub.add_parser("demo", help="run the walkthrough (trains, serves, invokes)")
     demo.add_argument("--store", default="demo-store", help="folder to write the demo models to")
     _experiment_parser(sub)
@@ -225,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
         return _plot(args)
     if args.command == "train":
         return train.run(args)
+    if args.command == "fleet":
+        return fleet.run(args)
     if args.command in ("convert", "store", "build-kernels"):
         from mmhost.cli import tools
 
