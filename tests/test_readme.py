@@ -9,7 +9,9 @@ import dataclasses
 import json
 import re
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -86,7 +88,7 @@ def test_every_python_block_runs_as_written(address, tmp_path, monkeypatch, caps
 
 def test_the_security_example_and_its_prometheus_scrape_config(serve, demo_store, tmp_path):
     (config,) = (b for b in _blocks("json") if '"principals"' in b)
-    (auth,) = [p for p in _blocks("yaml") if "scrape_configs" in p]
+    (auth,) = [p for p in _blocks("yaml") if "scrape_configs" in p and "authorization" in p]
     path = tmp_path / "auth.json"
     path.write_text(config)
     server = serve(
@@ -111,3 +113,54 @@ def test_the_security_example_and_its_prometheus_scrape_config(serve, demo_store
     for action in ("InvokeEndpoint", "LoadModel", "UnloadModel", "ListModels", "DescribeModel"):
         assert action in README
     assert "`mmhost:GetMetrics`" in README.split("### Security")[1].split("**Hardening.**")[0]
+
+
+def test_the_fleet_scrape_config_and_queries_name_real_series(serve, city_store, tmp_path):
+    """The fleet's scrape targets are ``mmhost fleet up``'s default ports, and every series the
+    PromQL table names is one a replica (or HAProxy's exporter) really serves."""
+    fleet = README.split("### A fleet behind HAProxy")[1].split("### Flags")[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", fleet, flags=re.S)
+    mmhost_job, haproxy_job = yaml.safe_load(block)["scrape_configs"]
+    targets = mmhost_job["static_configs"][0]["targets"]
+    assert targets == [f"127.0.0.1:{8081 + i}" for i in range(3)]  # --haproxy-port 8080 + 1..
+    queries = " ".join(re.findall(r"^\| [^|]+ \| `(.*)` .*\|$", fleet, flags=re.M))
+    wanted = set(re.findall(r"\b((?:mmhost|haproxy)_[a-z_]+)", queries))
+    assert {"mmhost_loaded_models", "haproxy_server_status"} <= wanted
+    server = serve(store=str(city_store))
+    httpx.post(
+        server.url + "/endpoints/mmhost/invocations",
+        headers={"X-Amzn-SageMaker-Target-Model": "Chicago_IL/Chicago_IL.tar.gz",
+                 "Content-Type": "text/csv"},
+        content=b"1992,1531,6,3.0,0.68,1,y,n",
+    ).raise_for_status()  # fmt: skip
+    served = {
+        s.name
+        for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)
+        for s in f.samples
+    }
+    assert {w for w in wanted if w.startswith("mmhost_")} <= served
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed: its exporter's series are not checked")
+    from mmhost.fleet import Address, haproxy_config
+
+    port = server.url.rsplit(":", 1)[1]
+    stats = Address.parse(haproxy_job["static_configs"][0]["targets"][0])
+    cfg = tmp_path / "haproxy.cfg"
+    with socket.socket() as s:  # a free port for HAProxy's own (unused) frontend
+        s.bind(("127.0.0.1", 0))
+        front = s.getsockname()[1]
+    cfg.write_text(haproxy_config([Address("127.0.0.1", int(port))], Address("127.0.0.1", front),
+                                  stats=Address("127.0.0.1", stats.port)))  # fmt: skip
+    proxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                text = httpx.get(f"http://127.0.0.1:{stats.port}/metrics").text
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        assert {w for w in wanted if w.startswith("haproxy_")} <= names
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
