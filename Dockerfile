@@ -29,6 +29,7 @@ RUN set -eux; python3 -m venv /opt/venv; \
     /opt/venv/bin/mmhost build-kernels
 
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     MMHOST_BIND_ADDRESS=0.0.0.0 \
     MMHOST_PORT=8080 \
     MMHOST_STORE=/models \

@@ -150,7 +150,11 @@ class Fleet:
 
     def _spawn(self, r: Replica) -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        r.process = subprocess.Popen(self._serve_command(r), env=env, stdin=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C reaches the fleet alone, which stops it in order
+        r.process = subprocess.Popen(
+            self._serve_command(r), env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        r.retry_at = 0.0
         r.started_at = time.monotonic()
         if r.core is not None:
             try:
@@ -187,7 +191,9 @@ class Fleet:
         if check.returncode != 0:
             raise FleetError(f"haproxy refused the configuration: {check.stderr.strip()}")
         self.haproxy = subprocess.Popen(
-            [self.haproxy_bin, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL
+            [self.haproxy_bin, "-db", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while not self._listening():
@@ -264,9 +270,9 @@ class Fleet:
                 time.sleep(0.1)
             return 0
         finally:
+            self.stop()  # under the fleet's handlers: a second signal cannot cut it short
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.stop()
 
     def supervise(self) -> None:
         """Start again each replica that exited (after a back-off if it keeps failing)."""
