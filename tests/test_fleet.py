@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import LinearRegression
 
 from mmhost.convert import from_sklearn
+from mmhost.fleet.haproxy import server_states
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None,
@@ -135,10 +136,7 @@ class RunningFleet:
             s.connect(self.socket_path())
             s.sendall(b"show stat\n")
             text = b"".join(iter(lambda: s.recv(65536), b"")).decode()
-        rows = text.splitlines()
-        head = rows[0][2:].split(",")
-        cells = [dict(zip(head, r.split(","), strict=False)) for r in rows[1:] if r]
-        return {c["svname"]: c["status"] for c in cells if c["pxname"] == "sagemaker"}
+        return server_states(text)
 
     def wait_state(self, replica: str, state: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -211,14 +209,7 @@ class Load:
             name, want = self.names[i % len(self.names)]
             i += 1
             try:
-                reply = client.invoke_endpoint(
-                    EndpointName="mmhost",
-                    TargetModel=name,
-                    ContentType="text/csv",
-                    Accept="text/csv",
-                    Body=b"1,2",
-                )
-                got = float(reply["Body"].read().decode().strip())
+                got = invoke(client, name)
                 if got != want:
                     self.failures.append(f"{name}: {got} != {want}")
                 else:

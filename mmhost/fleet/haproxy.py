@@ -210,3 +210,17 @@ def _ring(ring: Ring) -> list[str]:
     if ring.balance_factor:
         lines.append(f"    hash-balance-factor {ring.balance_factor}")
     return lines
+
+
+def server_states(show_stat: str) -> dict[str, str]:
+    """Each replica's state (``UP``, ``DOWN``, ``UP 1/2``, ...) in HAProxy's ``show stat``."""
+    rows = show_stat.splitlines()
+    if not rows or not rows[0].startswith("# "):
+        return {}
+    head = rows[0][2:].split(",")
+    states: dict[str, str] = {}
+    for row in rows[1:]:
+        cells = dict(zip(head, row.split(","), strict=False))
+        if cells.get("pxname") == "sagemaker" and cells.get("svname", "").startswith("r"):
+            states[cells["svname"]] = cells.get("status", "")
+    return states

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmhost.errors import FleetError
-from mmhost.fleet.haproxy import Address, Ring, haproxy_config
+from mmhost.fleet.haproxy import Address, Ring, haproxy_config, server_states
 
 log = logging.getLogger("mmhost.fleet")
 
@@ -214,16 +214,7 @@ class Fleet:
     # --- what HAProxy sees ------------------------------------------------------------------
     def server_states(self) -> dict[str, str]:
         """Each replica's state in HAProxy (``UP``, ``DOWN``, ``UP 1/2``, ...)."""
-        rows = self.admin("show stat").splitlines()
-        if not rows or not rows[0].startswith("# "):
-            return {}
-        head = rows[0][2:].split(",")
-        states: dict[str, str] = {}
-        for row in rows[1:]:
-            cells = dict(zip(head, row.split(","), strict=False))
-            if cells.get("pxname") == "sagemaker" and cells.get("svname", "").startswith("r"):
-                states[cells["svname"]] = cells.get("status", "")
-        return states
+        return server_states(self.admin("show stat"))
 
     def admin(self, command: str) -> str:
         """One command on HAProxy's admin socket, its answer."""
