@@ -213,8 +213,8 @@ def rcf_fleet() -> RcfFleet:
 
 
 @pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
-def rbatch(request: pytest.FixtureRequest) -> RcfBatch:
-    return make_rcf_batch(request.param)
+def rbatch(request: pytest.FixtureRequest, rcf_fleet: RcfFleet) -> RcfBatch:
+    return make_rcf_batch(request.param, rcf_fleet.slot_of)
 
 
 def test_rcf_cpu(benchmark, rcf_fleet, rbatch):

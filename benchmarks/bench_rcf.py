@@ -5,8 +5,8 @@ Providers, all scoring the same rows with the same 500 forests:
 
 - krcf loop: ``RandomCutForest.score(row)`` per row (the library scores one point a call), the
   baseline
-- fused: ``rcf_forward`` (the C++ kernel) on all 500 forests packed as the family's slabs pack
-  them, with torch's default threads and with one thread
+- fused: ``rcf_forward`` (the C++ kernel) on all 500 forests resident in the family's slab (placed
+  by ``RcfFamily.place``, as a server holds them), with torch's default threads and with one
 
 Batches: x 1 row is one row per forest in random order; x 100 rows is 100 rows per forest,
 grouped by forest. Checked off the clock: the fused scores equal the library's (rtol 1e-12).
@@ -31,10 +31,9 @@ import pytest
 import torch
 from fleet import describe
 
-from mmhost.artifacts.rcf import forest_from_params
 from mmhost.convert import from_rcf
-from mmhost.families.rcf import RcfFamily, compile_rcf
-from mmhost.kernels.rcf import PackedForests, pack, rcf_forward
+from mmhost.families.rcf import RcfFamily, RcfSlab, compile_rcf
+from mmhost.kernels.rcf import PackedForests, rcf_forward
 
 krcf = pytest.importorskip("krcf")
 
@@ -53,9 +52,22 @@ TARGET = {"kind": "speedup", "vs": P_KRCF, "min": 20.0}
 @dataclass
 class RcfFleet:
     forests: list[Any]
-    packed: PackedForests
+    packed: PackedForests  # the slab's tensors, as RcfFamily.forward passes them
+    slot_of: np.ndarray  # forest index -> its slot
     slot_bytes: int
     library_bytes: int
+
+
+def slab_inputs(slab: RcfSlab) -> PackedForests:
+    return PackedForests(
+        slab.nodes.view(-1, 4),
+        slab.mass.view(-1),
+        slab.box.view(-1, 2, slab.d),
+        slab.range_sum.view(-1),
+        slab.tree_root.view(-1),
+        slab.tree_mass.view(-1),
+        slab.model_trees,
+    )
 
 
 @dataclass
@@ -73,13 +85,14 @@ def rcf_fleet() -> RcfFleet:
 
 
 @pytest.fixture(scope="module", params=[1, 100], ids=lambda r: f"{r}row")
-def rbatch(request: pytest.FixtureRequest) -> RcfBatch:
-    return make_rcf_batch(request.param)
+def rbatch(request: pytest.FixtureRequest, rcf_fleet: RcfFleet) -> RcfBatch:
+    return make_rcf_batch(request.param, rcf_fleet.slot_of)
 
 
 def build_rcf_fleet() -> RcfFleet:
     rng = np.random.default_rng(0)
-    forests, checked = [], []
+    family = RcfFamily(torch.device("cpu"))
+    forests, placed = [], []
     for s in range(N_FORESTS):
         f = krcf.RandomCutForest(
             {
@@ -94,19 +107,23 @@ def build_rcf_fleet() -> RcfFleet:
         for row in (rng.normal(size=(FED, D)) * (1 + s % 5)).tolist():
             f.update(row)
         forests.append(f)
-        art = from_rcf(f)
-        checked.append(forest_from_params(art.params, D))
-    model = compile_rcf(from_rcf(forests[0]))
-    slot = RcfFamily(torch.device("cpu")).slot_bytes(model)
-    return RcfFleet(forests, pack(checked), slot, len(forests[0].to_msgpack()))
+        placed.append(family.place(compile_rcf(from_rcf(f))))
+    slab = placed[0][0]
+    assert all(s is slab for s, _ in placed), "the forests should share one slab"
+    slot_of = np.array([slot for _, slot in placed])
+    return RcfFleet(
+        forests, slab_inputs(slab), slot_of, slab.slot_bytes, len(forests[0].to_msgpack())
+    )
 
 
-def make_rcf_batch(r: int) -> RcfBatch:
+def make_rcf_batch(r: int, slot_of: np.ndarray) -> RcfBatch:
+    """Row i belongs to forest row_model[i] (the op reads it as the forest's slot)."""
     rng = np.random.default_rng(r)
     order = rng.permutation(N_FORESTS) if r == 1 else np.arange(N_FORESTS)
     row_model = np.repeat(order, r)
     x = rng.normal(size=(len(row_model), D)).astype(np.float32) * 2
-    return RcfBatch(r, x, row_model, torch.from_numpy(x), torch.from_numpy(row_model))
+    slots = torch.from_numpy(slot_of[row_model].astype(np.int64))
+    return RcfBatch(r, x, row_model, torch.from_numpy(x), slots)
 
 
 def _label(benchmark: Any, batch: RcfBatch, provider: str, fleet: RcfFleet) -> None:

@@ -118,6 +118,37 @@ def test_mixed_batches_over_300_forests():
     np.testing.assert_allclose(got, np.array(want)[order], rtol=1e-12)
 
 
+def test_the_cpp_schedule_scores_every_order_of_rows_the_same():
+    """The C++ kernel keeps many walks in flight, runs of rows of one forest tree by tree (64
+    rows a run) and chunks of ~8k (row, tree) pairs: long runs that cross those bounds, a
+    forest of one point (its root is a leaf), and a slot with no trees (a freed one) between
+    them score as the library and the reference do."""
+    rng = np.random.default_rng(5)
+    big, xb = train(3, 200, 32, 300, seed=11)  # 200 trees: 100 rows are 20,000 pairs
+    one, xo = train(3, 4, 8, 1, seed=12)  # one point: every tree is a single leaf
+    small, xs = train(3, 5, 16, 80, seed=13)
+    arts = [from_rcf(f) for f in (big, one, small)]
+    forests = [forest_from_params(a.params, 3) for a in arts]
+    packed = pack(forests)
+    first, end = packed.model_trees[1].tolist()
+    model_trees = torch.cat([packed.model_trees, torch.tensor([[end, end]])])  # slot 3: empty
+    plan = [(0, 130), (2, 3), (1, 2), (3, 2), (0, 1), (2, 70), (0, 5)]
+    row_model = np.concatenate([np.full(n, s, np.int64) for s, n in plan])
+    x = rng.normal(size=(len(row_model), 3)).astype(np.float32) * 3
+    x[1::7] = xb[: len(x[1::7])]  # points the big forest holds
+    x[row_model == 1] = xo[0]  # the one point: seen
+    args = (torch.from_numpy(x), torch.from_numpy(row_model), *packed[:-1], model_trees)
+    got = rcf_forward(*args).numpy()
+    np.testing.assert_allclose(got, rcf_reference(*args).numpy(), rtol=1e-12)
+    library = {0: big, 1: one, 2: small}
+    want = [
+        library[s].score(r.tolist()) if s in library else 0.0
+        for s, r in zip(row_model, x, strict=True)
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert (got[row_model == 3] == 0).all()
+
+
 def test_fit_rcf_uses_sagemakers_names():
     x = np.random.default_rng(0).normal(size=(300, 3))
     art = fit_rcf(x, num_trees=12, num_samples_per_tree=32, seed=4)

@@ -12,11 +12,12 @@
 //   out[i] = score / trees
 //
 // The arithmetic is the library's, operation for operation: the two gap sums in float32 in
-// dimension order, the rest in float64, trees added in order. Rows are independent (one
-// parallel task takes a run of rows). A walk is a chain of dependent loads, so eight trees of a
-// row are walked in lockstep (eight chains in flight), each recording its path (depth <= 4,095,
-// which the artifact reader guarantees by capping a tree at 8,191 nodes; a deeper walk is an
-// error), and then each path is scored bottom up.
+// dimension order, the rest in float64, trees added in order. Rows are independent (a parallel
+// task takes a run of rows). A walk is a chain of dependent loads (each record names the next),
+// bound by memory latency once the forests outgrow the caches; a thread therefore keeps many
+// walks in flight, each advanced one load at a time (Walker, below). A path is at most 4,095
+// levels deep, which the artifact reader guarantees by capping a tree at 8,191 nodes; a deeper
+// walk is an error.
 // Node records are trusted (the reader checked them); row_model, tree ranges and roots are
 // checked here, as they are cheap.
 
@@ -48,90 +49,224 @@ struct Forests {
   int64_t n, d, m, t, s;
 };
 
-constexpr int kLanes = 8;  // trees of one row walked in lockstep
+// A walk is a chain of dependent loads: record, child's record, ... then, bottom up, the boxes
+// of the path until one holds the row. One walk at a time leaves the core waiting on memory
+// (every load misses the caches once forests outgrow them), so a thread keeps kSlots walks in
+// flight and advances them in turn, one step each: a step uses what an earlier step asked for
+// (a prefetch) and asks for what its walk needs next. With kSlots walks interleaved, kSlots
+// misses are outstanding at once instead of one (memory-level parallelism), and a walk that
+// ends early gives its slot to the next (row, tree) pair at once.
+constexpr int kSlots = 16;
+// A slot's path buffer: kMaxDepth entries and a cache line more, so that the slots' paths do not
+// all fall in the same cache set (32 KiB apart).
+constexpr int64_t kPathStride = kMaxDepth + 1 + 8;
 
-// The score of one tree (before the log2(1 + M) normalizer) from its walk: the path of internal
-// nodes from the root and the leaf reached.
-double from_walk(const Forests& f, const float* x, const int64_t* path, int64_t depth_n,
-                 int64_t leaf, double big_m) {
-  const double depth = static_cast<double>(depth_n);
-  const float* point = f.box + leaf * 2 * f.d;  // a leaf's min is its point
-  bool seen = true;
-  for (int64_t j = 0; j < f.d && seen; ++j) seen = point[j] == x[j];
-  if (seen) {
-    const double lm = f.mass[leaf];
-    return (1.0 - lm / (2.0 * big_m)) / (depth + std::log2(1.0 + lm));
-  }
-  double s = 1.0 / (depth + 1.0);
-  for (int64_t k = depth_n - 1; k >= 0; --k) {
-    const int64_t a = path[k];
-    const float* lo = f.box + a * 2 * f.d;
-    const float* hi = lo + f.d;
-    float above = 0.0f, below = 0.0f;
-    for (int64_t j = 0; j < f.d; ++j) {  // in order, as the library sums them
-      const float up = x[j] - hi[j], down = lo[j] - x[j];
-      above += up > 0.0f ? up : 0.0f;
-      below += down > 0.0f ? down : 0.0f;
-    }
-    const float gap = above + below;
-    if (gap == 0.0f) break;  // inside the box: nothing above changes s
-    const double g = gap;
-    const double p = g / (f.range_sum[a] + g);
-    s = (1.0 - p) * s + p / static_cast<double>(k + 1);
-  }
-  return s;
+// What a walk's next step reads (asked for by the step before it):
+//   kDescend  the record of w.node
+//   kLeaf     the leaf's point, and the box and range sum of its parent
+//   kAscend   the box and range sum of path[w.k]
+//   kSeen     the leaf's mass (only when the row is the leaf's point)
+enum Phase : int32_t { kIdle, kDescend, kLeaf, kAscend, kSeen };
+
+struct Walk {
+  const float* x;     // the row
+  int64_t* path;      // internal nodes from the root, kMaxDepth entries
+  int64_t pair;       // index of this (row, tree) in the chunk's scores
+  int64_t tree;
+  int64_t node;       // descend: the node to read; then the leaf
+  double s;           // the score so far
+  int32_t depth;      // internal nodes on the path
+  int32_t k;          // ascend: the depth of the ancestor to read
+  Phase phase;
+};
+
+inline void ask_box(const Forests& f, int64_t a) {
+  __builtin_prefetch(f.box + a * 2 * f.d);
+  if (f.d > 8) __builtin_prefetch(f.box + a * 2 * f.d + 16);
+  __builtin_prefetch(f.range_sum + a);
 }
 
-// Trees t .. t + lanes - 1 of one row, their walks interleaved (kLanes independent chains of
-// loads in flight instead of one: a walk is bound by memory latency, not arithmetic); the
-// normalized scores into out[0 .. lanes).
-void walk_lanes(const Forests& f, const float* x, int64_t t, int lanes, int64_t* paths,
-                double* out) {
-  int64_t node[kLanes], depth[kLanes];
-  bool active[kLanes];
-  for (int l = 0; l < lanes; ++l) {
-    const int64_t root = f.tree_root[t + l];
-    TORCH_CHECK(root < f.m, "tree ", t + l, "'s root is outside the ", f.m, " nodes");
-    node[l] = root;
-    depth[l] = 0;
-    active[l] = root >= 0 && f.nodes[4 * root + 2] >= 0;
+// gap = sum_j max(0, x_j - max_j) + sum_j max(0, min_j - x_j) for box a, each sum in float32 in
+// dimension order, as the library sums them
+inline float gap_to(const Forests& f, const float* x, int64_t a) {
+  const float* lo = f.box + a * 2 * f.d;
+  const float* hi = lo + f.d;
+  float above = 0.0f, below = 0.0f;
+  for (int64_t j = 0; j < f.d; ++j) {
+    const float up = x[j] - hi[j], down = lo[j] - x[j];
+    above += up > 0.0f ? up : 0.0f;
+    below += down > 0.0f ? down : 0.0f;
   }
-  for (bool any = true; any;) {
-    any = false;
-    for (int l = 0; l < lanes; ++l) {
-      if (!active[l]) continue;
-      const int64_t n = node[l];
-      TORCH_CHECK(depth[l] < kMaxDepth, "a tree walk passed ", kMaxDepth, " levels");
-      paths[l * kMaxDepth + depth[l]++] = n;
-      const int32_t* rec = f.nodes + 4 * n;
-      float cut;
-      std::memcpy(&cut, rec + 3, sizeof cut);
-      const int64_t next = rec[x[rec[2]] <= cut ? 0 : 1];
-      TORCH_CHECK(next >= 0 && next < f.m, "a child index is outside the ", f.m, " nodes");
-      node[l] = next;
-      active[l] = f.nodes[4 * next + 2] >= 0;
-      any |= active[l];
-    }
-  }
-  // the scoring below reads each path's boxes bottom up, stopping at the first that holds the
-  // row (on average a few levels up): ask for the lowest ones of every lane at once
-  for (int l = 0; l < lanes; ++l) {
-    const int64_t* path = paths + l * kMaxDepth;
-    for (int64_t k = depth[l] - 1; k >= 0 && k >= depth[l] - 4; --k) {
-      __builtin_prefetch(f.box + path[k] * 2 * f.d);
-      __builtin_prefetch(f.range_sum + path[k]);
-    }
-  }
-  for (int l = 0; l < lanes; ++l) {
-    if (node[l] < 0) {  // an empty tree scores 0
-      out[l] = 0.0;
-      continue;
-    }
-    const double big_m = f.tree_mass[t + l];
-    out[l] = from_walk(f, x, paths + l * kMaxDepth, depth[l], node[l], big_m) *
-             std::log2(1.0 + big_m);
-  }
+  return above + below;
 }
+
+// log2(1 + m), from a table for the whole numbers a mass takes (the same values std::log2 gives)
+inline double log2_1p(double m) {
+  constexpr int kTable = 4096;
+  static const std::vector<double> table = [] {
+    std::vector<double> t(kTable);
+    for (int i = 0; i < kTable; ++i) t[i] = std::log2(1.0 + i);
+    return t;
+  }();
+  const int64_t i = static_cast<int64_t>(m);
+  return i >= 0 && i < kTable && static_cast<double>(i) == m ? table[i] : std::log2(1.0 + m);
+}
+
+class Walker {
+ public:
+  Walker(const Forests& f, std::vector<int64_t>& paths) : f_(f) {
+    for (int l = 0; l < kSlots; ++l) {
+      walks_[l].path = paths.data() + l * kPathStride;
+      walks_[l].phase = kIdle;
+    }
+  }
+
+  // Scores every (row, tree) pair of rows [r0, r1) into scores[pair], a row's pairs together in
+  // tree order (the caller sized scores), each normalized by log2(1 + M). Consecutive rows of
+  // one forest (up to kGroup of them) are walked tree by tree, so that a tree's upper nodes are
+  // read from the caches by every row of the group after the first.
+  void run(int64_t r0, int64_t r1, double* scores) {
+    scores_ = scores;
+    last_ = r1;
+    next_ = {};
+    next_.g1 = r0;
+    open_group();
+    int live = 0;
+    for (int l = 0; l < kSlots; ++l) live += start(walks_[l]);
+    while (live > 0) {
+      for (int l = 0; l < kSlots; ++l) {
+        Walk& w = walks_[l];
+        if (w.phase == kIdle || step(w)) continue;
+        live -= 1 - start(w);
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kGroup = 64;
+
+  // The pairs of rows [g0, g1), all of one forest with trees [t0, t1), tree by tree: the next
+  // is (row, tree); base is the pair index of (g0, t0).
+  struct Pairs {
+    int64_t g0, g1, t0, t1, row, tree, base;
+  };
+
+  void open_group() {  // the next run of rows of one forest (run's caller checked the ranges)
+    next_.base += (next_.g1 - next_.g0) * (next_.t1 - next_.t0);
+    next_.g0 = next_.g1;
+    while (next_.g0 < last_) {
+      const int64_t s = f_.row_model[next_.g0];
+      next_.t0 = f_.model_trees[2 * s];
+      next_.t1 = f_.model_trees[2 * s + 1];
+      next_.g1 = next_.g0 + 1;
+      while (next_.g1 < last_ && next_.g1 - next_.g0 < kGroup && f_.row_model[next_.g1] == s) {
+        ++next_.g1;
+      }
+      next_.row = next_.g0;
+      next_.tree = next_.t0;
+      if (next_.t0 < next_.t1) return;
+      next_.g0 = next_.g1;  // a forest without trees: no pairs
+    }
+  }
+
+  // Gives w the next pair (scoring empty trees at once); 1 if it got one, 0 if none is left.
+  int start(Walk& w) {
+    for (;;) {
+      Pairs& p = next_;
+      if (p.g0 >= last_) {
+        w.phase = kIdle;
+        return 0;
+      }
+      w.x = f_.x + p.row * f_.d;
+      w.tree = p.tree;
+      w.pair = p.base + (p.row - p.g0) * (p.t1 - p.t0) + (p.tree - p.t0);
+      if (++p.row == p.g1) {
+        p.row = p.g0;
+        if (++p.tree == p.t1) open_group();
+      }
+      const int64_t root = f_.tree_root[w.tree];
+      TORCH_CHECK(root < f_.m, "tree ", w.tree, "'s root is outside the ", f_.m, " nodes");
+      if (root < 0) {  // an empty tree scores 0
+        scores_[w.pair] = 0.0;
+        continue;
+      }
+      w.node = root;
+      w.depth = 0;
+      w.phase = kDescend;
+      __builtin_prefetch(f_.nodes + 4 * root);
+      return 1;
+    }
+  }
+
+  void finish(Walk& w, double s) { scores_[w.pair] = s * log2_1p(f_.tree_mass[w.tree]); }
+
+  // Advances w by one step: false once its score is written.
+  bool step(Walk& w) {
+    switch (w.phase) {
+      case kDescend: {
+        const int64_t n = w.node;
+        const int32_t* rec = f_.nodes + 4 * n;
+        if (rec[2] < 0) {  // the leaf, at depth D: unseen, s = 1 / (D + 1) before the ancestors
+          w.s = 1.0 / (static_cast<double>(w.depth) + 1.0);
+          w.k = w.depth - 1;
+          w.phase = kLeaf;
+          __builtin_prefetch(f_.box + n * 2 * f_.d);  // a leaf's min is its point
+          if (w.k >= 0) ask_box(f_, w.path[w.k]);
+          return true;
+        }
+        TORCH_CHECK(w.depth < kMaxDepth, "a tree walk passed ", kMaxDepth, " levels");
+        w.path[w.depth++] = n;
+        float cut;
+        std::memcpy(&cut, rec + 3, sizeof cut);
+        const int64_t next = rec[w.x[rec[2]] <= cut ? 0 : 1];
+        TORCH_CHECK(next >= 0 && next < f_.m, "a child index is outside the ", f_.m, " nodes");
+        w.node = next;
+        __builtin_prefetch(f_.nodes + 4 * next);
+        return true;
+      }
+      case kLeaf: {
+        const float* point = f_.box + w.node * 2 * f_.d;
+        bool seen = true;
+        for (int64_t j = 0; j < f_.d && seen; ++j) seen = point[j] == w.x[j];
+        if (seen) {
+          w.phase = kSeen;
+          __builtin_prefetch(f_.mass + w.node);
+          return true;
+        }
+        if (w.k < 0) break;
+        w.phase = kAscend;  // the parent's box came with the point: on to it now
+        [[fallthrough]];
+      }
+      case kAscend: {
+        const int64_t a = w.path[w.k];
+        const float gap = gap_to(f_, w.x, a);
+        if (gap == 0.0f) break;  // inside the box: nothing above changes s
+        const double g = gap;
+        const double p = g / (f_.range_sum[a] + g);
+        w.s = (1.0 - p) * w.s + p / static_cast<double>(w.k + 1);
+        if (--w.k < 0) break;
+        ask_box(f_, w.path[w.k]);
+        return true;
+      }
+      case kSeen: {
+        const double lm = f_.mass[w.node];
+        const double big_m = f_.tree_mass[w.tree];
+        w.s = (1.0 - lm / (2.0 * big_m)) / (static_cast<double>(w.depth) + log2_1p(lm));
+        break;
+      }
+      case kIdle:
+        return false;
+    }
+    finish(w, w.s);
+    return false;
+  }
+
+  const Forests& f_;
+  Walk walks_[kSlots];
+  double* scores_ = nullptr;
+  Pairs next_{};
+  int64_t last_ = 0;
+};
 
 }  // namespace
 
@@ -171,21 +306,37 @@ at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const a
               "tree_mass must be (T,), model_trees (S, 2) and row_model (N,)");
   at::Tensor out = at::zeros({f.n}, x.options().dtype(at::kDouble));
   double* op = out.data_ptr<double>();
-  at::parallel_for(0, f.n, 4, [&](int64_t r0, int64_t r1) {
-    std::vector<int64_t> paths(kLanes * kMaxDepth);
-    double scores[kLanes];
-    for (int64_t i = r0; i < r1; ++i) {
-      const int64_t s = f.row_model[i];
-      TORCH_CHECK(s >= 0 && s < f.s, "row_model[", i, "] = ", s, " is outside [0, ", f.s, ")");
-      const int64_t t0 = f.model_trees[2 * s], t1 = f.model_trees[2 * s + 1];
-      TORCH_CHECK(0 <= t0 && t0 <= t1 && t1 <= f.t, "model_trees[", s, "] is not a tree range");
-      double total = 0.0;
-      for (int64_t t = t0; t < t1; t += kLanes) {
-        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, t1 - t));
-        walk_lanes(f, f.x + i * f.d, t, lanes, paths.data(), scores);
-        for (int l = 0; l < lanes; ++l) total += scores[l];  // trees added in order
+  // Rows are independent: a task takes a run of rows and scores them a chunk of rows at a time
+  // (at most kChunk pairs unless one row has more trees), then adds each row's trees in order.
+  constexpr int64_t kChunk = 8192;
+  at::parallel_for(0, f.n, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> paths(kSlots * kPathStride);
+    std::vector<double> scores;
+    Walker walker(f, paths);
+    for (int64_t c0 = r0; c0 < r1;) {
+      int64_t c1 = c0, pairs = 0;
+      while (c1 < r1) {
+        const int64_t s = f.row_model[c1];
+        TORCH_CHECK(s >= 0 && s < f.s, "row_model[", c1, "] = ", s, " is outside [0, ", f.s, ")");
+        const int64_t t0 = f.model_trees[2 * s], t1 = f.model_trees[2 * s + 1];
+        TORCH_CHECK(0 <= t0 && t0 <= t1 && t1 <= f.t, "model_trees[", s, "] is not a tree range");
+        const int64_t trees = t1 - t0;
+        if (c1 > c0 && pairs + trees > kChunk) break;
+        pairs += trees;
+        ++c1;
       }
-      op[i] = t1 > t0 ? total / static_cast<double>(t1 - t0) : 0.0;
+      scores.resize(static_cast<size_t>(pairs));
+      walker.run(c0, c1, scores.data());
+      const double* sc = scores.data();
+      for (int64_t i = c0; i < c1; ++i) {
+        const int64_t s = f.row_model[i];
+        const int64_t trees = f.model_trees[2 * s + 1] - f.model_trees[2 * s];
+        double total = 0.0;
+        for (int64_t t = 0; t < trees; ++t) total += sc[t];  // trees added in order
+        sc += trees;
+        op[i] = trees > 0 ? total / static_cast<double>(trees) : 0.0;
+      }
+      c0 = c1;
     }
   });
   return out;

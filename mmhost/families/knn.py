@@ -32,6 +32,7 @@ import torch
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.manifest import KNN_DISTANCES, KNN_WEIGHTS, ManifestError
 from mmhost.codecs.rows import passes_nan
+from mmhost.families import arena
 from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
@@ -122,7 +123,7 @@ class KnnSlab(Slab):
         self.metric, self.c, self.d, self.kmax, self.device = metric, c, d, k, device
         self.k = 1 + 2 * k  # the op's output columns
         capacity = max(1, min(64, (1 << 22) // knn_slot_bytes(c, d)))  # ~4 MiB to start
-        self.points = torch.zeros((capacity, c, d), dtype=torch.float32, device=device)
+        self.points = arena.zeros((capacity, c, d), torch.float32, device)
         self.labels = torch.zeros((capacity, c), dtype=torch.float32, device=device)
         self.model_points = torch.zeros((capacity, 2), dtype=torch.int64, device=device)
         self.neighbors = torch.zeros((capacity,), dtype=torch.int32, device=device)  # k

@@ -28,6 +28,7 @@ from mmhost.artifacts.manifest import RCF_TASK, ManifestError
 from mmhost.artifacts.rcf import forest_from_params
 from mmhost.codecs.rows import passes_nan
 from mmhost.errors import SlabFull
+from mmhost.families import arena
 from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
@@ -129,7 +130,7 @@ class RcfSlab(Slab):
         capacity = max(1, min(64, (1 << 22) // rcf_slot_bytes(c, t, d)))  # ~4 MiB to start
 
         def zeros(*shape: int, dtype: torch.dtype) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=device)
+            return arena.zeros(shape, dtype, device)
 
         self.nodes = zeros(capacity, c, 4, dtype=torch.int32)  # (S, C, 4) records
         self.mass = zeros(capacity, c, dtype=torch.float32)

@@ -30,6 +30,7 @@ from mmhost.artifacts import Artifact, Column, Preprocessing
 from mmhost.artifacts.manifest import MAX_COLUMNS, ManifestError
 from mmhost.artifacts.xgboost import TreeEnsemble, read_xgboost
 from mmhost.errors import SlabFull, UnsupportedModel
+from mmhost.families import arena
 from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
@@ -202,7 +203,7 @@ class TreeSlab(Slab):
         capacity = max(1, min(64, (1 << 20) // tree_slot_bytes(c, t, k)))  # ~1 MiB to start
 
         def zeros(*shape: int, dtype: torch.dtype = torch.int32) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=device)
+            return arena.zeros(shape, dtype, device)
 
         self.nodes = zeros(capacity, c, 4)  # (S, C, 4) records
         self.tree_root = zeros(capacity, t, dtype=torch.int64)  # (S, T) absolute node index
