@@ -83,14 +83,59 @@ def pack(forests: Sequence[Forest], width: int | None = None) -> PackedForests:
     def cat(arrays: list[np.ndarray], dtype: type) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays), dtype))
 
+    return walk_order(
+        PackedForests(
+            cat(records, np.int32),
+            cat([f.mass for f in forests], np.float32),
+            cat(box, np.float32),
+            cat([f.range_sum for f in forests], np.float64),
+            cat(roots, np.int64),
+            cat([f.tree_mass for f in forests], np.float64),
+            torch.from_numpy(np.stack([trees[:-1], trees[1:]], axis=1).astype(np.int64)),
+        )
+    )
+
+
+def walk_order(p: PackedForests) -> PackedForests:
+    """The same forests with each tree's nodes in depth-first order, left child first: a node's
+    left child is the record right after it (often in the same cache line), its subtree a run
+    of records, and the range sums of a path's ancestors close together. A walk then misses
+    the caches on fewer lines than in breadth-first order (the C++ kernel is bound by those
+    misses once forests outgrow the caches); the scores are the same in any order. Each tree's
+    nodes must be one run that its root starts (as ``pack`` and the artifact lay them out)."""
+    nodes = p.nodes.numpy()
+    left, right = nodes[:, 0].astype(np.int64), nodes[:, 1].astype(np.int64)
+    roots = p.tree_root.numpy()
+    roots = roots[roots >= 0]
+    levels = []  # nodes by depth, all trees at once
+    frontier = roots
+    while frontier.size:
+        levels.append(frontier)
+        inner = frontier[left[frontier] >= 0]
+        frontier = np.concatenate([left[inner], right[inner]])
+    size = np.ones(len(nodes), np.int64)  # nodes in each subtree
+    for level in reversed(levels):
+        inner = level[left[level] >= 0]
+        size[inner] += size[left[inner]] + size[right[inner]]
+    pos = np.arange(len(nodes), dtype=np.int64)  # a root keeps its place: its tree's first
+    for level in levels:
+        inner = level[left[level] >= 0]
+        pos[left[inner]] = pos[inner] + 1
+        pos[right[inner]] = pos[inner] + 1 + size[left[inner]]
+    order = np.empty_like(pos)
+    order[pos] = np.arange(len(pos))  # order[new] = old
+    records = nodes[order].copy()
+    kids = records[:, :2]
+    records[:, :2] = np.where(kids >= 0, pos[np.maximum(kids, 0)], -1)
+    take = torch.from_numpy(order)
     return PackedForests(
-        cat(records, np.int32),
-        cat([f.mass for f in forests], np.float32),
-        cat(box, np.float32),
-        cat([f.range_sum for f in forests], np.float64),
-        cat(roots, np.int64),
-        cat([f.tree_mass for f in forests], np.float64),
-        torch.from_numpy(np.stack([trees[:-1], trees[1:]], axis=1).astype(np.int64)),
+        torch.from_numpy(records),
+        p.mass[take],
+        p.box[take],
+        p.range_sum[take],
+        p.tree_root,
+        p.tree_mass,
+        p.model_trees,
     )
 
 
