@@ -54,6 +54,32 @@ def test_edge_values_and_float32_scores_match_repr():
         assert text.write(scores, text.CSV) == "".join(f"{x!r}\n" for x in scores.tolist()).encode()
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**53), 2**53), st.integers(-40, 20)),
+        min_size=64,
+        max_size=200,
+    )
+)
+def test_short_exact_values_are_written_as_repr_writes_them(parts):
+    """m x 2^e with small m and e (counts, prices, dyadic fractions, float32 values): the
+    writer's integer path, which must give repr's digits, also for 15, 16 and 17 digits."""
+    values = [math.ldexp(m, e) for m, e in parts]
+    values += [float(f) for f in np.float32(values)]  # as a float32 model scores them
+    values += [v * 10.0**k for v, k in zip(values, range(-3, 4), strict=False)]
+    b = text.write(np.array(values), text.CSV)
+    assert b == "".join(repr(v) + "\n" for v in values).encode()
+
+
+def test_the_digit_bounds_of_the_integer_path():
+    edges = [2.0**53, 2.0**53 + 2, 999999999999999.0, 1e15 + 1, 9999999999999998.0, 2.0**-21]
+    edges += [0.5**22, 3 * 0.5**21, 123456789012345.5, 12345678901234.25, 2.0**63, 2.0**64]
+    values = np.array((edges * 8)[:64])
+    b = text.write(values, text.CSV)
+    assert b == "".join(repr(v) + "\n" for v in values.tolist()).encode()
+
+
 TASKS = [
     ("regressor", None, 1),
     ("binary_classifier", [0, 1], 1),

@@ -11,8 +11,10 @@
 
 #include "mmhost.h"
 
+#include <array>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -22,20 +24,73 @@ namespace {
 
 constexpr size_t kMaxRepr = 24;  // "-1.2345678901234567e-308"
 
-// Python's repr of a finite double, written at w (at most kMaxRepr bytes); w moves past it.
-void put_repr(char*& w, double v) {
+// v's shortest round-trip digits (no leading or trailing zeros) and the decimal exponent of the
+// first: v = 0.d1d2d3... x 10^(exp + 1). Where v's exact value has at most 15 significant
+// digits (every score a float32 price, count or small fraction has), those digits are the
+// shortest: any other decimal of 15 digits or fewer differs from v by at least a unit in the
+// 15th digit, more than half a unit in v's last place, so it reads back as another double.
+// Such v are m x 2^e, exactly m x 5^-e / 10^-e: an integer and a shift, no search. Others
+// (0.1's double, 17 digits) take std::to_chars's shortest, as Python's repr does.
+int shortest(double v, char* digits, int& exp) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+  uint64_t m = bits & ((uint64_t{1} << 52) - 1);
+  if (biased != 0) {  // normal (the caller checked v finite): exactly m x 2^e, m odd
+    m |= uint64_t{1} << 52;
+    int e = biased - 1075;
+    const int tz = __builtin_ctzll(m);
+    m >>= tz;
+    e += tz;
+    static constexpr uint64_t kP10_15 = 1000000000000000ull;
+    uint64_t exact = 0;  // v x 10^frac, an integer of at most 15 digits
+    int frac = 0;
+    if (e >= 0 && e < 64 - 53 && (m << e) < kP10_15 * 10) {
+      exact = m << e;
+    } else if (e < 0 && e >= -21) {  // 5^22 x an odd m > 10^15: 16 digits or more
+      static const auto kPow5 = [] {
+        std::array<uint64_t, 22> t{};
+        t[0] = 1;
+        for (size_t i = 1; i < t.size(); ++i) t[i] = t[i - 1] * 5;
+        return t;
+      }();
+      if (__builtin_mul_overflow(m, kPow5[static_cast<size_t>(-e)], &exact)) {
+        exact = 0;
+      } else {
+        frac = -e;
+      }
+    }
+    if (exact != 0) {
+      char buf[24];
+      const auto r = std::to_chars(buf, buf + sizeof buf, exact);
+      int nd = static_cast<int>(r.ptr - buf);
+      const int point = nd - frac;  // digits before the decimal point
+      while (nd > 1 && buf[nd - 1] == '0') --nd;  // (an integer's trailing zeros)
+      if (nd <= 15) {
+        std::memcpy(digits, buf, static_cast<size_t>(nd));
+        exp = point - 1;
+        return nd;
+      }
+    }
+  }
   char sci[40];
   auto [end, ec] = std::to_chars(sci, sci + sizeof sci, v, std::chars_format::scientific);
   if (ec != std::errc()) throw std::runtime_error("format_rows: to_chars failed");
-  // sci: [-]d[.ddd]e(+|-)XX
-  const char* p = sci;
-  if (*p == '-') *w++ = *p++;
-  char digits[24];
+  const char* p = sci;  // [-]d[.ddd]e(+|-)XX
+  if (*p == '-') ++p;
   int nd = 0;
   for (; *p != 'e'; ++p)
     if (*p != '.') digits[nd++] = *p;
-  int exp = 0;
   std::from_chars(p[1] == '+' ? p + 2 : p + 1, end, exp);
+  return nd;
+}
+
+// Python's repr of a finite double, written at w (at most kMaxRepr bytes); w moves past it.
+void put_repr(char*& w, double v) {
+  if (std::signbit(v)) *w++ = '-';
+  char digits[24];
+  int exp = 0;
+  const int nd = shortest(std::fabs(v), digits, exp);
   auto put = [&w](const char* from, int n) {
     std::memcpy(w, from, static_cast<size_t>(n));
     w += n;

@@ -7,7 +7,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "mmhost.h"
 
@@ -114,6 +117,43 @@ inline bool put_category(const RowSchema& s, size_t j, int64_t k, bool missing, 
   if (k < 0) return s.ignore_unknown[j] != 0;
   dst[s.offsets[j] + k] = static_cast<T>(1);
   return true;
+}
+
+// A column's categories -> their index: a scan of a few (a couple of compares each, cheaper than
+// hashing the cell) or a hash map of many.
+class Categories {
+ public:
+  explicit Categories(const std::vector<std::string>& cats) {
+    if (cats.size() <= kScan) {
+      few_.assign(cats.begin(), cats.end());
+    } else {
+      for (size_t k = 0; k < cats.size(); ++k) many_.emplace(cats[k], static_cast<int64_t>(k));
+    }
+  }
+
+  // the index of cell (the first, should two be equal), -1 if it is none of them
+  int64_t find(std::string_view cell) const {
+    if (many_.empty()) {
+      for (size_t k = 0; k < few_.size(); ++k)
+        if (few_[k] == cell) return static_cast<int64_t>(k);
+      return -1;
+    }
+    auto hit = many_.find(cell);
+    return hit == many_.end() ? -1 : hit->second;
+  }
+
+ private:
+  static constexpr size_t kScan = 16;
+  std::vector<std::string_view> few_;
+  std::unordered_map<std::string_view, int64_t> many_;
+};
+
+// every column's Categories (empty for a number column)
+inline std::vector<Categories> categories_of(const RowSchema& schema) {
+  std::vector<Categories> out;
+  out.reserve(schema.categories.size());
+  for (const auto& cats : schema.categories) out.emplace_back(cats);
+  return out;
 }
 
 }  // namespace mmhost::cells

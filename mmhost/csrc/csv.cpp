@@ -2,7 +2,7 @@
 // (mmhost/codecs/table.py holds the contract; mmhost/codecs/rows.py the per-row path it must
 // equal). Numbers are parsed as std::from_chars parses them (exact like Python's float(); see
 // cells::parse_double), categories are looked up in a hash map of the column's categories and
-// written as a 1 at offset + index.
+// written as a 1 at offset + index (a scan of a few categories, a hash map of many).
 //
 // "Plain" is checked as the bytes go: no quote, line ends \n or \r\n, every line the schema's
 // number of fields, no blank line inside. A body that is not plain, and every cell the per-row
@@ -19,7 +19,6 @@
 #include <cstring>
 #include <limits>
 #include <string_view>
-#include <unordered_map>
 
 namespace mmhost {
 namespace {
@@ -33,44 +32,54 @@ bool ascii_ends(std::string_view s) {
                        static_cast<unsigned char>(s.back()) < 0x80);
 }
 
+// The end of the field at p: the next ',', '\n' or '\r' (a plain loop: fields are a few bytes,
+// where a memchr call per field costs more than its bytes)
+inline const char* field_end(const char* p, const char* end) {
+  while (p < end && *p != ',' && *p != '\n' && *p != '\r') ++p;
+  return p;
+}
+
+// One forward pass: each field is found, checked and written as the bytes go.
 template <typename T>
 bool encode_lines(std::string_view body, const RowSchema& schema,
-                  const std::vector<std::unordered_map<std::string_view, int64_t>>& lookup,
-                  int64_t n, int64_t width, T* out) {
+                  const std::vector<cells::Categories>& lookup, int64_t n, int64_t width,
+                  T* out) {
   const size_t ncol = schema.kinds.size();
-  int64_t row = 0;
-  size_t pos = 0;
-  while (pos <= body.size() && row < n) {
-    size_t end = body.find('\n', pos);
-    if (end == std::string_view::npos) end = body.size();
-    std::string_view line = body.substr(pos, end - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find('\r') != std::string_view::npos) return false;  // a lone CR ends a line too
+  const char* p = body.data();
+  const char* const end = p + body.size();
+  for (int64_t row = 0; row < n; ++row) {
     T* dst = out + row * width;
-    size_t start = 0;
     for (size_t j = 0; j < ncol; ++j) {
-      size_t comma = line.find(',', start);
-      bool last = j + 1 == ncol;
-      if (last != (comma == std::string_view::npos)) return false;  // too few or too many
-      std::string_view field = line.substr(start, last ? line.size() - start : comma - start);
-      if (field.size() > kFieldLimit) return false;  // the csv module refuses such a field
-      std::string_view cell = cells::trim(field);
-      start = comma + 1;
+      const char* const f = p;
+      const char* const fe = field_end(p, end);
+      if (static_cast<size_t>(fe - f) > kFieldLimit) return false;  // the csv module refuses it
+      if (j + 1 < ncol) {  // a ',' ends it: else too few fields, or a CR inside a line
+        if (fe == end || *fe != ',') return false;
+        p = fe + 1;
+      } else if (fe == end || *fe == '\n') {  // the line's end ends the last
+        p = fe + (fe != end);
+      } else if (*fe == '\r' && fe + 1 < end && fe[1] == '\n') {
+        p = fe + 2;
+      } else {
+        return false;  // too many fields, or a lone CR (which ends a line too)
+      }
+      const std::string_view cell = cells::trim(std::string_view(f, static_cast<size_t>(fe - f)));
       if (!ascii_ends(cell)) return false;
-      if (schema.kinds[j] == 0) {  // a number
-        double x = std::numeric_limits<double>::quiet_NaN();
-        if (!cells::is_missing(cell) && !cells::parse_double(cell, x)) return false;
+      if (schema.kinds[j] == 0) {  // a number ("nan" parses as NaN, as a missing value reads)
+        double x = 0.0;
+        if (!cells::parse_double(cell, x)) {
+          if (!cells::is_missing(cell)) return false;
+          x = std::numeric_limits<double>::quiet_NaN();
+        }
         if (!cells::put_number(schema, j, x, dst)) return false;
       } else {  // a category
-        auto hit = lookup[j].find(cell);
-        const int64_t k = hit == lookup[j].end() ? -1 : hit->second;
-        if (!cells::put_category(schema, j, k, cells::is_missing(cell), dst)) return false;
+        const int64_t k = lookup[j].find(cell);
+        if (!cells::put_category(schema, j, k, k < 0 && cells::is_missing(cell), dst))
+          return false;
       }
     }
-    ++row;
-    pos = end + 1;
   }
-  return row == n;
+  return p == end;
 }
 
 }  // namespace
@@ -88,11 +97,7 @@ std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& 
   int64_t n = 1;
   for (char c : body) n += c == '\n';
   if (n > max_rows) return {false, none};
-  std::vector<std::unordered_map<std::string_view, int64_t>> lookup(schema.kinds.size());
-  for (size_t j = 0; j < schema.kinds.size(); ++j) {
-    const auto& cats = schema.categories[j];
-    for (size_t k = 0; k < cats.size(); ++k) lookup[j].emplace(cats[k], static_cast<int64_t>(k));
-  }
+  const std::vector<cells::Categories> lookup = cells::categories_of(schema);
   at::Tensor out = cells::zeros(n, width, f64);
   bool ok = f64 ? encode_lines(body, schema, lookup, n, width, out.data_ptr<double>())
                 : encode_lines(body, schema, lookup, n, width, out.data_ptr<float>());

@@ -26,12 +26,11 @@
 #include <charconv>
 #include <limits>
 #include <string_view>
-#include <unordered_map>
 
 namespace mmhost {
 namespace {
 
-using Lookup = std::vector<std::unordered_map<std::string_view, int64_t>>;
+using Lookup = std::vector<cells::Categories>;
 
 // One value, as the walk hands it to a row visitor.
 struct Value {
@@ -279,8 +278,7 @@ bool put_row(const Value* values, size_t n, const RowSchema& schema, const Looku
       if (v.kind == Value::kNumber) return false;
       int64_t k = -1;
       if (v.kind == Value::kString) {
-        auto hit = lookup[j].find(v.text);
-        if (hit != lookup[j].end()) k = hit->second;
+        k = lookup[j].find(v.text);
         // Python's strip() trims more than ASCII whitespace (a no-break space): a non-ASCII
         // string that is no category is left to the Python path
         if (k < 0 && !v.ascii) return false;
@@ -314,11 +312,7 @@ std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
                                          int64_t n) {
   const at::Tensor none;
   if (n <= 0 || starts_with_bom(body)) return {false, none};
-  Lookup lookup(schema.kinds.size());
-  for (size_t j = 0; j < schema.kinds.size(); ++j) {
-    const auto& cats = schema.categories[j];
-    for (size_t k = 0; k < cats.size(); ++k) lookup[j].emplace(cats[k], static_cast<int64_t>(k));
-  }
+  const Lookup lookup = cells::categories_of(schema);
   at::Tensor out = cells::zeros(n, width, f64);
   int64_t row = 0;
   auto encode = [&](auto* data) {
