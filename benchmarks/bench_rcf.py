@@ -32,7 +32,7 @@ import torch
 from fleet import describe
 
 from mmhost.convert import from_rcf
-from mmhost.families.rcf import RcfFamily, RcfSlab, compile_rcf
+from mmhost.families.rcf import RcfFamily, compile_rcf
 from mmhost.kernels.rcf import PackedForests, rcf_forward
 
 krcf = pytest.importorskip("krcf")
@@ -58,25 +58,13 @@ class RcfFleet:
     library_bytes: int
 
 
-def slab_inputs(slab: RcfSlab) -> PackedForests:
-    return PackedForests(
-        slab.nodes.view(-1, 4),
-        slab.mass.view(-1),
-        slab.box.view(-1, 2, slab.d),
-        slab.range_sum.view(-1),
-        slab.tree_root.view(-1),
-        slab.tree_mass.view(-1),
-        slab.model_trees,
-    )
-
-
 @dataclass
 class RcfBatch:
     rows_per_model: int
     x: np.ndarray
-    row_model: np.ndarray
+    row_model: np.ndarray  # each row's forest (an index into RcfFleet.forests)
     xt: torch.Tensor
-    row_model_t: torch.Tensor
+    row_model_t: torch.Tensor  # each row's slot, as the op takes it
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +99,7 @@ def build_rcf_fleet() -> RcfFleet:
     slab = placed[0][0]
     assert all(s is slab for s, _ in placed), "the forests should share one slab"
     slot_of = np.array([slot for _, slot in placed])
-    return RcfFleet(
-        forests, slab_inputs(slab), slot_of, slab.slot_bytes, len(forests[0].to_msgpack())
-    )
+    return RcfFleet(forests, slab.packed(), slot_of, slab.slot_bytes, len(forests[0].to_msgpack()))
 
 
 def make_rcf_batch(r: int, slot_of: np.ndarray) -> RcfBatch:

@@ -5,11 +5,13 @@ warning naming the cause and the fix. The slow test installs mmhost as a user do
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,21 @@ def test_a_stale_prebuilt_module_is_not_used(fresh, monkeypatch):
     monkeypatch.setattr(_sources, "source_hash", lambda: "0123456789abcdef")
     module, why = _native._prebuilt()
     assert module is None and "built from other sources" in why
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_and_a_fresh_one_kept(tmp_path, caplog):
+    """torch's builder waits as long as its lock file is there: one left by a build that was
+    killed (Ctrl-C on a first ``mmhost serve``) would hang every later start."""
+    lock = tmp_path / "lock"
+    assert not _native.clear_stale_lock(tmp_path)  # none there
+    lock.touch()
+    assert not _native.clear_stale_lock(tmp_path) and lock.exists()  # a build may be running
+    old = time.time() - _native.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger=_native.log.name):
+        assert _native.clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    assert "stale kernel build lock" in caplog.text and str(lock) in caplog.text
 
 
 def test_build_kernels_says_where_the_module_is(capsys):

@@ -33,7 +33,7 @@ from mmhost.families.arena import Slab, fine_class
 from mmhost.families.base import Family, copy_in
 from mmhost.families.features import FeatureEncoder, feature_encoder
 from mmhost.families.linear import chain
-from mmhost.kernels.rcf import pack, rcf_forward
+from mmhost.kernels.rcf import PackedForests, pack, rcf_forward
 
 _INT32_MAX = 2**31 - 1
 
@@ -146,6 +146,18 @@ class RcfSlab(Slab):
     def slot_bytes(self) -> int:
         return rcf_slot_bytes(self.c, self.t, self.d)
 
+    def packed(self) -> PackedForests:
+        """Every slot's forest as the op's inputs (a slot is its forest's index: row_model)."""
+        return PackedForests(
+            self.nodes.view(-1, 4),
+            self.mass.view(-1),
+            self.box.view(-1, 2, self.d),
+            self.range_sum.view(-1),
+            self.tree_root.view(-1),
+            self.tree_mass.view(-1),
+            self.model_trees,
+        )
+
     def _grow(self, capacity: int) -> None:
         capacity = min(capacity, (_INT32_MAX + 1) // self.c)  # node indices stay int32
         old = self.capacity
@@ -214,15 +226,4 @@ class RcfFamily(Family[RcfModel, RcfSlab]):
 
     def forward(self, slab: RcfSlab, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """x (N, D) and slots (N,) for one slab -> (N, 1) float32 anomaly scores."""
-        scores = rcf_forward(
-            x,
-            slots,
-            slab.nodes.view(-1, 4),
-            slab.mass.view(-1),
-            slab.box.view(-1, 2, slab.d),
-            slab.range_sum.view(-1),
-            slab.tree_root.view(-1),
-            slab.tree_mass.view(-1),
-            slab.model_trees,
-        )
-        return scores.float()[:, None]
+        return rcf_forward(x, slots, *slab.packed()).float()[:, None]

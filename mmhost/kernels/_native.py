@@ -76,6 +76,7 @@ def build(verbose: bool = False) -> ModuleType:
         pass
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    clear_stale_lock(directory)
     return cpp_extension.load(
         name="mmhost_C",
         sources=[str(_sources.CSRC / name) for name in _sources.SOURCES],
@@ -84,6 +85,25 @@ def build(verbose: bool = False) -> ModuleType:
         build_directory=str(directory),
         verbose=verbose,
     )
+
+
+STALE_LOCK_SECONDS = 900.0  # a build takes a minute or two; a lock this old outlived its builder
+
+
+def clear_stale_lock(directory: Path, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the build lock a killed build left behind (torch's builder waits for it to go,
+    without end: a first ``mmhost serve`` stopped while compiling would make every later start
+    hang). True if one was removed."""
+    lock = directory / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < max_age:
+        return False  # another process may be building now: wait for it, as torch does
+    log.warning("removing a stale kernel build lock (%.0f s old): %s", age, lock)
+    lock.unlink(missing_ok=True)
+    return True
 
 
 def _prebuilt() -> tuple[ModuleType | None, str]:
