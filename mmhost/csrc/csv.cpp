@@ -1,8 +1,8 @@
 // A large plain CSV body -> the encoded rows of one input schema, in one pass over the bytes
 // (mmhost/codecs/table.py holds the contract; mmhost/codecs/rows.py the per-row path it must
 // equal). Numbers are parsed as std::from_chars parses them (exact like Python's float(); see
-// cells::parse_double), categories are looked up in a hash map of the column's categories and
-// written as a 1 at offset + index (a scan of a few categories, a hash map of many).
+// cells::parse_double), categories are looked up among the column's categories (cells::
+// Categories: a scan of a few, a hash map of many) and written as a 1 at offset + index.
 //
 // "Plain" is checked as the bytes go: no quote, line ends \n or \r\n, every line the schema's
 // number of fields, no blank line inside. A body that is not plain, and every cell the per-row

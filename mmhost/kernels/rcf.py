@@ -107,19 +107,17 @@ def walk_order(p: PackedForests) -> PackedForests:
     left, right = nodes[:, 0].astype(np.int64), nodes[:, 1].astype(np.int64)
     roots = p.tree_root.numpy()
     roots = roots[roots >= 0]
-    levels = []  # nodes by depth, all trees at once
+    inners = []  # the internal nodes of each depth, all trees at once
     frontier = roots
     while frontier.size:
-        levels.append(frontier)
         inner = frontier[left[frontier] >= 0]
+        inners.append(inner)
         frontier = np.concatenate([left[inner], right[inner]])
     size = np.ones(len(nodes), np.int64)  # nodes in each subtree
-    for level in reversed(levels):
-        inner = level[left[level] >= 0]
+    for inner in reversed(inners):
         size[inner] += size[left[inner]] + size[right[inner]]
     pos = np.arange(len(nodes), dtype=np.int64)  # a root keeps its place: its tree's first
-    for level in levels:
-        inner = level[left[level] >= 0]
+    for inner in inners:
         pos[left[inner]] = pos[inner] + 1
         pos[right[inner]] = pos[inner] + 1 + size[left[inner]]
     order = np.empty_like(pos)
