@@ -235,4 +235,33 @@ Raises:
         py::arg("range_sum"),
         py::arg("tree_root"), py::arg("tree_mass"), py::arg("model_trees"),
         py::call_guard<py::gil_scoped_release>());
+
+  m.def("entity_gram", &mmhost::entity_gram,
+        R"doc(Each segment's Gram matrix of its augmented encoded rows (mmhost/kernels/gram.py).
+
+Args:
+    numeric: list of (N,) float64 columns; num_pos: (F_num,) int64 their features;
+        shift: (F_num,) float64 subtracted from each (a NaN becomes 0).
+    categorical: list of (N,) int64 codes (-1: none); cat_off, cat_size: (F_cat,) int64,
+        the first feature and the number of categories of each.
+    label: (N,) float64. order: (M,) int64 rows. bounds: (S, 2) int64 runs [start, end) of
+        order, one per segment. width: the encoded features.
+
+Returns:
+    (S, width + 2, width + 2) float64: sum over each segment's rows of a a' with
+    a = [features | 1 | label].
+
+Raises:
+    RuntimeError: on a wrong dtype, layout or shape, overlapping features, a run outside
+    order, an order entry outside the rows or a code outside its categories.
+)doc",
+        py::arg("numeric"), py::arg("num_pos"), py::arg("shift"), py::arg("categorical"),
+        py::arg("cat_off"), py::arg("cat_size"), py::arg("label"), py::arg("order"),
+        py::arg("bounds"), py::arg("width"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("column_moments", &mmhost::column_moments,
+        R"doc((K, 3) float64 [count, mean, population variance] of each (N,) float64 column over
+the rows order (M,) int64, NaN skipped (mmhost/kernels/gram.py).
+)doc",
+        py::arg("columns"), py::arg("order"), py::call_guard<py::gil_scoped_release>());
 }

@@ -74,6 +74,20 @@ at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const a
                        const at::Tensor& tree_root, const at::Tensor& tree_mass,
                        const at::Tensor& model_trees);
 
+// Each segment's Gram matrix of augmented encoded rows [z | 1 | label]; see gram_reference
+// (mmhost/kernels/gram.py). numeric: columns (N,) f64 at num_pos, shifted by shift (NaN -> 0);
+// categorical: codes (N,) i64 (-1: none) one-hot at cat_off (cat_size categories); label (N,)
+// f64; order (M,) i64 rows; bounds (S, 2) i64 runs of order -> (S, width + 2, width + 2) f64.
+at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
+                       const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
+                       const at::Tensor& cat_off, const at::Tensor& cat_size,
+                       const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
+                       int64_t width);
+
+// (K, 3) f64 [count, mean, population variance] of each column (N,) f64 over rows order (M,)
+// i64, NaN skipped (mean and variance NaN where a column has no value there).
+at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tensor& order);
+
 // An input schema as the native row encoders (CSV, JSON) take it (mmhost/codecs/table.py
 // builds it): per column, kind 0 = number / 1 = category, its offset in the encoded row, a
 // number's fill for a missing value (NaN: none) and whether NaN may pass (trees), a category

@@ -19,6 +19,7 @@ SOURCES = (
     "csv.cpp",
     "json.cpp",
     "answers.cpp",
+    "gram.cpp",
 )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class Table:
     """Every row: its entity, label, features (raw), whether it is a holdout row, and where it
     came from (for error messages)."""
 
-    entity: np.ndarray  # (n,) str
+    entity: Any  # (n,) str objects, or a pandas.Categorical of them (see entity_codes)
     label: np.ndarray  # (n,) float64
     features: dict[str, np.ndarray]  # column -> (n,) float64 (NaN: missing) or object (str)
     holdout: np.ndarray  # (n,) bool: the data said so (a val/ folder)
@@ -61,8 +62,8 @@ def read_table(
     if data.endswith(TABLES):
         root, _, name = data.rstrip("/").rpartition("/")
         loc = Location(root or ".", s3_endpoint_url)
-        as_text = [c for c in (entity_column, *cats) if c is not None]
-        frame = _frame(name, _read(loc, name), as_text)
+        as_text = [c for c in cats if c != entity_column]
+        frame = _frame(name, _read(loc, name), as_text, entity_column)
         return _from_frame(
             frame, name, entity_column, label_column, feature_columns, cats, labelled
         )
@@ -78,14 +79,18 @@ def _read(loc: Any, key: str) -> bytes:
     return got if isinstance(got, bytes) else bytes(got)
 
 
-def _frame(name: str, raw: bytes, as_text: list[str]) -> Any:
+def _frame(name: str, raw: bytes, as_text: list[str], entity_column: str | None) -> Any:
     """The table; a CSV's numeric columns parsed by pandas' C parser (its empty and NA-like
-    cells missing), ``as_text`` columns kept as text."""
+    cells missing), ``as_text`` columns kept as text, the entity column dictionary-encoded as
+    it is parsed (a ``category`` of text)."""
     import pandas as pd
 
+    dtype: dict[str, Any] = {c: str for c in as_text}
+    if entity_column is not None:
+        dtype[entity_column] = "category"
     try:
         if name.endswith(".csv"):
-            return pd.read_csv(io.BytesIO(raw), dtype={c: str for c in as_text})
+            return pd.read_csv(io.BytesIO(raw), dtype=dtype)
         return pd.read_parquet(io.BytesIO(raw))
     except Exception as exc:  # pandas' and pyarrow's parse errors have no common base
         raise ValidationError(f"{name}: not a readable table: {exc}") from None
@@ -116,7 +121,7 @@ def _from_frame(
         raise ValidationError(f"{name}: no feature columns beside the entity and the label")
     n = len(frame)
     src = [(name, 0, n)]
-    entity = frame[entity_column].astype(str).to_numpy(object)
+    entity = _entities(frame[entity_column], src)
     if label_column is None:
         label = np.zeros(n)
     else:
@@ -130,7 +135,8 @@ def _from_entity_files(
 ) -> Table:
     import pandas as pd
 
-    entities, holdout, parts, src = [], [], [], []
+    entities: dict[str, int] = {}
+    owner, holdout, parts, src = [], [], [], []
     start = 0
     width = None
     for key in files:
@@ -150,8 +156,8 @@ def _from_entity_files(
                 "(the label first, then the same features in every file)"
             )
         n = len(frame)
-        entities.extend([entity] * n)
-        holdout.extend([any(p in HOLDOUT_FOLDERS for p in parts_of_key[1:-1])] * n)
+        owner.append(np.full(n, entities.setdefault(entity, len(entities)), np.int64))
+        holdout.append(np.full(n, any(p in HOLDOUT_FOLDERS for p in parts_of_key[1:-1])))
         parts.append(frame)
         src.append((key, start, n))
         start += n
@@ -165,7 +171,23 @@ def _from_entity_files(
         raise ValidationError(f"{len(names)} feature names for {width - first} feature columns")
     label = _label(frame[0], src, "the label (column 0)") if labelled else np.zeros(len(frame))
     feats = {n: _column(frame[i + first], n, n in cats, src) for i, n in enumerate(names)}
-    return Table(np.array(entities, dtype=object), label, feats, np.array(holdout, bool), src)
+    entity = pd.Categorical.from_codes(np.concatenate(owner), categories=list(entities))
+    return Table(entity, label, feats, np.concatenate(holdout), src)
+
+
+def _entities(values: Any, src: list[tuple[str, int, int]]) -> Any:
+    """The entity column as a ``pandas.Categorical`` of text; a missing entity is an error."""
+    import pandas as pd
+
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        got = values.array
+        got = got.rename_categories(got.categories.astype(str))
+    else:
+        got = pd.Categorical(values.astype(str).where(values.notna()))
+    if (got.codes < 0).any():
+        i = int(np.flatnonzero(got.codes < 0)[0])
+        raise ValidationError(f"{_where(src, i)}: the entity column has no value")
+    return got
 
 
 def _where(src: list[tuple[str, int, int]], i: int) -> str:
@@ -230,30 +252,99 @@ class Group:
     holdout: np.ndarray
 
 
-def entity_groups(table: Table, holdout_fraction: float, seed: int) -> dict[str, Group]:
-    """Each entity's rows, split into training and holdout rows: the data's own holdout rows
-    (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
+@dataclass
+class Groups:
+    """Every entity's rows, split into training and holdout rows, as runs of two orders: entity
+    e (of ``names``, sorted) trains on ``train_order[train_starts[e] : train_starts[e + 1]]``
+    and holds out ``holdout_order[holdout_starts[e] : holdout_starts[e + 1]]`` (row indices,
+    each run in the table's order)."""
+
+    names: list[str]
+    train_order: np.ndarray
+    train_starts: np.ndarray  # (E + 1,)
+    holdout_order: np.ndarray
+    holdout_starts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return np.diff(self.train_starts)
+
+    @property
+    def holdout_counts(self) -> np.ndarray:
+        return np.diff(self.holdout_starts)
+
+    def group(self, e: int) -> Group:
+        t0, t1 = self.train_starts[e], self.train_starts[e + 1]
+        h0, h1 = self.holdout_starts[e], self.holdout_starts[e + 1]
+        return Group(int(t1 - t0 + h1 - h0), self.train_order[t0:t1], self.holdout_order[h0:h1])
+
+    def items(self) -> Iterator[tuple[str, Group]]:
+        for e, name in enumerate(self.names):
+            yield name, self.group(e)
+
+
+def entity_codes(entity: Any) -> tuple[np.ndarray, list[str]]:
+    """(each row's entity index, the entity names sorted) of a table's entity column: str
+    objects, or a ``pandas.Categorical`` of them (a table reader's dictionary encoding, taken as
+    it is: no string is hashed again)."""
     import pandas as pd
 
-    codes, names = pd.factorize(table.entity, sort=True)
+    if isinstance(entity, pd.Categorical):
+        names = np.asarray(entity.categories.astype(str), dtype=object)
+        codes = np.asarray(entity.codes)  # int8 .. int64, as few bytes as the names need
+        if (codes < 0).any():
+            i = int(np.flatnonzero(codes < 0)[0])
+            raise ValidationError(f"row {i + 1}: the entity is missing")
+        by = np.argsort(names, kind="stable")
+        if (by != np.arange(len(by))).any():  # categories in another order: sort them
+            rank = np.empty_like(by)
+            rank[by] = np.arange(len(by))
+            codes, names = rank[codes], names[by]
+        return codes, [str(n) for n in names]
+    codes, uniques = pd.factorize(np.asarray(entity, dtype=object), sort=True)
+    return codes, [str(n) for n in uniques]
+
+
+def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
+    """Each entity's rows, split into training and holdout rows: the data's own holdout rows
+    (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
+    codes, names = entity_codes(table.entity)
     counts = np.bincount(codes, minlength=len(names))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    hold = table.holdout.copy()
-    given = np.bincount(codes, weights=hold, minlength=len(names)) > 0
+    if len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all()):
+        order = np.arange(len(codes))  # each entity's rows already together, in order
+    else:
+        order = np.argsort(codes, kind="stable")
+    starts = _starts(counts)
+    hold = table.holdout
+    given = np.zeros(len(names), bool)
+    if hold.any():
+        given = np.bincount(codes[hold], minlength=len(names)) > 0
     k = np.minimum(np.rint(holdout_fraction * counts).astype(np.int64), counts - 1)
     k[given] = 0
     if k.any():  # the k rows of each entity with the smallest draws
+        hold = hold.copy()
         u = np.random.default_rng(seed).random(len(codes))
         by = np.lexsort((u, codes))
         rank = np.arange(len(codes)) - starts[codes[by]]
         hold[by] |= rank < k[codes[by]]
-    order = np.argsort(codes, kind="stable")  # each entity's rows, in the table's order
-    out = {}
-    for e, name in enumerate(names.tolist()):
-        idx = order[starts[e] : starts[e + 1]]
-        h = hold[idx]
-        out[str(name)] = Group(len(idx), idx[~h], idx[h])
-    return out
+    elif not hold.any():  # no holdout rows: every row trains
+        return Groups(names, order, starts, order[:0], np.zeros_like(starts))
+    h = hold[order]
+    train, held = order[~h], order[h]
+    return Groups(
+        names,
+        train,
+        _starts(np.bincount(codes[train], minlength=len(names))),
+        held,
+        _starts(np.bincount(codes[held], minlength=len(names))),
+    )
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def entity_path(entity: str) -> str:

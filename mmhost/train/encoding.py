@@ -26,22 +26,41 @@ class Encoding:
 
     @classmethod
     def fit(cls, table: Table, rows: np.ndarray, base: Encoding | None = None) -> Encoding:
-        columns, mean, std, cats = [], {}, {}, {}
+        mean, std, cats, missing = {}, {}, {}, set()
         every = len(rows) == len(table.label)  # all the rows (in some order): no gather
         for name, values in table.features.items():
             v = values if every else values[rows]
             if values.dtype == object:
                 cats[name] = base.categories[name] if base else sorted(set(v.tolist()))
-                columns.append(Column(name, "category", tuple(cats[name]), "ignore"))
                 continue
             gaps = np.isnan(v)
             ok = v[~gaps] if gaps.any() else v
             mean[name] = float(ok.mean()) if ok.size else 0.0
             sd = float(ok.std()) if ok.size else 0.0
             std[name] = sd if sd > 0 else 1.0
-            missing = bool(gaps.any()) or (not every and bool(np.isnan(values).any()))
-            columns.append(Column(name, "float", missing=mean[name] if missing else None))
-        return cls(columns, mean, std, cats)
+            if bool(gaps.any()) or (not every and bool(np.isnan(values).any())):
+                missing.add(name)
+        return cls.of(table, mean, std, cats, missing)
+
+    @classmethod
+    def of(
+        cls,
+        table: Table,
+        mean: dict[str, float],
+        std: dict[str, float],
+        categories: dict[str, list[str]],
+        missing: set[str],
+    ) -> Encoding:
+        """The encoding of the table's columns with these statistics (``missing``: the numeric
+        columns with a missing value, filled with their mean)."""
+        columns = []
+        for name, values in table.features.items():
+            if values.dtype == object:
+                columns.append(Column(name, "category", tuple(categories[name]), "ignore"))
+            else:
+                fill = mean[name] if name in missing else None
+                columns.append(Column(name, "float", missing=fill))
+        return cls(columns, mean, std, categories)
 
     @property
     def feature_names(self) -> list[str]:

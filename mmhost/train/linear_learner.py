@@ -18,8 +18,10 @@ reported and skipped.
 
 from __future__ import annotations
 
+import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -29,9 +31,10 @@ import torch
 from mmhost.artifacts import Artifact
 from mmhost.artifacts.archive import artifact_bytes
 from mmhost.errors import ValidationError
-from mmhost.train.data import Group, Table, entity_groups, entity_path, read_table
+from mmhost.train import moments
+from mmhost.train.data import Groups, Table, entity_groups, entity_path, read_table
 from mmhost.train.encoding import Encoding
-from mmhost.train.fit import batches, solve_batch
+from mmhost.train.fit import Solved, batches, solve_batch
 from mmhost.train.report import EntityResult, TrainReport, progress_bar
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
@@ -147,38 +150,114 @@ def _fit(
 ) -> TrainReport:
     classes = _classes(table.label, hp)
     groups = entity_groups(table, hp.holdout_fraction, hp.seed)
-    shared = Encoding.fit(table, np.concatenate([g.train for g in groups.values()]))
+    from_moments = hp.predictor_type == "regressor" and not per_entity
+    layout = moments.Layout.fit(table, groups) if from_moments else None
+    if layout is not None:
+        shared = layout.encoding
+    else:
+        shared = Encoding.fit(table, groups.train_order)
     pre_art = None if per_entity else shared.preprocessor()
     if pre_art is not None and write_shared is not None:
         write_shared(pre_art)
-    results, todo = [], []
-    for name, g in groups.items():
-        r = EntityResult(name, g.rows, len(g.train), len(g.holdout))
-        results.append(r)
-        why = _skip_reason(table, g, hp)
+    with _collector_paused():
+        return _fit_entities(
+            table, hp, groups, layout, shared, per_entity, dev, batch_entities, done, write,
+            progress, classes, pre_art,
+        )  # fmt: skip
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a run makes its result objects (one per entity, none
+    in a cycle): its full passes over every object of the process (torch's and pandas' too)
+    cost ~0.1 s each, more than fitting 10,000 entities."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _fit_entities(
+    table: Table,
+    hp: Hyperparameters,
+    groups: Groups,
+    layout: moments.Layout | None,
+    shared: Encoding,
+    per_entity: bool,
+    dev: torch.device,
+    batch_entities: int | None,
+    done: Callable[[str], bool] | None,
+    write: Callable[[EntityResult, Artifact], None] | None,
+    progress: Callable[[int], Callable[[int], None]] | None,
+    classes: list[Any] | None,
+    pre_art: Artifact | None,
+) -> TrainReport:
+    train, held = groups.train_counts.tolist(), groups.holdout_counts.tolist()
+    results = [
+        EntityResult(name, t + h, t, h)
+        for name, t, h in zip(groups.names, train, held, strict=True)
+    ]
+    todo = []
+    for e, r in enumerate(results):
+        why = _skip_reason(table, groups, e, hp) if train[e] < hp.min_rows or classes else ""
         if why:
             r.status, r.reason = "skipped", why
-        elif done is not None and done(name):
+        elif done is not None and done(r.entity):
             r.status = "resumed"
         else:
-            todo.append((r, g))
-    todo.sort(key=lambda rg: len(rg[1].train))
+            todo.append(e)
     bar = progress(len(todo)) if progress is not None else None
-    for batch in batches(todo, len(shared.feature_names), batch_entities):
-        encodings = [
-            Encoding.fit(table, g.train, shared) if per_entity else shared for _, g in batch
-        ]
-        solved = solve_batch(table, batch, encodings, hp, dev)
-        for i, ((r, _), enc) in enumerate(zip(batch, encodings, strict=True)):
-            r.coef, r.intercept = solved.coef[i], solved.intercept[i]
-            r.train_metric = float(solved.train_metric[i])
-            if not np.isnan(solved.holdout_metric[i]):
-                r.holdout_metric = float(solved.holdout_metric[i])
-            if write is not None:
-                write(r, enc.model(r.coef, r.intercept, hp.predictor_type, classes))
-        if bar is not None:
-            bar(len(batch))
+    width = len(shared.feature_names)
+    if layout is not None:
+        for run in moments.batches(np.array(todo, np.int64), width, batch_entities):
+            _keep(
+                results,
+                run.tolist(),
+                layout.fit_entities(groups, run, hp, dev),
+                [shared] * len(run),
+                hp,
+                classes,
+                write,
+            )
+            if bar is not None:
+                bar(len(run))
+    else:
+        todo.sort(key=lambda e: train[e])  # batches of similar sizes pad least
+        for batch in batches([(e, groups.group(e)) for e in todo], width, batch_entities):
+            encodings = [
+                Encoding.fit(table, g.train, shared) if per_entity else shared for _, g in batch
+            ]
+            solved = solve_batch(table, batch, encodings, hp, dev)
+            _keep(results, [e for e, _ in batch], solved, encodings, hp, classes, write)
+            if bar is not None:
+                bar(len(batch))
     return TrainReport("rmse" if hp.predictor_type == "regressor" else "accuracy", results, pre_art)
+
+
+def _keep(
+    results: list[EntityResult],
+    entities: list[int],
+    solved: Solved | moments.Fitted,
+    encodings: list[Encoding],
+    hp: Hyperparameters,
+    classes: list[Any] | None,
+    write: Callable[[EntityResult, Artifact], None] | None,
+) -> None:
+    """A batch's weights and metrics into its entities' results, and each model written."""
+    each = zip(
+        entities, encodings, solved.coef, solved.intercept, solved.train_metric.tolist(),
+        solved.holdout_metric.tolist(), strict=True,
+    )  # fmt: skip
+    for e, enc, coef, intercept, train, hold in each:
+        r = results[e]
+        r.coef, r.intercept, r.train_metric = coef, intercept, train
+        if hold == hold:  # not NaN: the entity has holdout rows
+            r.holdout_metric = hold
+        if write is not None:
+            write(r, enc.model(r.coef, r.intercept, hp.predictor_type, classes))
 
 
 def _device(name: str) -> torch.device:
@@ -201,9 +280,10 @@ def _classes(label: np.ndarray, hp: Hyperparameters) -> list[Any] | None:
     return list(range(k))
 
 
-def _skip_reason(table: Table, g: Group, hp: Hyperparameters) -> str:
-    if len(g.train) < hp.min_rows:
-        return f"{len(g.train)} training rows (fewer than min_rows={hp.min_rows})"
-    if hp.predictor_type != "regressor" and len(np.unique(table.label[g.train])) < 2:
+def _skip_reason(table: Table, groups: Groups, e: int, hp: Hyperparameters) -> str:
+    count = int(groups.train_starts[e + 1] - groups.train_starts[e])
+    if count < hp.min_rows:
+        return f"{count} training rows (fewer than min_rows={hp.min_rows})"
+    if hp.predictor_type != "regressor" and len(np.unique(table.label[groups.group(e).train])) < 2:
         return "one label only: a classifier needs two"
     return ""

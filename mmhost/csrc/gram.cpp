@@ -1,0 +1,437 @@
+// CPU kernels of batched training (mmhost/kernels/gram.py holds the contracts and the
+// plain-torch oracles): each entity's second moments in one pass over its rows.
+//
+// entity_gram: for each segment s (rows order[bounds[s,0] : bounds[s,1]]) the D x D Gram
+// matrix sum_r a_r a_r' of the augmented encoded row a_r = [z_r (width) | 1 | label_r], where
+// a numeric column j puts x - shift[j] at num_pos[j] (0 where x is NaN) and a categorical
+// column c puts 1 at cat_off[c] + code (nothing for code -1).
+//
+// A segment is taken kTile rows at a time, each feature's values contiguous, so the products
+// sum_t f_i[t] f_j[t] are dot products over contiguous memory: blocks of 2 x 4 outputs in eight
+// AVX2 accumulators (four rows a step), the upper triangle only, mirrored at the end. Where
+// the rows are the table's own run (order is the identity, the common case of a table
+// grouped by entity), the numeric features are read straight from the columns and shifted as
+// they are loaded; only one-hot features are written into a tile. Otherwise (rows gathered
+// through order, the last 1-3 rows of a segment, a segment with a NaN, no AVX2) every feature
+// is first copied into the tile. No encoded copy of the table is ever made. Segments are
+// independent (a parallel task takes a run of them).
+
+// column_moments: count, mean and (population) variance of each column over rows `order`,
+// NaN skipped; one pass, the sums taken about the column's first value (shifted sums lose
+// nothing to cancellation when the mean is large against the spread).
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "mmhost.h"
+#include "simd.h"
+
+namespace mmhost {
+namespace {
+
+constexpr int64_t kTile = 64;  // rows of a tile
+
+struct GramInputs {
+  std::vector<const double*> num;
+  const int64_t* num_pos;
+  const double* shift;
+  std::vector<const int64_t*> cat;
+  const int64_t* cat_off;
+  const int64_t* cat_size;
+  const double* label;
+  const int64_t* order;
+  bool identity;  // order[i] == i throughout: a tile's rows are a run of the columns
+  int64_t n;      // rows of the table
+  int64_t width;  // encoded features
+  int64_t dp;     // width + 2, rounded up to a multiple of 4 (the tile's feature rows)
+};
+
+const double* constant_row(double v) {
+  static const std::vector<double> ones(kTile, 1.0), zeros(kTile, 0.0);
+  return v == 0.0 ? zeros.data() : ones.data();
+}
+
+// The one-hot rows of the tile for rows order[k0 .. k0 + len) (zeros to len4). False where a
+// code is out of range.
+bool fill_categories(const GramInputs& in, int64_t k0, int64_t len, int64_t len4, double* tile) {
+  bool ok = true;
+  const int64_t* rows = in.order + k0;
+  for (size_t c = 0; c < in.cat.size(); ++c) {
+    double* out = tile + in.cat_off[c] * kTile;
+    const int64_t size = in.cat_size[c];
+    for (int64_t k = 0; k < size; ++k) std::memset(out + k * kTile, 0, sizeof(double) * len4);
+    const int64_t* codes = in.cat[c];
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t code = codes[in.identity ? k0 + t : rows[t]];
+      ok &= code >= -1 && code < size;
+      if (code >= 0 && code < size) out[code * kTile + t] = 1.0;
+    }
+  }
+  return ok;
+}
+
+// Every feature of rows order[k0 .. k0 + len) into the tile, shifted (NaN -> 0); rows len ..
+// len4 (the tail of the last 4-row step) are zeros. False where an order entry or a category
+// code is out of range.
+bool fill_tile(const GramInputs& in, int64_t k0, int64_t len, int64_t len4, double* tile) {
+  bool ok = true;
+  const int64_t* rows = in.order + k0;
+  for (int64_t t = 0; t < len; ++t) ok &= static_cast<uint64_t>(rows[t]) < uint64_t(in.n);
+  if (!ok) return false;
+  for (size_t j = 0; j < in.num.size(); ++j) {
+    double* out = tile + in.num_pos[j] * kTile;
+    const double* col = in.num[j];
+    const double s = in.shift[j];
+    for (int64_t t = 0; t < len; ++t) {
+      const double v = col[rows[t]] - s;
+      out[t] = v == v ? v : 0.0;  // NaN: the column's fill, which the shift made 0
+    }
+    for (int64_t t = len; t < len4; ++t) out[t] = 0.0;
+  }
+  double* ones = tile + in.width * kTile;
+  double* y = ones + kTile;
+  for (int64_t t = 0; t < len; ++t) {
+    ones[t] = 1.0;
+    y[t] = in.label[rows[t]];
+  }
+  for (int64_t t = len; t < len4; ++t) ones[t] = y[t] = 0.0;
+  return fill_categories(in, k0, len, len4, tile);
+}
+
+// A step's feature rows: row i's values are f[i][0 .. len4) - shift[i].
+struct Features {
+  std::vector<const double*> f;
+  std::vector<double> shift;
+};
+
+// Every feature from the tile (unshifted: the tile holds them shifted).
+void from_tile(const double* tile, int64_t dp, Features& rows) {
+  for (int64_t i = 0; i < dp; ++i) {
+    rows.f[i] = tile + i * kTile;
+    rows.shift[i] = 0.0;
+  }
+}
+
+// Numeric features straight from the columns at k0 (order is the identity), the rest from
+// constants and the tile.
+void from_columns(const GramInputs& in, int64_t k0, const double* tile, Features& rows) {
+  for (int64_t i = 0; i < in.dp; ++i) {
+    rows.f[i] = i < in.width ? tile + i * kTile : constant_row(0.0);
+    rows.shift[i] = 0.0;
+  }
+  for (size_t j = 0; j < in.num.size(); ++j) {
+    rows.f[in.num_pos[j]] = in.num[j] + k0;
+    rows.shift[in.num_pos[j]] = in.shift[j];
+  }
+  rows.f[in.width] = constant_row(1.0);
+  rows.f[in.width + 1] = in.label + k0;
+}
+
+// acc (dp x dp, row-major; blocks on and above the diagonal) += f' f over len4 rows.
+void gram_step_scalar(const Features& rows, int64_t dp, int64_t len4, double* acc) {
+  for (int64_t i = 0; i < dp; ++i) {
+    const double* a = rows.f[i];
+    const double sa = rows.shift[i];
+    for (int64_t j = i; j < dp; ++j) {
+      const double* b = rows.f[j];
+      const double sb = rows.shift[j];
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int64_t t = 0; t < len4; t += 4) {
+        s0 += (a[t] - sa) * (b[t] - sb);
+        s1 += (a[t + 1] - sa) * (b[t + 1] - sb);
+        s2 += (a[t + 2] - sa) * (b[t + 2] - sb);
+        s3 += (a[t + 3] - sa) * (b[t + 3] - sb);
+      }
+      acc[i * dp + j] += (s0 + s1) + (s2 + s3);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// The four sums of c[0..3]'s lanes, as one vector.
+MMHOST_AVX2 inline __m256d sum4(__m256d c0, __m256d c1, __m256d c2, __m256d c3) {
+  const __m256d h01 = _mm256_hadd_pd(c0, c1);  // [c0 01, c1 01, c0 23, c1 23]
+  const __m256d h23 = _mm256_hadd_pd(c2, c3);
+  return _mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20),
+                       _mm256_permute2f128_pd(h01, h23, 0x31));
+}
+
+MMHOST_AVX2 void gram_step_avx2(const Features& rows, int64_t dp, int64_t len4, double* acc) {
+  for (int64_t i = 0; i < dp; i += 2) {
+    const double* a0p = rows.f[i];
+    const double* a1p = rows.f[i + 1];
+    const __m256d sa0 = _mm256_set1_pd(rows.shift[i]), sa1 = _mm256_set1_pd(rows.shift[i + 1]);
+    for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
+      const double *b0p = rows.f[j], *b1p = rows.f[j + 1], *b2p = rows.f[j + 2];
+      const double* b3p = rows.f[j + 3];
+      const __m256d sb0 = _mm256_set1_pd(rows.shift[j]), sb1 = _mm256_set1_pd(rows.shift[j + 1]);
+      const __m256d sb2 = _mm256_set1_pd(rows.shift[j + 2]);
+      const __m256d sb3 = _mm256_set1_pd(rows.shift[j + 3]);
+      __m256d c00 = _mm256_setzero_pd(), c01 = c00, c02 = c00, c03 = c00;
+      __m256d c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+      for (int64_t t = 0; t < len4; t += 4) {
+        const __m256d a0 = _mm256_sub_pd(_mm256_loadu_pd(a0p + t), sa0);
+        const __m256d a1 = _mm256_sub_pd(_mm256_loadu_pd(a1p + t), sa1);
+        const __m256d b0 = _mm256_sub_pd(_mm256_loadu_pd(b0p + t), sb0);
+        const __m256d b1 = _mm256_sub_pd(_mm256_loadu_pd(b1p + t), sb1);
+        const __m256d b2 = _mm256_sub_pd(_mm256_loadu_pd(b2p + t), sb2);
+        const __m256d b3 = _mm256_sub_pd(_mm256_loadu_pd(b3p + t), sb3);
+        c00 = _mm256_fmadd_pd(a0, b0, c00);
+        c01 = _mm256_fmadd_pd(a0, b1, c01);
+        c02 = _mm256_fmadd_pd(a0, b2, c02);
+        c03 = _mm256_fmadd_pd(a0, b3, c03);
+        c10 = _mm256_fmadd_pd(a1, b0, c10);
+        c11 = _mm256_fmadd_pd(a1, b1, c11);
+        c12 = _mm256_fmadd_pd(a1, b2, c12);
+        c13 = _mm256_fmadd_pd(a1, b3, c13);
+      }
+      double* r0 = acc + i * dp + j;
+      double* r1 = r0 + dp;
+      _mm256_storeu_pd(r0, _mm256_add_pd(_mm256_loadu_pd(r0), sum4(c00, c01, c02, c03)));
+      _mm256_storeu_pd(r1, _mm256_add_pd(_mm256_loadu_pd(r1), sum4(c10, c11, c12, c13)));
+    }
+  }
+}
+#endif
+
+// Whether order[i] == i for every i (and so every entry is a row).
+bool is_identity(const at::Tensor& order, int64_t n) {
+  const int64_t* o = order.data_ptr<int64_t>();
+  const int64_t m = order.size(0);
+  if (m > n) return false;
+  int64_t off = 0;
+  for (int64_t i = 0; i < m; ++i) off |= o[i] ^ i;
+  return off == 0;
+}
+
+std::vector<const double*> f64_columns(const std::vector<at::Tensor>& cols, int64_t n,
+                                       const char* what) {
+  std::vector<const double*> out;
+  for (const auto& c : cols) {
+    TORCH_CHECK(c.device().is_cpu() && c.scalar_type() == at::kDouble && c.dim() == 1 &&
+                    c.is_contiguous(),
+                what, " columns must be contiguous 1-d float64 CPU tensors, got ",
+                c.scalar_type(), " of shape ", c.sizes());
+    TORCH_CHECK(c.size(0) == n, what, " columns must all have ", n, " rows, got ", c.size(0));
+    out.push_back(c.data_ptr<double>());
+  }
+  return out;
+}
+
+// Count, sum and sum of squares of col[rows[i]] - pilot (col[i] - pilot without rows), NaN
+// skipped; one body, compiled for each instruction set below.
+struct Sums {
+  double count, s1, s2;
+};
+
+template <bool kGather>
+__attribute__((always_inline)) inline Sums sums_of(const double* col, const int64_t* rows,
+                                                   int64_t m, double pilot) {
+  double s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t i = 0; i < m; ++i) {  // no NaN: plain sums (a NaN makes them NaN)
+    const double v = (kGather ? col[rows[i]] : col[i]) - pilot;
+    s1 += v;
+    s2 += v * v;
+  }
+  if (s1 == s1 && s2 == s2) return {double(m), s1, s2};
+  double count = 0;
+  s1 = s2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const double v = (kGather ? col[rows[i]] : col[i]) - pilot;
+    if (v == v) {
+      count += 1;
+      s1 += v;
+      s2 += v * v;
+    }
+  }
+  return {count, s1, s2};
+}
+
+Sums sums_generic(const double* col, const int64_t* rows, int64_t m, double pilot) {
+  return rows ? sums_of<true>(col, rows, m, pilot) : sums_of<false>(col, rows, m, pilot);
+}
+
+#if defined(__x86_64__)
+MMHOST_AVX2 Sums sums_avx2(const double* col, const int64_t* rows, int64_t m, double pilot) {
+  return rows ? sums_of<true>(col, rows, m, pilot) : sums_of<false>(col, rows, m, pilot);
+}
+#endif
+
+}  // namespace
+
+at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
+                       const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
+                       const at::Tensor& cat_off, const at::Tensor& cat_size,
+                       const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
+                       int64_t width) {
+  MMHOST_CHECK_INPUT(label, at::kDouble, 1);
+  MMHOST_CHECK_INPUT(order, at::kLong, 1);
+  MMHOST_CHECK_INPUT(bounds, at::kLong, 2);
+  MMHOST_CHECK_INPUT(num_pos, at::kLong, 1);
+  MMHOST_CHECK_INPUT(shift, at::kDouble, 1);
+  MMHOST_CHECK_INPUT(cat_off, at::kLong, 1);
+  MMHOST_CHECK_INPUT(cat_size, at::kLong, 1);
+  const int64_t n = label.size(0);
+  TORCH_CHECK(width >= 0, "width must be >= 0, got ", width);
+  TORCH_CHECK(num_pos.size(0) == int64_t(numeric.size()) && shift.size(0) == num_pos.size(0),
+              "num_pos and shift need one entry a numeric column");
+  TORCH_CHECK(cat_off.size(0) == int64_t(categorical.size()) && cat_size.size(0) == cat_off.size(0),
+              "cat_off and cat_size need one entry a categorical column");
+  TORCH_CHECK(bounds.size(1) == 2, "bounds must be (S, 2), got ", bounds.sizes());
+  GramInputs in{f64_columns(numeric, n, "numeric"),
+                num_pos.data_ptr<int64_t>(),
+                shift.data_ptr<double>(),
+                {},
+                cat_off.data_ptr<int64_t>(),
+                cat_size.data_ptr<int64_t>(),
+                label.data_ptr<double>(),
+                order.data_ptr<int64_t>(),
+                is_identity(order, n),
+                n,
+                width,
+                (width + 2 + 3) / 4 * 4};
+  // every feature row of the tile written once: positions inside [0, width), disjoint
+  std::vector<int> used(width, 0);
+  for (int64_t j = 0; j < num_pos.size(0); ++j) {
+    const int64_t p = in.num_pos[j];
+    TORCH_CHECK(p >= 0 && p < width && !used[p]++, "num_pos[", j, "] = ", p,
+                " is outside the width or taken");
+  }
+  for (int64_t c = 0; c < cat_off.size(0); ++c) {
+    const at::Tensor& codes = categorical[c];
+    TORCH_CHECK(codes.device().is_cpu() && codes.scalar_type() == at::kLong && codes.dim() == 1 &&
+                    codes.is_contiguous(),
+                "categorical codes must be contiguous 1-d int64 CPU tensors");
+    TORCH_CHECK(codes.size(0) == n, "categorical columns must all have ", n, " rows");
+    in.cat.push_back(codes.data_ptr<int64_t>());
+    const int64_t off = in.cat_off[c], size = in.cat_size[c];
+    TORCH_CHECK(size >= 1 && off >= 0 && off <= width - size, "categorical column ", c,
+                " at ", off, " (", size, " categories) does not fit the width ", width);
+    for (int64_t k = off; k < off + size; ++k)
+      TORCH_CHECK(!used[k]++, "categorical column ", c, " overlaps another column");
+  }
+  const int64_t segs = bounds.size(0), m = order.size(0);
+  const int64_t* b = bounds.data_ptr<int64_t>();
+  for (int64_t s = 0; s < segs; ++s)
+    TORCH_CHECK(b[2 * s] >= 0 && b[2 * s] <= b[2 * s + 1] && b[2 * s + 1] <= m, "bounds[", s,
+                "] = [", b[2 * s], ", ", b[2 * s + 1], ") is not a run of the ", m, " rows");
+
+  const int64_t d = width + 2, dp = in.dp;
+  at::Tensor out = at::zeros({segs, d, d}, label.options());
+  double* o = out.data_ptr<double>();
+#if defined(__x86_64__)
+  const bool avx2 = cpu_has_avx2_fma();
+#else
+  const bool avx2 = false;
+#endif
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, segs, 16, [&](int64_t s0, int64_t s1) {
+    // the tile's rows past width + 2 stay zero; every other row is written before it is read
+    std::unique_ptr<double[]> tile(new double[dp * kTile]());
+    std::unique_ptr<double[]> acc(new double[dp * dp]);
+    Features rows{std::vector<const double*>(dp), std::vector<double>(dp)};
+    auto step = [&](int64_t len4) {
+#if defined(__x86_64__)
+      if (avx2) return gram_step_avx2(rows, dp, len4, acc.get());
+#endif
+      gram_step_scalar(rows, dp, len4, acc.get());
+    };
+    // rows [k0, end) through the tile
+    auto copied = [&](int64_t k0, int64_t end) {
+      for (; k0 < end; k0 += kTile) {
+        const int64_t len = std::min(kTile, end - k0), len4 = (len + 3) / 4 * 4;
+        if (!fill_tile(in, k0, len, len4, tile.get())) return false;
+        from_tile(tile.get(), dp, rows);
+        step(len4);
+      }
+      return true;
+    };
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t begin = b[2 * s], end = b[2 * s + 1];
+      std::fill(acc.get(), acc.get() + dp * dp, 0.0);
+      int64_t done = begin;
+      if (in.identity && avx2) {  // whole 4-row steps read in place
+        const int64_t whole = begin + (end - begin) / 4 * 4;
+        for (; done < whole; done += kTile) {
+          const int64_t len = std::min(kTile, whole - done);
+          if (!fill_categories(in, done, len, len, tile.get())) {
+            ok = false;
+            return;
+          }
+          from_columns(in, done, tile.get(), rows);
+          step(len);
+        }
+        done = whole;
+        bool nan = false;
+        for (int64_t i = 0; i < dp * dp; ++i) nan |= acc[i] != acc[i];
+        if (nan) {  // a missing value: the tile's copy fills it
+          std::fill(acc.get(), acc.get() + dp * dp, 0.0);
+          done = begin;
+        }
+      }
+      if (!copied(done, end)) {
+        ok = false;
+        return;
+      }
+      double* g = o + s * d * d;
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = i; j < d; ++j) g[i * d + j] = g[j * d + i] = acc[i * dp + j];
+    }
+  });
+  TORCH_CHECK(ok.load(), "entity_gram: an order entry is outside the table's ", n,
+              " rows, or a category code outside its column's categories");
+  return out;
+}
+
+at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tensor& order) {
+  MMHOST_CHECK_INPUT(order, at::kLong, 1);
+  const int64_t k = int64_t(columns.size()), m = order.size(0);
+  const int64_t n = k ? columns[0].size(0) : 0;
+  const std::vector<const double*> cols = f64_columns(columns, n, "the");
+  const int64_t* rows = order.data_ptr<int64_t>();
+  const bool identity = is_identity(order, n);
+#if defined(__x86_64__)
+  const bool avx2 = cpu_has_avx2_fma();
+#endif
+  for (int64_t i = 0; !identity && i < m; ++i)
+    TORCH_CHECK(static_cast<uint64_t>(rows[i]) < uint64_t(n), "order[", i, "] = ", rows[i],
+                " is outside the ", n, " rows");
+  at::Tensor out = at::empty({k, 3}, order.options().dtype(at::kDouble));
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, k, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const double* col = cols[c];
+      double pilot = 0.0;
+      for (int64_t i = 0; i < m; ++i) {
+        const double v = col[rows[i]];
+        if (v == v) {
+          pilot = v;
+          break;
+        }
+      }
+#if defined(__x86_64__)
+      const Sums sums = avx2 ? sums_avx2(col, identity ? nullptr : rows, m, pilot)
+                             : sums_generic(col, identity ? nullptr : rows, m, pilot);
+#else
+      const Sums sums = sums_generic(col, identity ? nullptr : rows, m, pilot);
+#endif
+      const double count = sums.count, s1 = sums.s1, s2 = sums.s2;
+      const double a = s1 / (count > 0 ? count : 1);
+      const double q = s2 / (count > 0 ? count : 1);
+      o[3 * c + 0] = count;
+      o[3 * c + 1] = count > 0 ? pilot + a : NAN;
+      o[3 * c + 2] = count > 0 ? std::max(q - a * a, 0.0) : NAN;
+    }
+  });
+  return out;
+}
+
+}  // namespace mmhost

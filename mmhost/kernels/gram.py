@@ -1,0 +1,127 @@
+"""Batched training's one pass over the rows: each entity's second moments.
+
+``entity_gram``: the rows of a table, encoded as the shared preprocessing encodes them, are
+never materialized. Each row's augmented vector is ``a = [z | 1 | label]`` with ``width``
+encoded features ``z``:
+
+- a numeric column j puts ``x - shift[j]`` at feature ``num_pos[j]`` (0 where x is NaN: with
+  the column's mean as its shift, that is the mean's fill, as the encoding fills it);
+- a categorical column c puts 1 at feature ``cat_off[c] + code`` (its sorted category's index;
+  nothing for code -1, an unknown category);
+- every other feature is 0.
+
+Segment s is the rows ``order[bounds[s, 0] : bounds[s, 1]]`` (an entity's training or holdout
+rows) and its answer is ``sum_r a_r a_r'`` ((width + 2) x (width + 2), float64): counts, sums,
+Z'Z, Z'y and y'y, everything a least-squares fit and its RMSE need (``train/moments.py``). The
+scale of the standardization is applied to the answer, not to the rows.
+
+``column_moments``: count, mean and population variance of each column over rows ``order``,
+NaN skipped.
+
+Dispatch: the C++ kernels (``csrc/gram.cpp``) on the CPU; ``gram_reference`` and
+``moments_reference`` (plain torch, any device, the tests' oracles) elsewhere or where the
+extension is not built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mmhost.kernels import _native
+
+Tensor = torch.Tensor
+_ROWS = 1 << 15  # rows of one step of the reference (rows x D x D products in memory)
+
+
+def entity_gram(
+    numeric: Sequence[Tensor],
+    num_pos: Sequence[int],
+    shift: Sequence[float],
+    categorical: Sequence[Tensor],
+    cat_off: Sequence[int],
+    cat_size: Sequence[int],
+    label: Tensor,
+    order: Tensor,
+    bounds: Tensor,
+    width: int,
+) -> Tensor:
+    """(S, width + 2, width + 2) float64; see the module docstring."""
+    args = (
+        list(numeric), _longs(num_pos, label), torch.tensor(list(shift), dtype=torch.float64),
+        list(categorical), _longs(cat_off, label), _longs(cat_size, label), label, order, bounds,
+        width,
+    )  # fmt: skip
+    fn = _native.function("entity_gram", "gram") if label.device.type == "cpu" else None
+    if fn is None:
+        return gram_reference(*args)
+    return fn(*args)
+
+
+def column_moments(columns: Sequence[Tensor], order: Tensor) -> Tensor:
+    """(K, 3) float64 [count, mean, population variance] of each column over rows ``order``."""
+    cpu = all(c.device.type == "cpu" for c in columns) and order.device.type == "cpu"
+    fn = _native.function("column_moments", "gram") if cpu else None
+    return moments_reference(list(columns), order) if fn is None else fn(list(columns), order)
+
+
+def _longs(values: Sequence[int], like: Tensor) -> Tensor:
+    return torch.tensor(list(values), dtype=torch.int64, device=like.device)
+
+
+def gram_reference(
+    numeric: list[Tensor],
+    num_pos: Tensor,
+    shift: Tensor,
+    categorical: list[Tensor],
+    cat_off: Tensor,
+    cat_size: Tensor,
+    label: Tensor,
+    order: Tensor,
+    bounds: Tensor,
+    width: int,
+) -> Tensor:
+    """The oracle: each row's augmented vector built, its outer product added to its segment's."""
+    n, d, dev = label.shape[0], width + 2, label.device
+    if bool(((order < 0) | (order >= n)).any()):
+        raise RuntimeError(f"entity_gram: an order entry is outside the table's {n} rows")
+    if bounds.numel() and bool(
+        ((bounds[:, 0] < 0) | (bounds[:, 0] > bounds[:, 1]) | (bounds[:, 1] > len(order))).any()
+    ):
+        raise RuntimeError("entity_gram: a run of bounds is outside order")
+    segs = bounds.shape[0]
+    out = torch.zeros(segs, d, d, dtype=torch.float64, device=dev)
+    lengths = (bounds[:, 1] - bounds[:, 0]).to(dev)
+    seg = torch.repeat_interleave(torch.arange(segs, device=dev), lengths)
+    pos = torch.cat([torch.arange(int(a), int(b), device=dev) for a, b in bounds.tolist()] or
+                    [torch.zeros(0, dtype=torch.int64, device=dev)])  # fmt: skip
+    rows = order.to(dev)[pos]
+    for at in range(0, len(rows), _ROWS):
+        r, s = rows[at : at + _ROWS], seg[at : at + _ROWS]
+        a = torch.zeros(len(r), d, dtype=torch.float64, device=dev)
+        for j, col in enumerate(numeric):
+            v = col.to(dev)[r] - shift[j].to(dev)
+            a[:, int(num_pos[j])] = torch.nan_to_num(v, nan=0.0)
+        for c, codes in enumerate(categorical):
+            k = codes.to(dev)[r]
+            if bool(((k < -1) | (k >= int(cat_size[c]))).any()):
+                raise RuntimeError("entity_gram: a category code outside its column's categories")
+            hit = k >= 0
+            a[hit.nonzero()[:, 0], int(cat_off[c]) + k[hit]] = 1.0
+        a[:, width] = 1.0
+        a[:, width + 1] = label[r]
+        out.index_add_(0, s, a[:, :, None] * a[:, None, :])
+    return out
+
+
+def moments_reference(columns: list[Tensor], order: Tensor) -> Tensor:
+    out = torch.empty(len(columns), 3, dtype=torch.float64)
+    for c, col in enumerate(columns):
+        v = col[order.to(col.device)]
+        v = v[~torch.isnan(v)]
+        out[c, 0] = len(v)
+        out[c, 1] = v.mean() if len(v) else float("nan")
+        d = v - v[0] if len(v) else v  # about a value of the column: no cancellation
+        out[c, 2] = ((d - d.mean()) ** 2).mean() if len(v) else float("nan")
+    return out

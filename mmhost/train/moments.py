@@ -1,0 +1,214 @@
+"""A regressor's fit from each entity's moments: two passes over the table's own columns, no
+encoded copy, no padding.
+
+With the shared preprocessing, everything a regressor's fit needs of an entity's rows is the
+Gram matrix ``A = sum a a'`` of its augmented encoded rows ``a = [z | 1 | y]``
+(``kernels.gram.entity_gram``): the count, the sums, Z'Z, Z'y and y'y. From it, for every
+entity at once (``solve``):
+
+- the intercept's centering: ``G = Z'Z/n - m m'``, ``c = Z'y/n - m ybar`` (as
+  ``solvers.centered``);
+- ``normalize_data``: each feature's deviation about the mean (with an intercept) or zero
+  (without) is the square root of G's diagonal; ``normalize_label`` likewise from y'y;
+- the ridge (Cholesky) or lasso (coordinate descent) solve of ``solvers``, and the
+  normalizations folded back into the weights;
+- the RMSE of the fitted model on those rows: ``theta' A theta / n`` with
+  ``theta = [w | b | -1]`` (a sum of squared residuals, taken from the moments: its absolute
+  error is of the order of 1e-16 times the sum of squared labels).
+
+The first pass (``kernels.gram.column_moments``) is the shared standardization's: each numeric
+column's mean and deviation over the training rows (as ``StandardScaler``); the second the
+Grams, with each numeric column shifted by its mean (a missing value then adds 0: the mean's
+fill) and scaled afterwards, on the D x D answer. Holdout rows give their own Gram, hence
+their RMSE, the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from mmhost.kernels.gram import column_moments, entity_gram
+from mmhost.train import solvers
+from mmhost.train.data import Groups, Table
+from mmhost.train.encoding import Encoding
+
+if TYPE_CHECKING:
+    from mmhost.train.linear_learner import Hyperparameters
+
+Tensor = torch.Tensor
+VARIANCE_FLOOR = 1e-12  # a variance below this share of the mean square: a constant feature
+GRAM_BYTES = 1 << 26  # the Grams of one solve batch
+
+
+@dataclass
+class Fitted:
+    """A batch's weights in the encoded space, (B, 1, F) and (B, 1), and each entity's RMSE on
+    its training and its holdout rows (NaN: no holdout rows)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    train_metric: np.ndarray
+    holdout_metric: np.ndarray
+
+
+@dataclass
+class Layout:
+    """The shared encoding, and where each column lands in the augmented rows: what the
+    kernel takes."""
+
+    encoding: Encoding
+    numeric: list[Tensor]  # the table's numeric columns, as they are
+    num_pos: list[int]
+    shift: list[float]  # each numeric column's mean
+    categorical: list[Tensor]  # each categorical column's codes (-1: not a training category)
+    cat_off: list[int]
+    cat_size: list[int]
+    scale: Tensor  # (F + 2,) float64: 1 / deviation at a numeric feature, else 1
+    label: Tensor
+
+    @property
+    def width(self) -> int:
+        return len(self.scale) - 2
+
+    @classmethod
+    def fit(cls, table: Table, groups: Groups) -> Layout:
+        """The shared preprocessing fitted on the training rows (``Encoding.fit``'s statistics,
+        taken in one pass) and the kernel's inputs."""
+        import pandas as pd
+
+        numeric = [n for n, v in table.features.items() if v.dtype != object]
+        cols = [_tensor(table.features[n]) for n in numeric]
+        train = torch.from_numpy(groups.train_order)
+        stats = column_moments(cols, train).numpy()
+        missing = {n for n, s in zip(numeric, stats, strict=True) if s[0] < len(train)}
+        if len(groups.holdout_order):
+            held = column_moments(cols, torch.from_numpy(groups.holdout_order)).numpy()
+            missing |= {n for n, s in zip(numeric, held, strict=True) if s[0] < len(held)}
+        mean, std = {}, {}
+        for n, (count, mu, var) in zip(numeric, stats.tolist(), strict=True):
+            mean[n] = mu if count else 0.0
+            sd = float(np.sqrt(var)) if count else 0.0
+            std[n] = sd if sd > 0 else 1.0
+        cats, codes = {}, {}
+        for name, values in table.features.items():
+            if values.dtype == object:
+                code, uniques = pd.factorize(values, sort=True)
+                seen = np.bincount(code[groups.train_order], minlength=len(uniques)) > 0
+                index = np.where(seen, np.cumsum(seen) - 1, -1)  # unseen in training: unknown
+                codes[name] = torch.from_numpy(index[code].astype(np.int64))
+                cats[name] = [str(u) for u in np.asarray(uniques, dtype=object)[seen]]
+        enc = Encoding.of(table, mean, std, cats, missing)
+        num_pos, cat_off, cat_size, scale, cat_cols, j = [], [], [], [], [], 0
+        for c in enc.columns:
+            if c.type == "category":
+                cat_cols.append(codes[c.name])
+                cat_off.append(j)
+                cat_size.append(len(c.categories))
+                scale += [1.0] * len(c.categories)
+                j += len(c.categories)
+            else:
+                num_pos.append(j)
+                scale.append(1 / std[c.name])
+                j += 1
+        return cls(
+            enc, cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size,
+            torch.tensor([*scale, 1.0, 1.0], dtype=torch.float64),
+            _tensor(table.label),
+        )  # fmt: skip
+
+    def grams(self, order: np.ndarray, starts: np.ndarray, entities: np.ndarray) -> Tensor:
+        """(B, F + 2, F + 2) Grams of the encoded rows ``order[starts[e] : starts[e + 1]]`` of
+        each of ``entities``."""
+        bounds = torch.from_numpy(np.stack([starts[entities], starts[entities + 1]], axis=1))
+        A = entity_gram(
+            self.numeric, self.num_pos, self.shift, self.categorical, self.cat_off,
+            self.cat_size, self.label, torch.from_numpy(order), bounds, self.width,
+        )  # fmt: skip
+        return A * self.scale[:, None] * self.scale[None, :]
+
+    def fit_entities(
+        self, groups: Groups, entities: np.ndarray, hp: Hyperparameters, dev: torch.device
+    ) -> Fitted:
+        """Every one of ``entities`` (indices into ``groups``) fitted."""
+        A = self.grams(groups.train_order, groups.train_starts, entities).to(dev)
+        W, b = solve(A, hp)
+        theta = torch.cat([W, b[:, None], -torch.ones_like(b)[:, None]], dim=1)
+        holdout = np.full(len(entities), np.nan)
+        if len(groups.holdout_order):
+            H = self.grams(groups.holdout_order, groups.holdout_starts, entities).to(dev)
+            holdout = rmse(H, theta).cpu().numpy()
+        return Fitted(
+            W[:, None, :].cpu().numpy(), b[:, None].cpu().numpy(), rmse(A, theta).cpu().numpy(),
+            holdout,
+        )  # fmt: skip
+
+
+def _tensor(values: np.ndarray) -> Tensor:
+    """A float64 column as a tensor, sharing its memory (the kernels only read it: a read-only
+    array, as pandas hands them out, is taken as it is)."""
+    array = np.ascontiguousarray(values, np.float64)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
+
+
+def batches(entities: np.ndarray, width: int, most: int | None) -> list[np.ndarray]:
+    """``entities`` in runs whose Grams stay under GRAM_BYTES (and ``most`` entities)."""
+    size = max(1, GRAM_BYTES // (8 * (width + 2) ** 2))
+    if most is not None:
+        size = min(size, most)
+    return [entities[i : i + size] for i in range(0, len(entities), size)]
+
+
+def rmse(A: Tensor, theta: Tensor) -> Tensor:
+    """sqrt(theta' A theta / n) per entity; NaN where an entity has no rows."""
+    n = A[:, -2, -2]
+    sse = torch.einsum("bi,bij,bj->b", theta, A, theta).clamp(min=0)
+    return torch.where(n > 0, (sse / n.clamp(min=1)).sqrt(), torch.full_like(n, float("nan")))
+
+
+def solve(A: Tensor, hp: Hyperparameters) -> tuple[Tensor, Tensor]:
+    """(w (B, F), b (B,)) of each entity's regressor from its Gram ``A`` (B, F + 2, F + 2);
+    the same objective, normalizations and folding back as ``fit.solve_batch``."""
+    F = A.shape[1] - 2
+    n = A[:, F, F].clamp(min=1)
+    Szz, Szy = A[:, :F, :F] / n[:, None, None], A[:, :F, F + 1] / n[:, None]
+    syy = A[:, F + 1, F + 1] / n
+    if hp.fit_intercept:
+        zm, ym = A[:, :F, F] / n[:, None], A[:, F, F + 1] / n
+        G = Szz - zm[:, :, None] * zm[:, None, :]
+        c = Szy - zm * ym[:, None]
+    else:
+        zm, ym = A.new_zeros(A.shape[0], F), A.new_zeros(A.shape[0])
+        G, c = Szz, Szy
+    ones = torch.ones_like(zm)
+    if hp.normalize_data:  # about the mean with an intercept, about 0 without: G's diagonal
+        mu = zm
+        sd = _deviation(torch.diagonal(G, dim1=1, dim2=2), torch.diagonal(Szz, dim1=1, dim2=2))
+    else:
+        mu, sd = torch.zeros_like(zm), ones
+    ymu, ysd = torch.zeros_like(ym), torch.ones_like(ym)
+    if hp.scales_label:
+        ymu = ym
+        ysd = _deviation(syy - ym * ym, syy)
+    Gn = G / (sd[:, :, None] * sd[:, None, :])
+    cn = c / sd / ysd[:, None]
+    w = solvers.lasso(Gn, cn, hp.wd, hp.l1) if hp.l1 > 0 else solvers.ridge(Gn, cn, hp.wd)
+    b = A.new_zeros(A.shape[0])
+    if hp.fit_intercept:  # the means of the normalized rows and labels
+        b = (ym - ymu) / ysd - (((zm - mu) / sd) * w).sum(1)
+    w, b = w * ysd[:, None], b * ysd + ymu  # back to the label's units
+    W = w / sd  # and to the features'
+    return W, b - (W * mu).sum(1)
+
+
+def _deviation(var: Tensor, square: Tensor) -> Tensor:
+    """sqrt(var), or 1 where the variance is zero: at most VARIANCE_FLOOR of the mean square
+    (moments leave rounding noise, ~1e-16 of it, where the rows' own sums would give 0)."""
+    constant = var <= VARIANCE_FLOOR * square.clamp(min=0)
+    return torch.where(constant | (var <= 0), torch.ones_like(var), var.clamp(min=0).sqrt())

@@ -1,0 +1,82 @@
+"""A regressor fitted from each entity's moments (``mmhost/train/moments.py``): the RMSE it
+reports from the moments equals the RMSE of its own predictions (rtol 1e-9); rows of an entity
+scattered through the table fit as they do grouped (rtol 1e-9); missing numbers take the
+training mean and unseen categories encode as all zeros, as the served model encodes them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mmhost.train import fit_table
+from mmhost.train.data import Table
+
+
+def _table(rng: np.random.Generator, sizes: list[int], shuffle: bool = False) -> Table:
+    n = sum(sizes)
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    x1 = rng.normal(size=n) * 4 + 100
+    x2 = rng.normal(size=n)
+    x2[rng.random(n) < 0.1] = np.nan
+    color = rng.choice(["red", "green", "blue"], n).astype(object)
+    y = 3 * np.nan_to_num(x1) - 2 * np.nan_to_num(x2) + (color == "red") * 5 + owner * 10
+    y = y + rng.normal(size=n)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    names = np.array([f"e{i}" for i in owner], dtype=object)
+    return Table(
+        names[order], y[order], {"x1": x1[order], "x2": x2[order], "color": color[order]},
+        np.zeros(n, bool), [("memory", 0, n)],
+    )  # fmt: skip
+
+
+def test_the_rmse_from_moments_is_the_rmse_of_the_predictions():
+    rng = np.random.default_rng(0)
+    table = _table(rng, [3, 40, 400, 2_000])
+    # the last entity's own holdout rows (as a val/ folder gives them), one of them with a
+    # category no training row has: encoded as no category at all
+    table.holdout[-600:] = True
+    table.features["color"][-1] = "violet"
+    report = fit_table(table, wd=0.01, holdout_fraction=0.3, normalize_data=True)
+    assert report.preprocessor is not None
+    pre = report.preprocessor.preprocessing
+    raw = np.stack([table.features["x1"], table.features["x2"]], axis=1)
+    for r in report.entities:
+        assert r.status == "trained" and r.holdout_rows == (
+            600 if r.entity == "e3" else round(0.3 * r.rows)
+        )
+        rows = np.flatnonzero(table.entity == r.entity)
+        # the served encoding: standardized numbers (a missing one: the mean), one-hot colors
+        cats = report.preprocessor.inputs[2].categories
+        z = np.zeros((len(rows), 2 + len(cats)))
+        z[:, :2] = raw[rows] * pre.scale[:2] + pre.shift[:2]
+        z[:, :2] = np.where(np.isnan(z[:, :2]), 0.0, z[:, :2])
+        for k, c in enumerate(cats):
+            z[:, 2 + k] = table.features["color"][rows] == c
+        err = z @ r.coef[0] + r.intercept[0] - table.label[rows]
+        total = np.sqrt(np.mean(err**2))
+        train = r.train_metric**2 * r.train_rows
+        held = (r.holdout_metric or 0.0) ** 2 * r.holdout_rows
+        np.testing.assert_allclose(np.sqrt((train + held) / r.rows), total, rtol=1e-9)
+    assert report.preprocessor.inputs[1].missing is not None  # x2 has NaN: the mean fills it
+    assert "violet" not in report.preprocessor.inputs[2].categories
+
+
+def test_rows_scattered_through_the_table_fit_as_grouped_rows_do():
+    hp = {"wd": 0.05, "holdout_fraction": 0.0}
+    grouped = fit_table(_table(np.random.default_rng(1), [5, 50, 500]), **hp)
+    scattered = fit_table(_table(np.random.default_rng(1), [5, 50, 500], shuffle=True), **hp)
+    for a, b in zip(grouped.entities, scattered.entities, strict=True):
+        assert a.entity == b.entity and a.rows == b.rows
+        np.testing.assert_allclose(a.coef, b.coef, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a.intercept, b.intercept, rtol=1e-9)
+
+
+def test_a_categorical_entity_column_is_taken_as_it_is():
+    table = _table(np.random.default_rng(2), [30, 60])
+    as_text = fit_table(table, wd=0.01, holdout_fraction=0.0)
+    # a table reader's dictionary encoding, its categories in another order than sorted
+    table.entity = pd.Categorical(table.entity, categories=["e1", "e0"])
+    as_codes = fit_table(table, wd=0.01, holdout_fraction=0.0)
+    assert [e.entity for e in as_codes.entities] == ["e0", "e1"]
+    for a, b in zip(as_text.entities, as_codes.entities, strict=True):
+        np.testing.assert_array_equal(a.coef, b.coef)
