@@ -124,3 +124,75 @@ def test_column_moments_equal_numpy_even_far_from_zero():
                 assert np.isnan(got[c, 1:]).all() and np.isnan(ref[c, 1:]).all()
     with pytest.raises(RuntimeError, match="outside the 10000 rows"):
         _native_fn("column_moments")(tensors, torch.tensor([10_000]))
+
+
+def _encoded(args, scale):
+    """The rows of each segment as the kernels encode them (the oracle's input)."""
+    numeric, num_pos, shift, categorical, cat_off, cat_size, label, order, bounds, width = args
+    rows = []
+    for a, z in bounds.tolist():
+        r = order[a:z]
+        Z = torch.zeros(len(r), width, dtype=torch.float64)
+        for j, col in enumerate(numeric):
+            Z[:, int(num_pos[j])] = torch.nan_to_num((col[r] - shift[j]) * scale[j], nan=0.0)
+        for c, codes in enumerate(categorical):
+            k = codes[r]
+            hit = (k >= 0).nonzero()[:, 0]
+            Z[hit, int(cat_off[c]) + k[hit]] = 1.0
+        rows.append((Z, label[r]))
+    return rows
+
+
+@pytest.mark.parametrize(
+    "intercept, normalize, wd", [(True, False, 0.01), (False, True, 0.05), (True, True, 0.002)]
+)
+def test_entity_logistic_equals_the_batched_torch_solver(intercept, normalize, wd):
+    from mmhost.train import solvers
+
+    rng = np.random.default_rng(5)
+    args = list(_inputs(rng, nan=True, gather=True))
+    lengths = [5, 40, 300, 1_000]
+    ends = np.cumsum(lengths)
+    args[7] = torch.from_numpy(rng.integers(0, 2_000, int(ends[-1])))
+    args[8] = torch.from_numpy(np.stack([ends - lengths, ends], axis=1))
+    numeric = args[0]
+    s = (
+        numeric[0]
+        - 0.3 * torch.nan_to_num(numeric[1] - 5)
+        + torch.from_numpy(rng.normal(size=2_000))
+    )
+    args[6] = (s > 0).double()  # a label the features tell something of
+    scale = [1.0, 1 / 3, 10.0]
+    got = _native_fn("entity_logistic")(
+        *args[:3], torch.tensor(scale, dtype=torch.float64), *args[3:], wd, intercept, normalize,
+        100, 1e-10, 1 << 20,
+    )  # fmt: skip
+    theta, iterations, accuracy = got
+    assert (iterations > 0).all() and (iterations < 100).all()
+    for e, (Z, y) in enumerate(_encoded(args, scale)):
+        mu = Z.mean(0) if (normalize and intercept) else torch.zeros(Z.shape[1], dtype=Z.dtype)
+        sd = ((Z - mu) ** 2).mean(0).sqrt() if normalize else torch.ones(Z.shape[1], dtype=Z.dtype)
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        w, b = solvers.logistic(
+            ((Z - mu) / sd)[None], y[None], torch.ones(1, len(y)), wd, intercept
+        )
+        w = w[0] / sd
+        b = b[0] - (w * mu).sum()
+        np.testing.assert_allclose(theta[e, :12].numpy(), w.numpy(), rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(float(theta[e, 12]), float(b), rtol=1e-7, atol=1e-9)
+        right = ((Z @ w + b > 0) == (y > 0.5)).double().mean()
+        np.testing.assert_allclose(float(accuracy[e]), float(right))
+
+
+def test_entity_logistic_leaves_what_it_cannot_fit_to_the_caller():
+    args = list(_inputs(np.random.default_rng(6)))
+    args[6] = (args[0][0] > 0).double()
+    # no rows; rows over max_rows; a category never seen with wd 0: a singular Hessian
+    args[8] = torch.tensor([[0, 0], [0, 500], [500, 540]])
+    args[3] = [torch.zeros(2_000, dtype=torch.int64), args[3][1]]
+    scale = torch.ones(3, dtype=torch.float64)
+    _, iterations, accuracy = _native_fn("entity_logistic")(
+        *args[:3], scale, *args[3:], 0.0, True, False, 100, 1e-10, 400
+    )
+    assert iterations.tolist() == [-1, -1, -1]
+    assert torch.isnan(accuracy).all()

@@ -264,4 +264,22 @@ Raises:
 the rows order (M,) int64, NaN skipped (mmhost/kernels/gram.py).
 )doc",
         py::arg("columns"), py::arg("order"), py::call_guard<py::gil_scoped_release>());
+
+  m.def("entity_logistic", &mmhost::entity_logistic,
+        R"doc(Each segment's L2 logistic regression, fitted by Newton's method on its encoded rows
+(mmhost/kernels/gram.py; the objective of mmhost/train/solvers.py's logistic).
+
+Args: entity_gram's, with scale (F_num,) float64 applied after each numeric column's shift;
+    wd (L2), fit_intercept, normalize_data, max_iter, tol (the gradient's largest entry),
+    max_rows (a larger segment is left to the caller).
+
+Returns:
+    theta (S, width + 1) float64 [weights | intercept], iterations (S,) int64 (-1: not fitted
+    here), training accuracy (S,) float64.
+)doc",
+        py::arg("numeric"), py::arg("num_pos"), py::arg("shift"), py::arg("scale"),
+        py::arg("categorical"), py::arg("cat_off"), py::arg("cat_size"), py::arg("label"),
+        py::arg("order"), py::arg("bounds"), py::arg("width"), py::arg("wd"),
+        py::arg("fit_intercept"), py::arg("normalize_data"), py::arg("max_iter"), py::arg("tol"),
+        py::arg("max_rows"), py::call_guard<py::gil_scoped_release>());
 }

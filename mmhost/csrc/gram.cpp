@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "mmhost.h"
@@ -265,13 +266,12 @@ MMHOST_AVX2 Sums sums_avx2(const double* col, const int64_t* rows, int64_t m, do
 }
 #endif
 
-}  // namespace
-
-at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
-                       const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
-                       const at::Tensor& cat_off, const at::Tensor& cat_size,
-                       const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
-                       int64_t width) {
+// The inputs of entity_gram and entity_logistic, every count, position and run checked.
+GramInputs checked_inputs(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
+                          const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
+                          const at::Tensor& cat_off, const at::Tensor& cat_size,
+                          const at::Tensor& label, const at::Tensor& order,
+                          const at::Tensor& bounds, int64_t width) {
   MMHOST_CHECK_INPUT(label, at::kDouble, 1);
   MMHOST_CHECK_INPUT(order, at::kLong, 1);
   MMHOST_CHECK_INPUT(bounds, at::kLong, 2);
@@ -324,6 +324,201 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
     TORCH_CHECK(b[2 * s] >= 0 && b[2 * s] <= b[2 * s + 1] && b[2 * s + 1] <= m, "bounds[", s,
                 "] = [", b[2 * s], ", ", b[2 * s + 1], ") is not a run of the ", m, " rows");
 
+  return in;
+}
+
+// --- entity_logistic -------------------------------------------------------------------------
+
+constexpr double kRcond = 1e-10;  // solvers.RCOND: a pivot below this share of the largest
+
+// The Cholesky factor of the k x k symmetric a (row-major, lower triangle written), or false
+// where a is not positive definite to rounding (solvers.solve_psd then takes the
+// pseudo-inverse: the caller hands the entity to it).
+bool cholesky(double* a, int64_t k) {
+  double lo = INFINITY, hi = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    double d = a[j * k + j];
+    for (int64_t p = 0; p < j; ++p) d -= a[j * k + p] * a[j * k + p];
+    if (!(d > 0)) return false;
+    const double l = std::sqrt(d);
+    a[j * k + j] = l;
+    lo = std::min(lo, l);
+    hi = std::max(hi, l);
+    for (int64_t i = j + 1; i < k; ++i) {
+      double v = a[i * k + j];
+      for (int64_t p = 0; p < j; ++p) v -= a[i * k + p] * a[j * k + p];
+      a[i * k + j] = v / l;
+    }
+  }
+  return lo * lo > kRcond * hi * hi;
+}
+
+// x = (L L')^-1 x.
+void cholesky_solve(const double* l, int64_t k, double* x) {
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t p = 0; p < i; ++p) x[i] -= l[i * k + p] * x[p];
+    x[i] /= l[i * k + i];
+  }
+  for (int64_t i = k - 1; i >= 0; --i) {
+    for (int64_t p = i + 1; p < k; ++p) x[i] -= l[p * k + i] * x[p];
+    x[i] /= l[i * k + i];
+  }
+}
+
+struct LogisticOptions {
+  double wd;
+  bool intercept;
+  bool normalize;
+  int64_t max_iter;
+  double tol;
+};
+
+// One entity's rows, feature-major (row j of z at z + j * n4; the intercept's ones after the
+// features; zeros past n), and the buffers of its Newton iterations.
+struct Entity {
+  int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 4, parameters, k padded to 4
+  std::vector<double> z, w, y, s, e, sc, ec;
+
+  void resize(int64_t rows, int64_t params) {
+    n = rows;
+    n4 = (rows + 3) / 4 * 4;
+    k = params;
+    dp = (params + 3) / 4 * 4;
+    z.assign(dp * n4, 0.0);
+    w.assign(dp * n4, 0.0);
+    for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
+  }
+};
+
+// The rows order[k0 .. k0 + n) of in, encoded ((x - shift) * scale, NaN -> 0; one-hot), into
+// the entity's z and y. False where an order entry or a code is out of range.
+bool load_entity(const GramInputs& in, const double* scale, bool intercept, int64_t k0,
+                 Entity& ent) {
+  const int64_t* rows = in.order + k0;
+  bool ok = true;
+  for (int64_t t = 0; t < ent.n; ++t) ok &= static_cast<uint64_t>(rows[t]) < uint64_t(in.n);
+  if (!ok) return false;
+  std::fill(ent.z.begin(), ent.z.end(), 0.0);
+  for (size_t j = 0; j < in.num.size(); ++j) {
+    double* out = ent.z.data() + in.num_pos[j] * ent.n4;
+    const double* col = in.num[j];
+    const double sh = in.shift[j], sc = scale[j];
+    for (int64_t t = 0; t < ent.n; ++t) {
+      const double v = (col[rows[t]] - sh) * sc;
+      out[t] = v == v ? v : 0.0;
+    }
+  }
+  for (size_t c = 0; c < in.cat.size(); ++c) {
+    double* out = ent.z.data() + in.cat_off[c] * ent.n4;
+    const int64_t size = in.cat_size[c];
+    for (int64_t t = 0; t < ent.n; ++t) {
+      const int64_t code = in.cat[c][rows[t]];
+      ok &= code >= -1 && code < size;
+      if (code >= 0 && code < size) out[code * ent.n4 + t] = 1.0;
+    }
+  }
+  if (intercept) std::fill_n(ent.z.data() + in.width * ent.n4, ent.n, 1.0);
+  for (int64_t t = 0; t < ent.n; ++t) ent.y[t] = in.label[rows[t]];
+  return ok;
+}
+
+// s = z' theta, e = exp(-|s|); the mean log-loss plus the penalty at theta.
+double objective(Entity& ent, const double* theta, const double* pen, double* s, double* e) {
+  std::fill_n(s, ent.n4, 0.0);
+  for (int64_t j = 0; j < ent.k; ++j) {
+    const double tj = theta[j];
+    const double* zj = ent.z.data() + j * ent.n4;
+    for (int64_t t = 0; t < ent.n4; ++t) s[t] += tj * zj[t];
+  }
+  for (int64_t t = 0; t < ent.n; ++t) e[t] = std::exp(-std::fabs(s[t]));
+  double loss = 0;
+#pragma omp simd reduction(+ : loss)
+  for (int64_t t = 0; t < ent.n; ++t)
+    loss += std::max(s[t], 0.0) - ent.y[t] * s[t];  // softplus(s) - y s, but its log1p
+  double tail[4] = {0, 0, 0, 0};  // four chains: log1p's latency overlapped
+  int64_t t = 0;
+  for (; t + 4 <= ent.n; t += 4)
+    for (int l = 0; l < 4; ++l) tail[l] += std::log1p(e[t + l]);
+  for (; t < ent.n; ++t) tail[0] += std::log1p(e[t]);
+  loss += (tail[0] + tail[1]) + (tail[2] + tail[3]);
+  double penalty = 0;
+  for (int64_t j = 0; j < ent.k; ++j) penalty += pen[j] * theta[j] * theta[j];
+  return loss / double(ent.n) + 0.5 * penalty;
+}
+
+// Newton's method from theta = 0, each step halved until the objective does not rise (as
+// solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.
+int64_t newton(Entity& ent, const LogisticOptions& opt, bool avx2, double* theta) {
+  const int64_t k = ent.k, n = ent.n;
+  std::vector<double> pen(k, 2 * opt.wd), g(k), step(k), cand(k), h(k * k);
+  std::vector<double> acc(ent.dp * ent.dp);
+  if (opt.intercept) pen[k - 1] = 0;
+  std::fill_n(theta, k, 0.0);
+  double f = objective(ent, theta, pen.data(), ent.s.data(), ent.e.data());
+  Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
+  for (int64_t i = 0; i < ent.dp; ++i) rows.f[i] = ent.w.data() + i * ent.n4;
+  for (int64_t it = 0; it < opt.max_iter; ++it) {
+    // p, the residual p - y (into sc) and sqrt(p (1 - p)) (into ec), from s and e
+    for (int64_t t = 0; t < n; ++t) {
+      const double e = ent.e[t], p = ent.s[t] >= 0 ? 1 / (1 + e) : e / (1 + e);
+      ent.sc[t] = p - ent.y[t];
+      ent.ec[t] = std::sqrt(p * (1 - p));
+    }
+    double worst = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const double* zj = ent.z.data() + j * ent.n4;
+      double dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t t = 0; t < n; ++t) dot += ent.sc[t] * zj[t];
+      g[j] = dot / double(n) + pen[j] * theta[j];
+      worst = std::max(worst, std::fabs(g[j]));
+    }
+    if (worst < opt.tol) return it;
+    for (int64_t j = 0; j < k; ++j) {  // the Hessian's rows sqrt(d) z
+      const double* zj = ent.z.data() + j * ent.n4;
+      double* wj = ent.w.data() + j * ent.n4;
+      for (int64_t t = 0; t < n; ++t) wj[t] = zj[t] * ent.ec[t];
+    }
+    std::fill(acc.begin(), acc.end(), 0.0);
+#if defined(__x86_64__)
+    if (avx2)
+      gram_step_avx2(rows, ent.dp, ent.n4, acc.data());
+    else
+#endif
+      gram_step_scalar(rows, ent.dp, ent.n4, acc.data());
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j <= i; ++j)
+        h[i * k + j] = h[j * k + i] = acc[j * ent.dp + i] / double(n) + (i == j ? pen[i] : 0);
+    if (!cholesky(h.data(), k)) return -1;
+    step = g;
+    cholesky_solve(h.data(), k, step.data());
+    double t = 1;
+    for (int halvings = 0; halvings < 40; ++halvings, t /= 2) {
+      for (int64_t j = 0; j < k; ++j) cand[j] = theta[j] - t * step[j];
+      const double fc = objective(ent, cand.data(), pen.data(), ent.sc.data(), ent.ec.data());
+      if (!(fc > f + 1e-15 * std::max(std::fabs(f), 1.0))) {
+        std::copy(cand.begin(), cand.end(), theta);
+        std::swap(ent.s, ent.sc);
+        std::swap(ent.e, ent.ec);
+        f = fc;
+        break;
+      }
+    }
+  }
+  return opt.max_iter;
+}
+
+}  // namespace
+
+at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
+                       const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
+                       const at::Tensor& cat_off, const at::Tensor& cat_size,
+                       const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
+                       int64_t width) {
+  const GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size,
+                                       label, order, bounds, width);
+  const int64_t segs = bounds.size(0);
+  const int64_t* b = bounds.data_ptr<int64_t>();
   const int64_t d = width + 2, dp = in.dp;
   at::Tensor out = at::zeros({segs, d, d}, label.options());
   double* o = out.data_ptr<double>();
@@ -386,7 +581,7 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
         for (int64_t j = i; j < d; ++j) g[i * d + j] = g[j * d + i] = acc[i * dp + j];
     }
   });
-  TORCH_CHECK(ok.load(), "entity_gram: an order entry is outside the table's ", n,
+  TORCH_CHECK(ok.load(), "entity_gram: an order entry is outside the table's ", in.n,
               " rows, or a category code outside its column's categories");
   return out;
 }
@@ -432,6 +627,80 @@ at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tens
     }
   });
   return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
+    const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos, const at::Tensor& shift,
+    const at::Tensor& scale, const std::vector<at::Tensor>& categorical,
+    const at::Tensor& cat_off, const at::Tensor& cat_size, const at::Tensor& label,
+    const at::Tensor& order, const at::Tensor& bounds, int64_t width, double wd,
+    bool fit_intercept, bool normalize_data, int64_t max_iter, double tol, int64_t max_rows) {
+  const GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size,
+                                       label, order, bounds, width);
+  MMHOST_CHECK_INPUT(scale, at::kDouble, 1);
+  TORCH_CHECK(scale.size(0) == num_pos.size(0), "scale needs one entry a numeric column");
+  TORCH_CHECK(wd >= 0 && max_iter >= 0 && tol >= 0, "wd, max_iter and tol must be >= 0");
+  const LogisticOptions opt{wd, fit_intercept, normalize_data, max_iter, tol};
+  const int64_t segs = bounds.size(0), k = width + (fit_intercept ? 1 : 0);
+  const int64_t* b = bounds.data_ptr<int64_t>();
+  at::Tensor theta = at::zeros({segs, width + 1}, label.options());
+  at::Tensor iters = at::full({segs}, -1, order.options());
+  at::Tensor accuracy = at::full({segs}, NAN, label.options());
+  double* th = theta.data_ptr<double>();
+  int64_t* its = iters.data_ptr<int64_t>();
+  double* acc = accuracy.data_ptr<double>();
+  const double* sc = scale.data_ptr<double>();
+#if defined(__x86_64__)
+  const bool avx2 = cpu_has_avx2_fma();
+#else
+  const bool avx2 = false;
+#endif
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, segs, 1, [&](int64_t s0, int64_t s1) {
+    Entity ent;
+    std::vector<double> w(k), mu(width, 0.0), sd(width, 1.0);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t rows = b[2 * s + 1] - b[2 * s];
+      if (rows < 1 || rows > max_rows) continue;  // iterations -1: not fitted here
+      ent.resize(rows, k);
+      if (!load_entity(in, sc, fit_intercept, b[2 * s], ent)) {
+        ok = false;
+        return;
+      }
+      if (normalize_data) {  // each feature to mean 0 (with an intercept) and deviation 1
+        for (int64_t j = 0; j < width; ++j) {
+          double* zj = ent.z.data() + j * ent.n4;
+          double m = 0;
+          if (fit_intercept) {
+            for (int64_t t = 0; t < rows; ++t) m += zj[t];
+            m /= double(rows);
+          }
+          double v = 0;
+          for (int64_t t = 0; t < rows; ++t) v += (zj[t] - m) * (zj[t] - m);
+          v /= double(rows);
+          mu[j] = m;
+          sd[j] = v > 0 ? std::sqrt(v) : 1.0;
+          for (int64_t t = 0; t < rows; ++t) zj[t] = (zj[t] - m) / sd[j];
+        }
+      }
+      const int64_t taken = newton(ent, opt, avx2, w.data());
+      its[s] = taken;
+      if (taken < 0) continue;
+      double* out = th + s * (width + 1);
+      double bias = fit_intercept ? w[k - 1] : 0.0;
+      for (int64_t j = 0; j < width; ++j) {  // the normalization folded back
+        out[j] = w[j] / sd[j];
+        bias -= out[j] * mu[j];
+      }
+      out[width] = bias;
+      double right = 0;
+      for (int64_t t = 0; t < rows; ++t) right += (ent.s[t] > 0) == (ent.y[t] > 0.5);
+      acc[s] = right / double(rows);
+    }
+  });
+  TORCH_CHECK(ok.load(), "entity_logistic: an order entry is outside the table's ", in.n,
+              " rows, or a category code outside its column's categories");
+  return {theta, iters, accuracy};
 }
 
 }  // namespace mmhost

@@ -84,6 +84,17 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
                        const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
                        int64_t width);
 
+// Each segment's L2 logistic regression by Newton's method; see logistic_reference
+// (mmhost/kernels/gram.py). The inputs of entity_gram, numeric columns scaled by scale after the
+// shift -> theta (S, width + 1) f64 [weights | intercept], iterations (S,) i64 (-1: not fitted:
+// no rows, over max_rows, or a singular Hessian), training accuracy (S,) f64.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
+    const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos, const at::Tensor& shift,
+    const at::Tensor& scale, const std::vector<at::Tensor>& categorical,
+    const at::Tensor& cat_off, const at::Tensor& cat_size, const at::Tensor& label,
+    const at::Tensor& order, const at::Tensor& bounds, int64_t width, double wd,
+    bool fit_intercept, bool normalize_data, int64_t max_iter, double tol, int64_t max_rows);
+
 // (K, 3) f64 [count, mean, population variance] of each column (N,) f64 over rows order (M,)
 // i64, NaN skipped (mean and variance NaN where a column has no value there).
 at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tensor& order);

@@ -18,9 +18,18 @@ scale of the standardization is applied to the answer, not to the rows.
 ``column_moments``: count, mean and population variance of each column over rows ``order``,
 NaN skipped.
 
+``entity_logistic``: each segment's L2 logistic regression on the same encoded rows (numeric
+columns also multiplied by ``scale`` after their shift), by Newton's method from zero with
+each step halved until the objective does not rise: the objective, the normalization and the
+stopping rule of ``train/solvers.logistic``, which is its oracle (on the rows padded into a
+batch). An entity's rows are copied once into a buffer its iterations then stay in (the
+caches' size for thousands of rows). Not fitted there (iterations -1, for the caller's batched
+torch solver): an entity with no rows or more than ``max_rows``, or a Hessian singular to
+rounding (``solvers.solve_psd`` then takes the pseudo-inverse).
+
 Dispatch: the C++ kernels (``csrc/gram.cpp``) on the CPU; ``gram_reference`` and
 ``moments_reference`` (plain torch, any device, the tests' oracles) elsewhere or where the
-extension is not built.
+extension is not built; ``entity_logistic`` answers None there (the batched torch solver).
 """
 
 from __future__ import annotations
@@ -57,6 +66,40 @@ def entity_gram(
     if fn is None:
         return gram_reference(*args)
     return fn(*args)
+
+
+def entity_logistic(
+    numeric: Sequence[Tensor],
+    num_pos: Sequence[int],
+    shift: Sequence[float],
+    scale: Sequence[float],
+    categorical: Sequence[Tensor],
+    cat_off: Sequence[int],
+    cat_size: Sequence[int],
+    label: Tensor,
+    order: Tensor,
+    bounds: Tensor,
+    width: int,
+    *,
+    wd: float,
+    fit_intercept: bool,
+    normalize_data: bool,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    max_rows: int = 1 << 20,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(theta (S, width + 1) [weights | intercept], iterations (S,) (-1: not fitted), training
+    accuracy (S,)), or None where the C++ kernel is not available; see the module docstring."""
+    fn = _native.function("entity_logistic", "logistic") if label.device.type == "cpu" else None
+    if fn is None:
+        return None
+    f64 = torch.float64
+    return fn(
+        list(numeric), _longs(num_pos, label), torch.tensor(list(shift), dtype=f64),
+        torch.tensor(list(scale), dtype=f64), list(categorical), _longs(cat_off, label),
+        _longs(cat_size, label), label, order, bounds, width, wd, fit_intercept, normalize_data,
+        max_iter, tol, max_rows,
+    )  # fmt: skip
 
 
 def column_moments(columns: Sequence[Tensor], order: Tensor) -> Tensor:

@@ -39,6 +39,7 @@ from mmhost.train.report import EntityResult, TrainReport, progress_bar
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")
 PREPROCESSOR_KEY = "preprocessor.tar.gz"
+_METRICS = ("rmse", "accuracy")  # a regressor's, a classifier's
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _fit(
 ) -> TrainReport:
     classes = _classes(table.label, hp)
     groups = entity_groups(table, hp.holdout_fraction, hp.seed)
-    from_moments = hp.predictor_type == "regressor" and not per_entity
+    from_moments = hp.predictor_type != "multiclass_classifier" and not per_entity
     layout = moments.Layout.fit(table, groups) if from_moments else None
     if layout is not None:
         shared = layout.encoding
@@ -200,33 +201,25 @@ def _fit_entities(
         EntityResult(name, t + h, t, h)
         for name, t, h in zip(groups.names, train, held, strict=True)
     ]
+    one_label = _one_label(table, groups) if classes else np.zeros(len(results), bool)
     todo = []
     for e, r in enumerate(results):
-        why = _skip_reason(table, groups, e, hp) if train[e] < hp.min_rows or classes else ""
-        if why:
-            r.status, r.reason = "skipped", why
+        if train[e] < hp.min_rows:
+            r.status = "skipped"
+            r.reason = f"{train[e]} training rows (fewer than min_rows={hp.min_rows})"
+        elif one_label[e]:
+            r.status, r.reason = "skipped", "one label only: a classifier needs two"
         elif done is not None and done(r.entity):
             r.status = "resumed"
         else:
             todo.append(e)
     bar = progress(len(todo)) if progress is not None else None
     width = len(shared.feature_names)
-    if layout is not None:
-        for run in moments.batches(np.array(todo, np.int64), width, batch_entities):
-            _keep(
-                results,
-                run.tolist(),
-                layout.fit_entities(groups, run, hp, dev),
-                [shared] * len(run),
-                hp,
-                classes,
-                write,
-            )
-            if bar is not None:
-                bar(len(run))
-    else:
-        todo.sort(key=lambda e: train[e])  # batches of similar sizes pad least
-        for batch in batches([(e, groups.group(e)) for e in todo], width, batch_entities):
+
+    def padded(entities: list[int]) -> None:
+        """The batched torch solver, on batches of similar sizes (they pad least)."""
+        entities = sorted(entities, key=lambda e: train[e])
+        for batch in batches([(e, groups.group(e)) for e in entities], width, batch_entities):
             encodings = [
                 Encoding.fit(table, g.train, shared) if per_entity else shared for _, g in batch
             ]
@@ -234,7 +227,26 @@ def _fit_entities(
             _keep(results, [e for e, _ in batch], solved, encodings, hp, classes, write)
             if bar is not None:
                 bar(len(batch))
-    return TrainReport("rmse" if hp.predictor_type == "regressor" else "accuracy", results, pre_art)
+
+    if layout is None:
+        padded(todo)
+        return TrainReport(_METRICS[hp.predictor_type != "regressor"], results, pre_art)
+    for run in moments.batches(np.array(todo, np.int64), width, batch_entities):
+        fitted: moments.Fitted | None = None
+        left = run[:0]
+        if hp.predictor_type == "regressor":
+            fitted = layout.fit_entities(groups, run, hp, dev)
+        else:  # a binary classifier: the C++ Newton kernel, where there is one
+            got = layout.fit_logistic(table, groups, run, hp) if dev.type == "cpu" else None
+            fitted, left = got if got is not None else (None, run)
+        if fitted is not None:
+            kept = np.setdiff1d(run, left, assume_unique=True).tolist()
+            _keep(results, kept, fitted, [shared] * len(kept), hp, classes, write)
+            if bar is not None:
+                bar(len(kept))
+        if len(left):
+            padded(left.tolist())
+    return TrainReport(_METRICS[hp.predictor_type != "regressor"], results, pre_art)
 
 
 def _keep(
@@ -280,10 +292,14 @@ def _classes(label: np.ndarray, hp: Hyperparameters) -> list[Any] | None:
     return list(range(k))
 
 
-def _skip_reason(table: Table, groups: Groups, e: int, hp: Hyperparameters) -> str:
-    count = int(groups.train_starts[e + 1] - groups.train_starts[e])
-    if count < hp.min_rows:
-        return f"{count} training rows (fewer than min_rows={hp.min_rows})"
-    if hp.predictor_type != "regressor" and len(np.unique(table.label[groups.group(e).train])) < 2:
-        return "one label only: a classifier needs two"
-    return ""
+def _one_label(table: Table, groups: Groups) -> np.ndarray:
+    """Whether each entity's training rows have one label only (or none)."""
+    counts = groups.train_counts
+    y = table.label[groups.train_order]
+    lo, hi = np.zeros(len(counts)), np.zeros(len(counts))
+    some = np.flatnonzero(counts > 0)
+    if len(some):
+        starts = groups.train_starts[some]
+        lo[some] = np.minimum.reduceat(y, starts)
+        hi[some] = np.maximum.reduceat(y, starts)
+    return lo == hi

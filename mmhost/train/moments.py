@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmhost.kernels.gram import column_moments, entity_gram
+from mmhost.kernels.gram import column_moments, entity_gram, entity_logistic
 from mmhost.train import solvers
 from mmhost.train.data import Groups, Table
 from mmhost.train.encoding import Encoding
+from mmhost.train.fit import encoded_rows, metric
 
 if TYPE_CHECKING:
     from mmhost.train.linear_learner import Hyperparameters
@@ -70,6 +71,7 @@ class Layout:
     cat_size: list[int]
     scale: Tensor  # (F + 2,) float64: 1 / deviation at a numeric feature, else 1
     label: Tensor
+    num_scale: list[float]  # 1 / deviation of each numeric column
 
     @property
     def width(self) -> int:
@@ -118,7 +120,7 @@ class Layout:
         return cls(
             enc, cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size,
             torch.tensor([*scale, 1.0, 1.0], dtype=torch.float64),
-            _tensor(table.label),
+            _tensor(table.label), [1 / std[n] for n in numeric],
         )  # fmt: skip
 
     def grams(self, order: np.ndarray, starts: np.ndarray, entities: np.ndarray) -> Tensor:
@@ -146,6 +148,33 @@ class Layout:
             W[:, None, :].cpu().numpy(), b[:, None].cpu().numpy(), rmse(A, theta).cpu().numpy(),
             holdout,
         )  # fmt: skip
+
+    def fit_logistic(
+        self, table: Table, groups: Groups, entities: np.ndarray, hp: Hyperparameters
+    ) -> tuple[Fitted, np.ndarray] | None:
+        """Every one of ``entities`` a binary classifier by the C++ Newton kernel: the fits and
+        which of ``entities`` the kernel left (for the batched torch solver); None without the
+        kernel."""
+        bounds = np.stack([groups.train_starts[entities], groups.train_starts[entities + 1]], 1)
+        got = entity_logistic(
+            self.numeric, self.num_pos, self.shift, self.num_scale, self.categorical,
+            self.cat_off, self.cat_size, self.label, torch.from_numpy(groups.train_order),
+            torch.from_numpy(bounds), self.width, wd=hp.wd, fit_intercept=hp.fit_intercept,
+            normalize_data=hp.normalize_data,
+        )  # fmt: skip
+        if got is None:
+            return None
+        theta, iterations, accuracy = (t.numpy() for t in got)
+        done = iterations >= 0
+        W, b = theta[done, None, : self.width], theta[done, self.width :]
+        holdout = np.full(int(done.sum()), np.nan)
+        fitted = entities[done]
+        h0, h1 = groups.holdout_starts[fitted], groups.holdout_starts[fitted + 1]
+        if (h1 > h0).any():  # accuracy on the holdout rows, from their encoded rows
+            rows = [groups.holdout_order[a:z] for a, z in zip(h0, h1, strict=True)]
+            Zh, flat, seg = encoded_rows(table, rows, [self.encoding] * len(rows))
+            holdout = metric(Zh, table.label[flat], seg, W, b, hp)
+        return Fitted(W, b, accuracy[done], holdout), entities[~done]
 
 
 def _tensor(values: np.ndarray) -> Tensor:
