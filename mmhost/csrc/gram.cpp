@@ -379,12 +379,13 @@ struct Entity {
   int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 4, parameters, k padded to 4
   std::vector<double> z, w, y, s, e, sc, ec;
 
+  // Buffers for rows x params; w (the Hessian's rows) zero where it is never written.
   void resize(int64_t rows, int64_t params) {
     n = rows;
     n4 = (rows + 3) / 4 * 4;
     k = params;
     dp = (params + 3) / 4 * 4;
-    z.assign(dp * n4, 0.0);
+    z.resize(dp * n4);
     w.assign(dp * n4, 0.0);
     for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
   }
@@ -422,25 +423,136 @@ bool load_entity(const GramInputs& in, const double* scale, bool intercept, int6
   return ok;
 }
 
-// s = z' theta, e = exp(-|s|); the mean log-loss plus the penalty at theta.
-double objective(Entity& ent, const double* theta, const double* pen, double* s, double* e) {
-  std::fill_n(s, ent.n4, 0.0);
-  for (int64_t j = 0; j < ent.k; ++j) {
-    const double tj = theta[j];
-    const double* zj = ent.z.data() + j * ent.n4;
-    for (int64_t t = 0; t < ent.n4; ++t) s[t] += tj * zj[t];
+#if defined(__x86_64__)
+// exp(x) for x <= 0, four lanes, within 2 ulp of std::exp: x = k ln2 + r (|r| <= ln2 / 2), e^r
+// by its Taylor series to r^13 (the next term is below 2^-53 of it), 2^k written into the
+// exponent bits; 0 below -708 (where e^x leaves the normal range).
+MMHOST_AVX2 inline __m256d exp_nonpositive(__m256d x) {
+  const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(0.6931471803691238), x);  // ln2, high bits
+  r = _mm256_fnmadd_pd(k, _mm256_set1_pd(1.9082149292705877e-10), r);      // and the rest
+  static constexpr double kInvFactorial[] = {
+      1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+      1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,      1.0 / 720.0,
+      1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,         0.5,
+      1.0,                1.0};
+  __m256d p = _mm256_set1_pd(kInvFactorial[0]);
+  for (int i = 1; i < 14; ++i) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kInvFactorial[i]));
+  // 2^k: k + 1023 into the low bits of 2^52's mantissa, then shifted into the exponent
+  const __m256d biased = _mm256_add_pd(k, _mm256_set1_pd(4503599627371519.0));  // 2^52 + 1023
+  const __m256i bits = _mm256_slli_epi64(_mm256_castpd_si256(biased), 52);
+  const __m256d out = _mm256_mul_pd(p, _mm256_castsi256_pd(bits));
+  return _mm256_and_pd(out, _mm256_cmp_pd(x, _mm256_set1_pd(-708.0), _CMP_GE_OQ));
+}
+
+// log1p(e) for e in [0, 1], four lanes, within 2 ulp of std::log1p: u = 1 + e rounded, and
+// log1p(e) = log(u) + (e - (u - 1)) / u; log(u) = j ln2 + 2 atanh(z), z = (m - 1) / (m + 1)
+// with u = 2^j m, m within [sqrt(1/2), sqrt(2)] (|z| <= 0.172: the series to z^21 suffices).
+MMHOST_AVX2 inline __m256d log1p_unit(__m256d e) {
+  const __m256d one = _mm256_set1_pd(1.0);
+  const __m256d u = _mm256_add_pd(one, e);
+  const __m256d fix = _mm256_div_pd(_mm256_sub_pd(e, _mm256_sub_pd(u, one)), u);
+  const __m256d big = _mm256_cmp_pd(u, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+  const __m256d m = _mm256_blendv_pd(u, _mm256_mul_pd(u, _mm256_set1_pd(0.5)), big);
+  const __m256d z = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+  const __m256d w = _mm256_mul_pd(z, z);
+  __m256d q = _mm256_set1_pd(2.0 / 21);
+  for (int i = 19; i >= 1; i -= 2) q = _mm256_fmadd_pd(q, w, _mm256_set1_pd(2.0 / i));
+  const __m256d ln2 = _mm256_and_pd(_mm256_set1_pd(0.6931471805599453), big);
+  return _mm256_add_pd(_mm256_fmadd_pd(q, z, ln2), fix);
+}
+
+// The objective's rows, four at a time: s = z' theta (z feature-major, rows n4 apart), e =
+// exp(-|s|), and the sum of softplus(s) - y s over the n rows.
+MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const double* theta,
+                                 const double* y, int64_t n, double* s, double* e) {
+  __m256d total = _mm256_setzero_pd();
+  const __m256d sign = _mm256_set1_pd(-0.0);
+  for (int64_t t = 0; t < n4; t += 4) {
+    __m256d sv = _mm256_setzero_pd();
+    for (int64_t j = 0; j < k; ++j)
+      sv = _mm256_fmadd_pd(_mm256_set1_pd(theta[j]), _mm256_loadu_pd(z + j * n4 + t), sv);
+    _mm256_storeu_pd(s + t, sv);
+    const __m256d ev = exp_nonpositive(_mm256_or_pd(sv, sign));  // -|s|
+    _mm256_storeu_pd(e + t, ev);
+    __m256d loss = _mm256_add_pd(_mm256_max_pd(sv, _mm256_setzero_pd()), log1p_unit(ev));
+    loss = _mm256_fnmadd_pd(_mm256_loadu_pd(y + t), sv, loss);
+    if (t + 4 > n) {  // the padding past n adds nothing
+      const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
+      loss = _mm256_and_pd(loss, _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - t)), _CMP_LT_OQ));
+    }
+    total = _mm256_add_pd(total, loss);
   }
-  for (int64_t t = 0; t < ent.n; ++t) e[t] = std::exp(-std::fabs(s[t]));
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, total);
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+#endif
+
+#if defined(__x86_64__)
+// One pass over the rows, four at a time: p = sigmoid(s) from e = exp(-|s|); g_j = sum (p - y)
+// z_j over the n rows; w_j = sqrt(p (1 - p)) z_j (the Hessian's rows: w'w = z' D z).
+MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const double* s,
+                               const double* e, const double* y, int64_t n, double* w,
+                               double* g) {
+  const __m256d one = _mm256_set1_pd(1.0);
+  std::vector<double> acc(4 * k, 0.0);  // four lanes a parameter (no vector of __m256d: its
+                                        // alignment is not the allocator's)
+  for (int64_t t = 0; t < n4; t += 4) {
+    const __m256d ev = _mm256_loadu_pd(e + t);
+    const __m256d up = _mm256_cmp_pd(_mm256_loadu_pd(s + t), _mm256_setzero_pd(), _CMP_GE_OQ);
+    const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev, one, up), _mm256_add_pd(one, ev));
+    __m256d resid = _mm256_sub_pd(p, _mm256_loadu_pd(y + t));
+    __m256d root = _mm256_sqrt_pd(_mm256_mul_pd(p, _mm256_sub_pd(one, p)));
+    if (t + 4 > n) {  // the padding past n: no residual, no weight
+      const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
+      const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - t)), _CMP_LT_OQ);
+      resid = _mm256_and_pd(resid, real);
+      root = _mm256_and_pd(root, real);
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      const __m256d zj = _mm256_loadu_pd(z + j * n4 + t);
+      _mm256_storeu_pd(&acc[4 * j], _mm256_fmadd_pd(resid, zj, _mm256_loadu_pd(&acc[4 * j])));
+      _mm256_storeu_pd(w + j * n4 + t, _mm256_mul_pd(zj, root));
+    }
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const double* lanes = &acc[4 * j];
+    g[j] = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  }
+}
+#endif
+
+double log_loss_scalar(const double* s, const double* y, double* e, int64_t n) {
   double loss = 0;
-#pragma omp simd reduction(+ : loss)
-  for (int64_t t = 0; t < ent.n; ++t)
-    loss += std::max(s[t], 0.0) - ent.y[t] * s[t];  // softplus(s) - y s, but its log1p
-  double tail[4] = {0, 0, 0, 0};  // four chains: log1p's latency overlapped
-  int64_t t = 0;
-  for (; t + 4 <= ent.n; t += 4)
-    for (int l = 0; l < 4; ++l) tail[l] += std::log1p(e[t + l]);
-  for (; t < ent.n; ++t) tail[0] += std::log1p(e[t]);
-  loss += (tail[0] + tail[1]) + (tail[2] + tail[3]);
+  for (int64_t t = 0; t < n; ++t) {
+    e[t] = std::exp(-std::fabs(s[t]));
+    loss += std::max(s[t], 0.0) + std::log1p(e[t]) - y[t] * s[t];  // softplus(s) - y s
+  }
+  return loss;
+}
+
+// s = z' theta, e = exp(-|s|); the mean log-loss plus the penalty at theta.
+__attribute__((always_inline)) inline double objective(Entity& ent, const double* theta, const double* pen, bool avx2, double* s,
+                 double* e) {
+  double loss;
+#if defined(__x86_64__)
+  if (avx2) {
+    loss = log_loss_avx2(ent.z.data(), ent.n4, ent.k, theta, ent.y.data(), ent.n, s, e);
+  } else
+#endif
+  {
+    const int64_t n4 = ent.n4;
+    double* __restrict out = s;
+    std::fill_n(out, n4, 0.0);
+    for (int64_t j = 0; j < ent.k; ++j) {
+      const double tj = theta[j];
+      const double* __restrict zj = ent.z.data() + j * n4;
+      for (int64_t t = 0; t < n4; ++t) out[t] += tj * zj[t];
+    }
+    loss = log_loss_scalar(s, ent.y.data(), e, ent.n);
+  }
   double penalty = 0;
   for (int64_t j = 0; j < ent.k; ++j) penalty += pen[j] * theta[j] * theta[j];
   return loss / double(ent.n) + 0.5 * penalty;
@@ -448,37 +560,51 @@ double objective(Entity& ent, const double* theta, const double* pen, double* s,
 
 // Newton's method from theta = 0, each step halved until the objective does not rise (as
 // solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.
-int64_t newton(Entity& ent, const LogisticOptions& opt, bool avx2, double* theta) {
+__attribute__((always_inline)) inline int64_t newton(Entity& ent, const LogisticOptions& opt,
+                                                   bool avx2, double* theta) {
   const int64_t k = ent.k, n = ent.n;
   std::vector<double> pen(k, 2 * opt.wd), g(k), step(k), cand(k), h(k * k);
   std::vector<double> acc(ent.dp * ent.dp);
   if (opt.intercept) pen[k - 1] = 0;
   std::fill_n(theta, k, 0.0);
-  double f = objective(ent, theta, pen.data(), ent.s.data(), ent.e.data());
+  double f = objective(ent, theta, pen.data(), avx2, ent.s.data(), ent.e.data());
   Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
   for (int64_t i = 0; i < ent.dp; ++i) rows.f[i] = ent.w.data() + i * ent.n4;
   for (int64_t it = 0; it < opt.max_iter; ++it) {
     // p, the residual p - y (into sc) and sqrt(p (1 - p)) (into ec), from s and e
-    for (int64_t t = 0; t < n; ++t) {
-      const double e = ent.e[t], p = ent.s[t] >= 0 ? 1 / (1 + e) : e / (1 + e);
-      ent.sc[t] = p - ent.y[t];
-      ent.ec[t] = std::sqrt(p * (1 - p));
+    const double* __restrict sv = ent.s.data();
+    const double* __restrict ev = ent.e.data();
+    const double* __restrict yv = ent.y.data();
+    double* __restrict resid = ent.sc.data();
+    double* __restrict root = ent.ec.data();
+#if defined(__x86_64__)
+    if (avx2) {
+      gradient_avx2(ent.z.data(), ent.n4, k, sv, ev, yv, n, ent.w.data(), g.data());
+    } else
+#endif
+    {
+      for (int64_t t = 0; t < n; ++t) {
+        const double p = (sv[t] >= 0 ? 1.0 : ev[t]) / (1 + ev[t]);
+        resid[t] = p - yv[t];
+        root[t] = std::sqrt(p * (1 - p));
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        const double* __restrict zj = ent.z.data() + j * ent.n4;
+        double* __restrict wj = ent.w.data() + j * ent.n4;
+        double dot = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          dot += resid[t] * zj[t];
+          wj[t] = zj[t] * root[t];  // the Hessian's rows sqrt(d) z
+        }
+        g[j] = dot;
+      }
     }
     double worst = 0;
     for (int64_t j = 0; j < k; ++j) {
-      const double* zj = ent.z.data() + j * ent.n4;
-      double dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t t = 0; t < n; ++t) dot += ent.sc[t] * zj[t];
-      g[j] = dot / double(n) + pen[j] * theta[j];
+      g[j] = g[j] / double(n) + pen[j] * theta[j];
       worst = std::max(worst, std::fabs(g[j]));
     }
     if (worst < opt.tol) return it;
-    for (int64_t j = 0; j < k; ++j) {  // the Hessian's rows sqrt(d) z
-      const double* zj = ent.z.data() + j * ent.n4;
-      double* wj = ent.w.data() + j * ent.n4;
-      for (int64_t t = 0; t < n; ++t) wj[t] = zj[t] * ent.ec[t];
-    }
     std::fill(acc.begin(), acc.end(), 0.0);
 #if defined(__x86_64__)
     if (avx2)
@@ -495,7 +621,8 @@ int64_t newton(Entity& ent, const LogisticOptions& opt, bool avx2, double* theta
     double t = 1;
     for (int halvings = 0; halvings < 40; ++halvings, t /= 2) {
       for (int64_t j = 0; j < k; ++j) cand[j] = theta[j] - t * step[j];
-      const double fc = objective(ent, cand.data(), pen.data(), ent.sc.data(), ent.ec.data());
+      const double fc =
+          objective(ent, cand.data(), pen.data(), avx2, ent.sc.data(), ent.ec.data());
       if (!(fc > f + 1e-15 * std::max(std::fabs(f), 1.0))) {
         std::copy(cand.begin(), cand.end(), theta);
         std::swap(ent.s, ent.sc);
@@ -507,6 +634,58 @@ int64_t newton(Entity& ent, const LogisticOptions& opt, bool avx2, double* theta
   }
   return opt.max_iter;
 }
+
+// An entity loaded into ent: normalized (normalize_data), fitted, the normalization folded
+// back into out (width weights, the intercept), its training accuracy into accuracy. The
+// iterations taken, or -1 (a singular Hessian). One body, compiled for each instruction set.
+__attribute__((always_inline)) inline int64_t fit_entity(Entity& ent, const LogisticOptions& opt,
+                                                        bool avx2, int64_t width, double* out,
+                                                        double* accuracy) {
+  const int64_t rows = ent.n;
+  std::vector<double> w(ent.k), mu(width, 0.0), sd(width, 1.0);
+  if (opt.normalize) {  // each feature to mean 0 (with an intercept) and deviation 1
+    for (int64_t j = 0; j < width; ++j) {
+      double* zj = ent.z.data() + j * ent.n4;
+      double m = 0;
+      if (opt.intercept) {
+#pragma omp simd reduction(+ : m)
+        for (int64_t t = 0; t < rows; ++t) m += zj[t];
+        m /= double(rows);
+      }
+      double v = 0;
+#pragma omp simd reduction(+ : v)
+      for (int64_t t = 0; t < rows; ++t) v += (zj[t] - m) * (zj[t] - m);
+      v /= double(rows);
+      mu[j] = m;
+      sd[j] = v > 0 ? std::sqrt(v) : 1.0;
+      for (int64_t t = 0; t < rows; ++t) zj[t] = (zj[t] - m) / sd[j];
+    }
+  }
+  const int64_t taken = newton(ent, opt, avx2, w.data());
+  if (taken < 0) return taken;
+  double bias = opt.intercept ? w[ent.k - 1] : 0.0;
+  for (int64_t j = 0; j < width; ++j) {
+    out[j] = w[j] / sd[j];
+    bias -= out[j] * mu[j];
+  }
+  out[width] = bias;
+  double right = 0;
+  for (int64_t t = 0; t < rows; ++t) right += (ent.s[t] > 0) == (ent.y[t] > 0.5);
+  *accuracy = right / double(rows);
+  return taken;
+}
+
+int64_t fit_entity_generic(Entity& ent, const LogisticOptions& opt, int64_t width, double* out,
+                           double* accuracy) {
+  return fit_entity(ent, opt, false, width, out, accuracy);
+}
+
+#if defined(__x86_64__)
+MMHOST_AVX2 int64_t fit_entity_avx2(Entity& ent, const LogisticOptions& opt, int64_t width,
+                                    double* out, double* accuracy) {
+  return fit_entity(ent, opt, true, width, out, accuracy);
+}
+#endif
 
 }  // namespace
 
@@ -658,7 +837,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
   std::atomic<bool> ok{true};
   at::parallel_for(0, segs, 1, [&](int64_t s0, int64_t s1) {
     Entity ent;
-    std::vector<double> w(k), mu(width, 0.0), sd(width, 1.0);
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t rows = b[2 * s + 1] - b[2 * s];
       if (rows < 1 || rows > max_rows) continue;  // iterations -1: not fitted here
@@ -667,35 +845,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
         ok = false;
         return;
       }
-      if (normalize_data) {  // each feature to mean 0 (with an intercept) and deviation 1
-        for (int64_t j = 0; j < width; ++j) {
-          double* zj = ent.z.data() + j * ent.n4;
-          double m = 0;
-          if (fit_intercept) {
-            for (int64_t t = 0; t < rows; ++t) m += zj[t];
-            m /= double(rows);
-          }
-          double v = 0;
-          for (int64_t t = 0; t < rows; ++t) v += (zj[t] - m) * (zj[t] - m);
-          v /= double(rows);
-          mu[j] = m;
-          sd[j] = v > 0 ? std::sqrt(v) : 1.0;
-          for (int64_t t = 0; t < rows; ++t) zj[t] = (zj[t] - m) / sd[j];
-        }
-      }
-      const int64_t taken = newton(ent, opt, avx2, w.data());
-      its[s] = taken;
-      if (taken < 0) continue;
       double* out = th + s * (width + 1);
-      double bias = fit_intercept ? w[k - 1] : 0.0;
-      for (int64_t j = 0; j < width; ++j) {  // the normalization folded back
-        out[j] = w[j] / sd[j];
-        bias -= out[j] * mu[j];
-      }
-      out[width] = bias;
-      double right = 0;
-      for (int64_t t = 0; t < rows; ++t) right += (ent.s[t] > 0) == (ent.y[t] > 0.5);
-      acc[s] = right / double(rows);
+#if defined(__x86_64__)
+      its[s] = avx2 ? fit_entity_avx2(ent, opt, width, out, acc + s)
+                    : fit_entity_generic(ent, opt, width, out, acc + s);
+#else
+      its[s] = fit_entity_generic(ent, opt, width, out, acc + s);
+#endif
     }
   });
   TORCH_CHECK(ok.load(), "entity_logistic: an order entry is outside the table's ", in.n,
