@@ -36,6 +36,8 @@ from mmhost.train import fit_table
 from mmhost.train.data import Table
 
 WD = 0.01
+BASELINE = "scikit-learn, a loop in one process"
+TARGET = {"kind": "speedup", "vs": BASELINE, "min": 50.0}  # issue 20, on CPU
 WORKLOADS = {
     "regressor": (10_000, 500, 10),
     "binary_classifier": (1_000, 2_000, 10),
@@ -81,7 +83,10 @@ def _sklearn_fit(task: str, Z: np.ndarray, y: np.ndarray, tol: float = 1e-4) -> 
 @pytest.mark.parametrize("task", list(WORKLOADS))
 def test_mmhost_fit_table(benchmark, tables, task):
     table, Zs, ys = tables[task]
-    describe(benchmark, _group(task), "mmhost fit_table (batched, CPU)", len(Zs), unit="models")
+    describe(
+        benchmark, _group(task), "mmhost fit_table (batched, CPU)", len(Zs), unit="models",
+        targets=[TARGET],
+    )  # fmt: skip
     hp = {"predictor_type": task, "wd": WD, "normalize_data": False, "holdout_fraction": 0.0}
     if task == "regressor":
         hp["normalize_label"] = False
@@ -96,8 +101,7 @@ def test_mmhost_fit_table(benchmark, tables, task):
 def test_sklearn_loop(benchmark, tables, task):
     _, Zs, ys = tables[task]
     describe(
-        benchmark, _group(task), "scikit-learn, a loop in one process", len(Zs), unit="models",
-        baseline=True,
+        benchmark, _group(task), BASELINE, len(Zs), unit="models", baseline=True,
     )  # fmt: skip
     benchmark.pedantic(
         lambda: [_sklearn_fit(task, Z, y) for Z, y in zip(Zs, ys, strict=True)],
