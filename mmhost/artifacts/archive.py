@@ -8,6 +8,7 @@ ManifestError with the reason; callers attach the model name.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -65,14 +66,21 @@ def artifact_bytes(art: Artifact) -> bytes:
     file). mtime=0 and fixed member metadata: the same model gives the same bytes (and ETag)."""
     parts = []
     for name, blob in _files(art):  # what tarfile.open(mode="w").addfile writes, without its
-        info = tarfile.TarInfo(name)  # file-object machinery (a third of a small model's time)
-        info.size = len(blob)
-        info.mode = 0o644
-        parts += [info.tobuf(tarfile.PAX_FORMAT), blob, bytes(-len(blob) % tarfile.BLOCKSIZE)]
+        # file-object machinery (a third of a small model's time)
+        parts += [_tar_header(name, len(blob)), blob, bytes(-len(blob) % tarfile.BLOCKSIZE)]
     parts.append(bytes(2 * tarfile.BLOCKSIZE))  # the end of the archive
     size = sum(map(len, parts))
     parts.append(bytes(-size % tarfile.RECORDSIZE))
     return gzip.compress(b"".join(parts), compresslevel=6, mtime=0)
+
+
+@functools.lru_cache(maxsize=256)
+def _tar_header(name: str, size: int) -> bytes:
+    """A member's header (the same for every model of one shape: built once)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    return info.tobuf(tarfile.PAX_FORMAT)
 
 
 def write_artifact(

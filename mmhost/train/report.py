@@ -91,8 +91,8 @@ def _chart(report: TrainReport, path: Path) -> Path | None:
     ax.set_ylabel(f"{which} {report.metric}")
     skipped = sum(e.status == "skipped" for e in report.entities)
     ax.set_title(f"{len(done)} entities trained, {skipped} skipped")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.92)  # tight_layout's
+    fig.savefig(path, dpi=100)  # margins for these labels, without its measuring (0.15 s)
     plt.close(fig)
     return path
 
