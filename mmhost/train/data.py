@@ -337,6 +337,8 @@ def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
     counts = np.bincount(codes, minlength=len(names))
     if len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all()):
         order = np.arange(len(codes))  # each entity's rows already together, in order
+    elif len(names) <= 1 << 16:  # numpy's stable sort of 16-bit keys is a radix sort: O(n)
+        order = np.argsort(codes.astype(np.uint16), kind="stable")
     else:
         order = np.argsort(codes, kind="stable")
     starts = _starts(counts)
@@ -349,7 +351,9 @@ def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
     if k.any():  # the k rows of each entity with the smallest draws
         hold = hold.copy()
         u = np.random.default_rng(seed).random(len(codes))
-        by = np.lexsort((u, codes))
+        # by entity, then by draw: one sort of entity + draw / 2 (below entity + 1, as the
+        # rounding to nearest never reaches it), ~8x a lexsort of the two
+        by = np.argsort(codes + 0.5 * u)
         rank = np.arange(len(codes)) - starts[codes[by]]
         hold[by] |= rank < k[codes[by]]
     elif not hold.any():  # no holdout rows: every row trains
