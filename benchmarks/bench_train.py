@@ -90,7 +90,7 @@ def test_mmhost_fit_table(benchmark, tables, task):
     hp = {"predictor_type": task, "wd": WD, "normalize_data": False, "holdout_fraction": 0.0}
     if task == "regressor":
         hp["normalize_label"] = False
-    report = benchmark.pedantic(lambda: fit_table(table, **hp), rounds=3, iterations=1)
+    report = benchmark.pedantic(lambda: fit_table(table, **hp), rounds=5, iterations=1)
     got = report.by_entity()
     for i in (0, len(Zs) // 2, len(Zs) - 1):  # spot checks against scikit-learn
         want = _sklearn_fit(task, Zs[i], ys[i], tol=1e-10)
