@@ -202,6 +202,15 @@ MMHOST_AVX2 void gram_step_avx2(const Features& rows, int64_t dp, int64_t len4, 
 }
 #endif
 
+// Whether this CPU runs the AVX2 + FMA paths (never off x86-64).
+bool use_avx2() {
+#if defined(__x86_64__)
+  return cpu_has_avx2_fma();
+#else
+  return false;
+#endif
+}
+
 // Whether order[i] == i for every i (and so every entry is a row).
 bool is_identity(const at::Tensor& order, int64_t n) {
   const int64_t* o = order.data_ptr<int64_t>();
@@ -701,11 +710,7 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
   const int64_t d = width + 2, dp = in.dp;
   at::Tensor out = at::zeros({segs, d, d}, label.options());
   double* o = out.data_ptr<double>();
-#if defined(__x86_64__)
-  const bool avx2 = cpu_has_avx2_fma();
-#else
-  const bool avx2 = false;
-#endif
+  const bool avx2 = use_avx2();
   std::atomic<bool> ok{true};
   at::parallel_for(0, segs, 16, [&](int64_t s0, int64_t s1) {
     // the tile's rows past width + 2 stay zero; every other row is written before it is read
@@ -772,9 +777,7 @@ at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tens
   const std::vector<const double*> cols = f64_columns(columns, n, "the");
   const int64_t* rows = order.data_ptr<int64_t>();
   const bool identity = is_identity(order, n);
-#if defined(__x86_64__)
-  const bool avx2 = cpu_has_avx2_fma();
-#endif
+  const bool avx2 = use_avx2();
   for (int64_t i = 0; !identity && i < m; ++i)
     TORCH_CHECK(static_cast<uint64_t>(rows[i]) < uint64_t(n), "order[", i, "] = ", rows[i],
                 " is outside the ", n, " rows");
@@ -829,11 +832,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
   int64_t* its = iters.data_ptr<int64_t>();
   double* acc = accuracy.data_ptr<double>();
   const double* sc = scale.data_ptr<double>();
-#if defined(__x86_64__)
-  const bool avx2 = cpu_has_avx2_fma();
-#else
-  const bool avx2 = false;
-#endif
+  const bool avx2 = use_avx2();
   std::atomic<bool> ok{true};
   at::parallel_for(0, segs, 1, [&](int64_t s0, int64_t s1) {
     Entity ent;

@@ -35,6 +35,8 @@ extension is not built; ``entity_logistic`` answers None there (the batched torc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -44,42 +46,43 @@ Tensor = torch.Tensor
 _ROWS = 1 << 15  # rows of one step of the reference (rows x D x D products in memory)
 
 
-def entity_gram(
-    numeric: Sequence[Tensor],
-    num_pos: Sequence[int],
-    shift: Sequence[float],
-    categorical: Sequence[Tensor],
-    cat_off: Sequence[int],
-    cat_size: Sequence[int],
-    label: Tensor,
-    order: Tensor,
-    bounds: Tensor,
-    width: int,
-) -> Tensor:
-    """(S, width + 2, width + 2) float64; see the module docstring."""
-    args = (
-        list(numeric), _longs(num_pos, label), torch.tensor(list(shift), dtype=torch.float64),
-        list(categorical), _longs(cat_off, label), _longs(cat_size, label), label, order, bounds,
-        width,
-    )  # fmt: skip
-    fn = _native.function("entity_gram", "gram") if label.device.type == "cpu" else None
-    if fn is None:
-        return gram_reference(*args)
-    return fn(*args)
+@dataclass(frozen=True)
+class EncodedRows:
+    """A table's columns as the kernels encode them (the module docstring): what
+    ``entity_gram`` and ``entity_logistic`` read, never copied."""
+
+    numeric: list[Tensor]  # (N,) float64 columns, as they are
+    num_pos: list[int]
+    shift: list[float]
+    categorical: list[Tensor]  # (N,) int64 codes
+    cat_off: list[int]
+    cat_size: list[int]
+    label: Tensor  # (N,) float64
+    width: int
+
+    def native(self) -> tuple[Any, ...]:
+        """The C++ kernels' leading arguments (and the references')."""
+        longs = (
+            torch.tensor(v, dtype=torch.int64) for v in (self.num_pos, self.cat_off, self.cat_size)
+        )
+        pos, off, size = longs
+        shift = torch.tensor(self.shift, dtype=torch.float64)
+        return (self.numeric, pos, shift, self.categorical, off, size, self.label)
+
+
+def entity_gram(rows: EncodedRows, order: Tensor, bounds: Tensor) -> Tensor:
+    """(S, width + 2, width + 2) float64 of the segments ``bounds`` (S, 2) of ``order``; see
+    the module docstring."""
+    args = (*rows.native(), order, bounds, rows.width)
+    fn = _native.function("entity_gram", "gram") if rows.label.device.type == "cpu" else None
+    return gram_reference(*args) if fn is None else fn(*args)
 
 
 def entity_logistic(
-    numeric: Sequence[Tensor],
-    num_pos: Sequence[int],
-    shift: Sequence[float],
+    rows: EncodedRows,
     scale: Sequence[float],
-    categorical: Sequence[Tensor],
-    cat_off: Sequence[int],
-    cat_size: Sequence[int],
-    label: Tensor,
     order: Tensor,
     bounds: Tensor,
-    width: int,
     *,
     wd: float,
     fit_intercept: bool,
@@ -90,15 +93,15 @@ def entity_logistic(
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """(theta (S, width + 1) [weights | intercept], iterations (S,) (-1: not fitted), training
     accuracy (S,)), or None where the C++ kernel is not available; see the module docstring."""
-    fn = _native.function("entity_logistic", "logistic") if label.device.type == "cpu" else None
+    cpu = rows.label.device.type == "cpu"
+    fn = _native.function("entity_logistic", "logistic") if cpu else None
     if fn is None:
         return None
-    f64 = torch.float64
+    numeric, pos, shift, categorical, off, size, label = rows.native()
     return fn(
-        list(numeric), _longs(num_pos, label), torch.tensor(list(shift), dtype=f64),
-        torch.tensor(list(scale), dtype=f64), list(categorical), _longs(cat_off, label),
-        _longs(cat_size, label), label, order, bounds, width, wd, fit_intercept, normalize_data,
-        max_iter, tol, max_rows,
+        numeric, pos, shift, torch.tensor(list(scale), dtype=torch.float64), categorical, off,
+        size, label, order, bounds, rows.width, wd, fit_intercept, normalize_data, max_iter, tol,
+        max_rows,
     )  # fmt: skip
 
 
@@ -107,10 +110,6 @@ def column_moments(columns: Sequence[Tensor], order: Tensor) -> Tensor:
     cpu = all(c.device.type == "cpu" for c in columns) and order.device.type == "cpu"
     fn = _native.function("column_moments", "gram") if cpu else None
     return moments_reference(list(columns), order) if fn is None else fn(list(columns), order)
-
-
-def _longs(values: Sequence[int], like: Tensor) -> Tensor:
-    return torch.tensor(list(values), dtype=torch.int64, device=like.device)
 
 
 def gram_reference(

@@ -21,6 +21,10 @@ column's mean and deviation over the training rows (as ``StandardScaler``); the 
 Grams, with each numeric column shifted by its mean (a missing value then adds 0: the mean's
 fill) and scaled afterwards, on the D x D answer. Holdout rows give their own Gram, hence
 their RMSE, the same way.
+
+A binary classifier takes the same layout to the C++ Newton kernel
+(``kernels.gram.entity_logistic``, ``Layout.fit_logistic``): its iterations need every row each
+time, so there is no moment to keep, but each entity's rows are read from the table once.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmhost.kernels.gram import column_moments, entity_gram, entity_logistic
+from mmhost.kernels.gram import EncodedRows, column_moments, entity_gram, entity_logistic
 from mmhost.train import solvers
 from mmhost.train.data import Groups, Table
 from mmhost.train.encoding import Encoding
@@ -48,8 +52,8 @@ GRAM_BYTES = 1 << 26  # the Grams of one solve batch
 
 @dataclass
 class Fitted:
-    """A batch's weights in the encoded space, (B, 1, F) and (B, 1), and each entity's RMSE on
-    its training and its holdout rows (NaN: no holdout rows)."""
+    """A batch's weights in the encoded space, (B, 1, F) and (B, 1), and each entity's metric
+    (RMSE, or a classifier's accuracy) on its training and its holdout rows (NaN: none)."""
 
     coef: np.ndarray
     intercept: np.ndarray
@@ -63,19 +67,9 @@ class Layout:
     kernel takes."""
 
     encoding: Encoding
-    numeric: list[Tensor]  # the table's numeric columns, as they are
-    num_pos: list[int]
-    shift: list[float]  # each numeric column's mean
-    categorical: list[Tensor]  # each categorical column's codes (-1: not a training category)
-    cat_off: list[int]
-    cat_size: list[int]
+    rows: EncodedRows  # numeric columns shifted by their mean; codes -1: not a training category
     scale: Tensor  # (F + 2,) float64: 1 / deviation at a numeric feature, else 1
-    label: Tensor
     num_scale: list[float]  # 1 / deviation of each numeric column
-
-    @property
-    def width(self) -> int:
-        return len(self.scale) - 2
 
     @classmethod
     def fit(cls, table: Table, groups: Groups) -> Layout:
@@ -117,20 +111,18 @@ class Layout:
                 num_pos.append(j)
                 scale.append(1 / std[c.name])
                 j += 1
-        return cls(
-            enc, cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size,
-            torch.tensor([*scale, 1.0, 1.0], dtype=torch.float64),
-            _tensor(table.label), [1 / std[n] for n in numeric],
+        rows = EncodedRows(
+            cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size,
+            _tensor(table.label), j,
         )  # fmt: skip
+        scales = torch.tensor([*scale, 1.0, 1.0], dtype=torch.float64)
+        return cls(enc, rows, scales, [1 / std[n] for n in numeric])
 
     def grams(self, order: np.ndarray, starts: np.ndarray, entities: np.ndarray) -> Tensor:
         """(B, F + 2, F + 2) Grams of the encoded rows ``order[starts[e] : starts[e + 1]]`` of
         each of ``entities``."""
         bounds = torch.from_numpy(np.stack([starts[entities], starts[entities + 1]], axis=1))
-        A = entity_gram(
-            self.numeric, self.num_pos, self.shift, self.categorical, self.cat_off,
-            self.cat_size, self.label, torch.from_numpy(order), bounds, self.width,
-        )  # fmt: skip
+        A = entity_gram(self.rows, torch.from_numpy(order), bounds)
         return A * self.scale[:, None] * self.scale[None, :]
 
     def fit_entities(
@@ -157,16 +149,15 @@ class Layout:
         kernel."""
         bounds = np.stack([groups.train_starts[entities], groups.train_starts[entities + 1]], 1)
         got = entity_logistic(
-            self.numeric, self.num_pos, self.shift, self.num_scale, self.categorical,
-            self.cat_off, self.cat_size, self.label, torch.from_numpy(groups.train_order),
-            torch.from_numpy(bounds), self.width, wd=hp.wd, fit_intercept=hp.fit_intercept,
+            self.rows, self.num_scale, torch.from_numpy(groups.train_order),
+            torch.from_numpy(bounds), wd=hp.wd, fit_intercept=hp.fit_intercept,
             normalize_data=hp.normalize_data,
         )  # fmt: skip
         if got is None:
             return None
         theta, iterations, accuracy = (t.numpy() for t in got)
         done = iterations >= 0
-        W, b = theta[done, None, : self.width], theta[done, self.width :]
+        W, b = theta[done, None, : self.rows.width], theta[done, self.rows.width :]
         holdout = np.full(int(done.sum()), np.nan)
         fitted = entities[done]
         h0, h1 = groups.holdout_starts[fitted], groups.holdout_starts[fitted + 1]
