@@ -32,9 +32,10 @@ from mmhost.artifacts import Artifact
 from mmhost.artifacts.archive import artifact_bytes
 from mmhost.errors import ValidationError
 from mmhost.train import moments
-from mmhost.train.data import Groups, Table, entity_groups, entity_path, read_table
+from mmhost.train.data import Table, entity_path, read_table
 from mmhost.train.encoding import Encoding
 from mmhost.train.fit import Solved, batches, solve_batch
+from mmhost.train.groups import Groups, entity_groups
 from mmhost.train.report import EntityResult, TrainReport, progress_bar
 
 PREDICTOR_TYPES = ("regressor", "binary_classifier", "multiclass_classifier")

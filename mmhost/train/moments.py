@@ -38,9 +38,10 @@ import torch
 
 from mmhost.kernels.gram import EncodedRows, column_moments, entity_gram, entity_logistic
 from mmhost.train import solvers
-from mmhost.train.data import Groups, Table
+from mmhost.train.data import Table
 from mmhost.train.encoding import Encoding
 from mmhost.train.fit import encoded_rows, metric
+from mmhost.train.groups import Groups
 
 if TYPE_CHECKING:
     from mmhost.train.linear_learner import Hyperparameters

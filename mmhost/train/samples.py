@@ -24,8 +24,9 @@ from mmhost.artifacts import Artifact
 from mmhost.artifacts.archive import artifact_bytes
 from mmhost.artifacts.manifest import KnnOptions
 from mmhost.errors import ValidationError
-from mmhost.train.data import Group, Table, entity_groups, entity_path, read_table
+from mmhost.train.data import Table, entity_path, read_table
 from mmhost.train.encoding import Encoding
+from mmhost.train.groups import Group, entity_groups
 from mmhost.train.report import EntityResult, TrainReport, progress_bar
 
 KNN_TYPES = ("classifier", "regressor")
