@@ -11,6 +11,12 @@ Groups (1,000 distinct models each, mixed batches as in ``bench_fused_op.py`` an
   family's ``forward``: ``mmhost::knn`` and the vote; the fleet of ``bench_knn.py``)
 - RCF: 500 forests of 100 trees x 256 samples in 8 dims x 1 row and x 100 rows
   (``rcf_forward``; the fleet of ``bench_rcf.py``, trained with krcf first, ~1 min)
+- training (issue 20): ``mmhost.train.fit_table`` on the workloads of ``bench_train.py``
+  (10,000 ridge regressors x 500 rows, 1,000 L2 logistic classifiers x 2,000 rows, 10
+  features), ``device="cpu"`` against ``device="cuda"``. On the device the regressors' Gram
+  matrices still come from the CPU pass (C++) and only their solve runs there; the classifiers
+  run the batched torch Newton solver there (the C++ Newton kernel is the CPU's). The time
+  per entity is the inverse of the report's throughput (models/s).
 
 Providers per group:
 
@@ -37,6 +43,7 @@ import pytest
 import torch
 from bench_knn import KnnBatch, KnnFleet, build_knn_fleet, make_knn_batch
 from bench_rcf import RcfBatch, RcfFleet, build_rcf_fleet, make_rcf_batch
+from bench_train import WD, WORKLOADS, build_tables
 from bench_trees import P_XGB, TreeBatch, TreeFleet, load_tree_fleet, make_tree_batch
 from fleet import RTOL_PRICE, Batch, describe, make_batch
 
@@ -44,6 +51,7 @@ from mmhost.families.knn import KnnFamily
 from mmhost.kernels.linear import linear_forward
 from mmhost.kernels.rcf import rcf_forward
 from mmhost.kernels.trees import trees_forward
+from mmhost.train import fit_table
 
 DEVICE = os.environ.get("MMHOST_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "")
 pytestmark = pytest.mark.skipif(not DEVICE, reason="needs a CUDA device")
@@ -235,3 +243,48 @@ def test_rcf_device(benchmark, rcf_fleet, rbatch):
 
     _label(benchmark, "RCF", rbatch.rows_per_model, len(rbatch.x), P_DEV)
     benchmark(run)
+
+
+# -- training ---------------------------------------------------------------------------------
+P_TRAIN_CPU = "fit_table on the CPU (C++ passes, 2 threads here)"
+P_TRAIN_DEV = f"fit_table on {NAME}"
+
+
+@pytest.fixture(scope="module")
+def train_tables() -> dict[str, Any]:
+    return {task: got[0] for task, got in build_tables().items()}
+
+
+def _fit(table: Any, task: str, device: str) -> Any:
+    hp: dict[str, Any] = {"predictor_type": task, "wd": WD, "normalize_data": False}
+    if task == "regressor":
+        hp["normalize_label"] = False
+    return fit_table(table, holdout_fraction=0.0, device=device, **hp)
+
+
+def _train_label(benchmark: Any, task: str, provider: str) -> None:
+    e, n, f = WORKLOADS[task]
+    group = f"train on {NAME}: {task}, {e:,} entities x {n:,} rows x {f} features"
+    describe(benchmark, group, provider, e, unit="models", baseline=provider == P_TRAIN_CPU)
+
+
+@pytest.mark.parametrize("task", list(WORKLOADS))
+def test_train_cpu(benchmark, train_tables, task):
+    _train_label(benchmark, task, P_TRAIN_CPU)
+    benchmark.pedantic(lambda: _fit(train_tables[task], task, "cpu"), rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("task", list(WORKLOADS))
+def test_train_device(benchmark, train_tables, task):
+    table = train_tables[task]
+    cpu, dev = _fit(table, task, "cpu").entities, _fit(table, task, DEVICE).entities
+    for a, b in zip(cpu[:: len(cpu) // 10], dev[:: len(dev) // 10], strict=True):
+        np.testing.assert_allclose(b.coef, a.coef, rtol=1e-6, atol=1e-8)
+
+    def run() -> Any:
+        out = _fit(table, task, DEVICE)
+        _sync()
+        return out
+
+    _train_label(benchmark, task, P_TRAIN_DEV)
+    benchmark.pedantic(run, rounds=3, iterations=1)

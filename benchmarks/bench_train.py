@@ -51,6 +51,11 @@ def _group(task: str) -> str:
 
 @pytest.fixture(scope="module")
 def tables() -> dict[str, tuple[Table, list[np.ndarray], list[np.ndarray]]]:
+    return build_tables()
+
+
+def build_tables() -> dict[str, tuple[Table, list[np.ndarray], list[np.ndarray]]]:
+    """Each workload's table, and its rows standardized and split by entity (the baseline's)."""
     out = {}
     rng = np.random.default_rng(0)
     for task, (entities, rows, width) in WORKLOADS.items():

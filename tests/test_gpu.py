@@ -73,3 +73,22 @@ def test_xgboost_models_on_cuda_match_xgboost_and_survive_demotion(store, host_f
         outs = h.predict_many([(name, x[:50]) for name in boosters])
         for b, out in zip(boosters.values(), outs, strict=True):
             np.testing.assert_allclose(out, b.predict(xgb.DMatrix(x[:50])), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["regressor", "binary_classifier"])
+def test_training_on_cuda_fits_what_the_cpu_fits(task):
+    from mmhost.train import fit_table
+    from mmhost.train.data import Table
+
+    rng = np.random.default_rng(4)
+    owner = np.repeat(np.arange(30), 200)
+    x = rng.normal(size=(len(owner), 3))
+    s = x @ [1.0, -2.0, 0.5] + owner * 0.1 + rng.normal(size=len(owner))
+    y = s if task == "regressor" else (s > np.median(s)).astype(float)
+    feats = {f"x{j}": x[:, j].copy() for j in range(3)}
+    table = Table(owner.astype(str).astype(object), y, feats, np.zeros(len(y), bool), [])
+    hp = {"predictor_type": task, "wd": 0.01, "holdout_fraction": 0.2}
+    cpu, gpu = fit_table(table, **hp).entities, fit_table(table, device="cuda", **hp).entities
+    for a, b in zip(cpu, gpu, strict=True):
+        np.testing.assert_allclose(b.coef, a.coef, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(b.train_metric, a.train_metric, rtol=1e-6)
