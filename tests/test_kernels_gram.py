@@ -124,6 +124,7 @@ def test_column_moments_equal_numpy_even_far_from_zero():
                 assert np.isnan(got[c, 1:]).all() and np.isnan(ref[c, 1:]).all()
     with pytest.raises(RuntimeError, match="outside the 10000 rows"):
         _native_fn("column_moments")(tensors, torch.tensor([10_000]))
+    assert _native_fn("column_moments")([], torch.arange(5)).shape == (0, 3)  # no numbers
 
 
 def _encoded(args, scale):

@@ -80,3 +80,18 @@ def test_a_categorical_entity_column_is_taken_as_it_is():
     assert [e.entity for e in as_codes.entities] == ["e0", "e1"]
     for a, b in zip(as_text.entities, as_codes.entities, strict=True):
         np.testing.assert_array_equal(a.coef, b.coef)
+
+
+def test_a_table_of_categories_only_is_fitted():
+    rng = np.random.default_rng(3)
+    n = 600
+    color = rng.choice(["red", "green", "blue"], n).astype(object)
+    y = (color == "red") * 2.0 + rng.normal(size=n)
+    entity = np.repeat(np.array(["a", "b"], dtype=object), n // 2)
+    table = Table(entity, y, {"color": color}, np.zeros(n, bool), [("memory", 0, n)])
+    for task, label in (("regressor", y), ("binary_classifier", (y > 1).astype(float))):
+        table.label = label
+        report = fit_table(table, predictor_type=task, wd=0.01, holdout_fraction=0.25)
+        for r in report.entities:
+            assert r.status == "trained" and r.coef is not None and r.coef.shape == (1, 3)
+            assert r.holdout_metric is not None

@@ -773,7 +773,8 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
 at::Tensor column_moments(const std::vector<at::Tensor>& columns, const at::Tensor& order) {
   MMHOST_CHECK_INPUT(order, at::kLong, 1);
   const int64_t k = int64_t(columns.size()), m = order.size(0);
-  const int64_t n = k ? columns[0].size(0) : 0;
+  if (k == 0) return at::empty({0, 3}, order.options().dtype(at::kDouble));
+  const int64_t n = columns[0].size(0);
   const std::vector<const double*> cols = f64_columns(columns, n, "the");
   const int64_t* rows = order.data_ptr<int64_t>();
   const bool identity = is_identity(order, n);

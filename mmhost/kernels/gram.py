@@ -107,6 +107,8 @@ def entity_logistic(
 
 def column_moments(columns: Sequence[Tensor], order: Tensor) -> Tensor:
     """(K, 3) float64 [count, mean, population variance] of each column over rows ``order``."""
+    if not columns:
+        return torch.empty(0, 3, dtype=torch.float64)
     cpu = all(c.device.type == "cpu" for c in columns) and order.device.type == "cpu"
     fn = _native.function("column_moments", "gram") if cpu else None
     return moments_reference(list(columns), order) if fn is None else fn(list(columns), order)
