@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 VARIANCE_FLOOR = 1e-12  # a variance below this share of the mean square: a constant feature
 GRAM_BYTES = 1 << 26  # the Grams of one solve batch
+NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (x 2, float64)
 
 
 @dataclass
@@ -149,10 +150,11 @@ class Layout:
         which of ``entities`` the kernel left (for the batched torch solver); None without the
         kernel."""
         bounds = np.stack([groups.train_starts[entities], groups.train_starts[entities + 1]], 1)
+        most = max(1, NEWTON_CELLS // (self.rows.width + 1))  # larger: the torch solver's
         got = entity_logistic(
             self.rows, self.num_scale, torch.from_numpy(groups.train_order),
             torch.from_numpy(bounds), wd=hp.wd, fit_intercept=hp.fit_intercept,
-            normalize_data=hp.normalize_data,
+            normalize_data=hp.normalize_data, max_rows=most,
         )  # fmt: skip
         if got is None:
             return None
