@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from mmhost.train import fit_table
+from mmhost.errors import ValidationError
+from mmhost.train import fit_table, train_linear_learner
 from mmhost.train.data import Table
 
 
@@ -95,3 +97,54 @@ def test_a_table_of_categories_only_is_fitted():
         for r in report.entities:
             assert r.status == "trained" and r.coef is not None and r.coef.shape == (1, 3)
             assert r.holdout_metric is not None
+
+
+def test_a_label_far_from_zero_keeps_its_rmse():
+    # a timestamp-like label: its square sums would cancel to noise without the label's shift
+    table = _table(np.random.default_rng(5), [50, 400])
+    table.label = table.label + 1.7e9
+    report = fit_table(table, wd=0.01, holdout_fraction=0.2, normalize_data=False)
+    pre = report.preprocessor
+    assert pre is not None
+    raw = np.stack([table.features["x1"], table.features["x2"]], axis=1)
+    for r in report.entities:
+        rows = np.flatnonzero(table.entity == r.entity)
+        cats = pre.inputs[2].categories
+        z = np.zeros((len(rows), 2 + len(cats)))
+        z[:, :2] = np.nan_to_num(
+            raw[rows] * pre.preprocessing.scale[:2] + pre.preprocessing.shift[:2]
+        )
+        for k, c in enumerate(cats):
+            z[:, 2 + k] = table.features["color"][rows] == c
+        err = z @ r.coef[0] + r.intercept[0] - table.label[rows]
+        train = r.train_metric**2 * r.train_rows + r.holdout_metric**2 * r.holdout_rows
+        np.testing.assert_allclose(np.sqrt(train / r.rows), np.sqrt(np.mean(err**2)), rtol=1e-6)
+        assert 0.5 < r.train_metric < 2  # the noise's deviation, 1
+
+
+def test_a_number_missing_in_holdout_rows_only_gets_the_mean_fill():
+    table = _table(np.random.default_rng(6), [200])
+    table.features["x2"] = np.nan_to_num(table.features["x2"])  # complete...
+    table.holdout[-20:] = True
+    table.features["x1"][-3] = np.nan  # ...but for one holdout cell of x1
+    report = fit_table(table, wd=0.01)
+    inputs = {c.name: c for c in report.preprocessor.inputs}
+    assert inputs["x1"].missing is not None and inputs["x2"].missing is None
+
+
+def test_unused_entity_categories_are_no_entities_and_a_batch_of_none_is_refused():
+    table = _table(np.random.default_rng(7), [30, 60])
+    table.entity = pd.Categorical(table.entity, categories=["e0", "e1", "gone"])
+    report = fit_table(table, wd=0.01, holdout_fraction=0.0)
+    assert [e.entity for e in report.entities] == ["e0", "e1"]
+    with pytest.raises(ValidationError, match="batch_entities must be >= 1, not 0"):
+        fit_table(table, batch_entities=0)
+
+
+def test_an_empty_entity_cell_is_named_by_its_row(tmp_path):
+    (tmp_path / "t.csv").write_text("city,price,x\na,1.0,2.0\n,2.0,3.0\na,3.0,1.0\n")
+    with pytest.raises(ValidationError, match="t.csv, row 2: the entity column has no value"):
+        train_linear_learner(
+            str(tmp_path / "t.csv"), str(tmp_path / "out"), entity_column="city",
+            label_column="price",
+        )  # fmt: skip

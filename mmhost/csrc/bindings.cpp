@@ -245,11 +245,12 @@ Args:
     categorical: list of (N,) int64 codes (-1: none); cat_off, cat_size: (F_cat,) int64,
         the first feature and the number of categories of each.
     label: (N,) float64. order: (M,) int64 rows. bounds: (S, 2) int64 runs [start, end) of
-        order, one per segment. width: the encoded features.
+        order, one per segment. width: the encoded features. label_shift: subtracted from
+        the label (its mean: no cancellation in the label's sums of squares).
 
 Returns:
     (S, width + 2, width + 2) float64: sum over each segment's rows of a a' with
-    a = [features | 1 | label].
+    a = [features | 1 | label - label_shift].
 
 Raises:
     RuntimeError: on a wrong dtype, layout or shape, overlapping features, a run outside
@@ -257,7 +258,8 @@ Raises:
 )doc",
         py::arg("numeric"), py::arg("num_pos"), py::arg("shift"), py::arg("categorical"),
         py::arg("cat_off"), py::arg("cat_size"), py::arg("label"), py::arg("order"),
-        py::arg("bounds"), py::arg("width"), py::call_guard<py::gil_scoped_release>());
+        py::arg("bounds"), py::arg("width"), py::arg("label_shift") = 0.0,
+        py::call_guard<py::gil_scoped_release>());
 
   m.def("column_moments", &mmhost::column_moments,
         R"doc((K, 3) float64 [count, mean, population variance] of each (N,) float64 column over

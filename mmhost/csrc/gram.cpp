@@ -2,9 +2,9 @@
 // plain-torch oracles): each entity's second moments in one pass over its rows.
 //
 // entity_gram: for each segment s (rows order[bounds[s,0] : bounds[s,1]]) the D x D Gram
-// matrix sum_r a_r a_r' of the augmented encoded row a_r = [z_r (width) | 1 | label_r], where
-// a numeric column j puts x - shift[j] at num_pos[j] (0 where x is NaN) and a categorical
-// column c puts 1 at cat_off[c] + code (nothing for code -1).
+// matrix sum_r a_r a_r' of the augmented encoded row a_r = [z_r (width) | 1 | y_r], where a
+// numeric column j puts x - shift[j] at num_pos[j] (0 where x is NaN), a categorical column c
+// puts 1 at cat_off[c] + code (nothing for code -1) and y is the label less label_shift.
 //
 // A segment is taken kTile rows at a time, each feature's values contiguous, so the products
 // sum_t f_i[t] f_j[t] are dot products over contiguous memory: blocks of 2 x 4 outputs in eight
@@ -47,6 +47,7 @@ struct GramInputs {
   const int64_t* cat_off;
   const int64_t* cat_size;
   const double* label;
+  double label_shift;  // subtracted from the label (entity_gram; 0 for entity_logistic)
   const int64_t* order;
   bool identity;  // order[i] == i throughout: a tile's rows are a run of the columns
   int64_t n;      // rows of the table
@@ -100,7 +101,7 @@ bool fill_tile(const GramInputs& in, int64_t k0, int64_t len, int64_t len4, doub
   double* y = ones + kTile;
   for (int64_t t = 0; t < len; ++t) {
     ones[t] = 1.0;
-    y[t] = in.label[rows[t]];
+    y[t] = in.label[rows[t]] - in.label_shift;
   }
   for (int64_t t = len; t < len4; ++t) ones[t] = y[t] = 0.0;
   return fill_categories(in, k0, len, len4, tile);
@@ -133,6 +134,7 @@ void from_columns(const GramInputs& in, int64_t k0, const double* tile, Features
   }
   rows.f[in.width] = constant_row(1.0);
   rows.f[in.width + 1] = in.label + k0;
+  rows.shift[in.width + 1] = in.label_shift;
 }
 
 // acc (dp x dp, row-major; blocks on and above the diagonal) += f' f over len4 rows.
@@ -280,7 +282,7 @@ GramInputs checked_inputs(const std::vector<at::Tensor>& numeric, const at::Tens
                           const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
                           const at::Tensor& cat_off, const at::Tensor& cat_size,
                           const at::Tensor& label, const at::Tensor& order,
-                          const at::Tensor& bounds, int64_t width) {
+                          const at::Tensor& bounds, int64_t width, double label_shift) {
   MMHOST_CHECK_INPUT(label, at::kDouble, 1);
   MMHOST_CHECK_INPUT(order, at::kLong, 1);
   MMHOST_CHECK_INPUT(bounds, at::kLong, 2);
@@ -302,6 +304,7 @@ GramInputs checked_inputs(const std::vector<at::Tensor>& numeric, const at::Tens
                 cat_off.data_ptr<int64_t>(),
                 cat_size.data_ptr<int64_t>(),
                 label.data_ptr<double>(),
+                label_shift,
                 order.data_ptr<int64_t>(),
                 is_identity(order, n),
                 n,
@@ -702,9 +705,9 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
                        const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
                        const at::Tensor& cat_off, const at::Tensor& cat_size,
                        const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
-                       int64_t width) {
+                       int64_t width, double label_shift) {
   const GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size,
-                                       label, order, bounds, width);
+                                       label, order, bounds, width, label_shift);
   const int64_t segs = bounds.size(0);
   const int64_t* b = bounds.data_ptr<int64_t>();
   const int64_t d = width + 2, dp = in.dp;
@@ -819,7 +822,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
     const at::Tensor& order, const at::Tensor& bounds, int64_t width, double wd,
     bool fit_intercept, bool normalize_data, int64_t max_iter, double tol, int64_t max_rows) {
   const GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size,
-                                       label, order, bounds, width);
+                                       label, order, bounds, width, 0.0);
   MMHOST_CHECK_INPUT(scale, at::kDouble, 1);
   TORCH_CHECK(scale.size(0) == num_pos.size(0), "scale needs one entry a numeric column");
   TORCH_CHECK(wd >= 0 && max_iter >= 0 && tol >= 0, "wd, max_iter and tol must be >= 0");

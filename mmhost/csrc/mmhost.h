@@ -77,12 +77,13 @@ at::Tensor rcf_forward(const at::Tensor& x, const at::Tensor& row_model, const a
 // Each segment's Gram matrix of augmented encoded rows [z | 1 | label]; see gram_reference
 // (mmhost/kernels/gram.py). numeric: columns (N,) f64 at num_pos, shifted by shift (NaN -> 0);
 // categorical: codes (N,) i64 (-1: none) one-hot at cat_off (cat_size categories); label (N,)
-// f64; order (M,) i64 rows; bounds (S, 2) i64 runs of order -> (S, width + 2, width + 2) f64.
+// f64 less label_shift; order (M,) i64 rows; bounds (S, 2) i64 runs of order
+// -> (S, width + 2, width + 2) f64.
 at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor& num_pos,
                        const at::Tensor& shift, const std::vector<at::Tensor>& categorical,
                        const at::Tensor& cat_off, const at::Tensor& cat_size,
                        const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
-                       int64_t width);
+                       int64_t width, double label_shift);
 
 // Each segment's L2 logistic regression by Newton's method; see logistic_reference
 // (mmhost/kernels/gram.py). The inputs of entity_gram, numeric columns scaled by scale after the

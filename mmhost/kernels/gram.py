@@ -10,10 +10,12 @@ encoded features ``z``:
   nothing for code -1, an unknown category);
 - every other feature is 0.
 
-Segment s is the rows ``order[bounds[s, 0] : bounds[s, 1]]`` (an entity's training or holdout
-rows) and its answer is ``sum_r a_r a_r'`` ((width + 2) x (width + 2), float64): counts, sums,
-Z'Z, Z'y and y'y, everything a least-squares fit and its RMSE need (``train/moments.py``). The
-scale of the standardization is applied to the answer, not to the rows.
+The label enters less ``label_shift`` (its training mean: a label far from zero, a timestamp,
+loses nothing to cancellation in y'y). Segment s is the rows ``order[bounds[s, 0] :
+bounds[s, 1]]`` (an entity's training or holdout rows) and its answer is ``sum_r a_r a_r'``
+((width + 2) x (width + 2), float64): counts, sums, Z'Z, Z'y and y'y, everything a
+least-squares fit and its RMSE need (``train/moments.py``). The scale of the standardization
+is applied to the answer, not to the rows.
 
 ``column_moments``: count, mean and population variance of each column over rows ``order``,
 NaN skipped.
@@ -59,6 +61,7 @@ class EncodedRows:
     cat_size: list[int]
     label: Tensor  # (N,) float64
     width: int
+    label_shift: float = 0.0  # entity_gram's; entity_logistic reads the label as it is
 
     def native(self) -> tuple[Any, ...]:
         """The C++ kernels' leading arguments (and the references')."""
@@ -73,7 +76,7 @@ class EncodedRows:
 def entity_gram(rows: EncodedRows, order: Tensor, bounds: Tensor) -> Tensor:
     """(S, width + 2, width + 2) float64 of the segments ``bounds`` (S, 2) of ``order``; see
     the module docstring."""
-    args = (*rows.native(), order, bounds, rows.width)
+    args = (*rows.native(), order, bounds, rows.width, rows.label_shift)
     fn = _native.function("entity_gram", "gram") if rows.label.device.type == "cpu" else None
     return gram_reference(*args) if fn is None else fn(*args)
 
@@ -125,6 +128,7 @@ def gram_reference(
     order: Tensor,
     bounds: Tensor,
     width: int,
+    label_shift: float = 0.0,
 ) -> Tensor:
     """The oracle: each row's augmented vector built, its outer product added to its segment's."""
     n, d, dev = label.shape[0], width + 2, label.device
@@ -154,7 +158,7 @@ def gram_reference(
             hit = k >= 0
             a[hit.nonzero()[:, 0], int(cat_off[c]) + k[hit]] = 1.0
         a[:, width] = 1.0
-        a[:, width + 1] = label[r]
+        a[:, width + 1] = label[r] - label_shift
         out.index_add_(0, s, a[:, :, None] * a[:, None, :])
     return out
 

@@ -205,8 +205,12 @@ def _entities(values: Any, src: list[tuple[str, int, int]]) -> Any:
         got = got.rename_categories(got.categories.astype(str))
     else:
         got = pd.Categorical(values.astype(str).where(values.notna()))
-    if (got.codes < 0).any():
-        i = int(np.flatnonzero(got.codes < 0)[0])
+    empty = got.codes < 0
+    blank = [k for k, c in enumerate(got.categories) if not str(c).strip()]
+    if blank:  # an empty cell, as pyarrow reads text: "" (pandas: missing)
+        empty |= np.isin(got.codes, blank)
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
         raise ValidationError(f"{_where(src, i)}: the entity column has no value")
     return got
 

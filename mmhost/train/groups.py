@@ -89,6 +89,11 @@ def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
     (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
     codes, names = entity_codes(table.entity)
     counts = np.bincount(codes, minlength=len(names))
+    if len(counts) and not counts.all():  # a category no row has (a filtered table's): no entity
+        keep = counts > 0
+        codes = (np.cumsum(keep) - 1)[codes]
+        names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
+        counts = counts[keep]
     if len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all()):
         order = np.arange(len(codes))  # each entity's rows already together, in order
     elif len(names) <= 1 << 16:  # numpy's stable sort of 16-bit keys is a radix sort: O(n)

@@ -150,6 +150,8 @@ def _fit(
     write_shared: Callable[[Artifact], None] | None,
     progress: Callable[[int], Callable[[int], None]] | None,
 ) -> TrainReport:
+    if batch_entities is not None and batch_entities < 1:
+        raise ValidationError(f"batch_entities must be >= 1, not {batch_entities}")
     classes = _classes(table.label, hp)
     groups = entity_groups(table, hp.holdout_fraction, hp.seed)
     from_moments = hp.predictor_type != "multiclass_classifier" and not per_entity
@@ -170,16 +172,15 @@ def _fit(
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a run makes its result objects (one per entity, none
-    in a cycle): its full passes over every object of the process (torch's and pandas' too)
-    cost ~0.1 s each, more than fitting 10,000 entities."""
-    was = gc.isenabled()
-    gc.disable()
+    """Every object the process holds when a run starts (torch's, pandas', the table's) set
+    aside from Python's cycle collector for the run: its full passes over all of them cost
+    ~0.1 s each, more than fitting 10,000 entities, and the run's own objects (one result per
+    entity) would trigger several. What the run makes is still collected."""
+    gc.freeze()
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        gc.unfreeze()
 
 
 def _fit_entities(

@@ -50,6 +50,7 @@ Tensor = torch.Tensor
 VARIANCE_FLOOR = 1e-12  # a variance below this share of the mean square: a constant feature
 GRAM_BYTES = 1 << 26  # the Grams of one solve batch
 NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (x 2, float64)
+NEWTON_WIDTH = 1 << 11  # features the Newton kernel takes (a Hessian a thread: k^2 float64)
 
 
 @dataclass
@@ -81,12 +82,14 @@ class Layout:
 
         numeric = [n for n, v in table.features.items() if v.dtype != object]
         cols = [_tensor(table.features[n]) for n in numeric]
-        train = torch.from_numpy(groups.train_order)
-        stats = column_moments(cols, train).numpy()
+        label = _tensor(table.label)
+        train, holdout = groups.train_order, groups.holdout_order
+        stats = column_moments([*cols, label], torch.from_numpy(train)).numpy()
+        stats, label_mean = stats[:-1], float(stats[-1, 1]) if len(train) else 0.0
         missing = {n for n, s in zip(numeric, stats, strict=True) if s[0] < len(train)}
-        if len(groups.holdout_order):
-            held = column_moments(cols, torch.from_numpy(groups.holdout_order)).numpy()
-            missing |= {n for n, s in zip(numeric, held, strict=True) if s[0] < len(held)}
+        if len(holdout):
+            held = column_moments(cols, torch.from_numpy(holdout)).numpy()
+            missing |= {n for n, s in zip(numeric, held, strict=True) if s[0] < len(holdout)}
         mean, std = {}, {}
         for n, (count, mu, var) in zip(numeric, stats.tolist(), strict=True):
             mean[n] = mu if count else 0.0
@@ -114,8 +117,8 @@ class Layout:
                 scale.append(1 / std[c.name])
                 j += 1
         rows = EncodedRows(
-            cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size,
-            _tensor(table.label), j,
+            cols, num_pos, [mean[n] for n in numeric], cat_cols, cat_off, cat_size, label, j,
+            label_mean,
         )  # fmt: skip
         scales = torch.tensor([*scale, 1.0, 1.0], dtype=torch.float64)
         return cls(enc, rows, scales, [1 / std[n] for n in numeric])
@@ -132,8 +135,10 @@ class Layout:
     ) -> Fitted:
         """Every one of ``entities`` (indices into ``groups``) fitted."""
         A = self.grams(groups.train_order, groups.train_starts, entities).to(dev)
-        W, b = solve(A, hp)
-        theta = torch.cat([W, b[:, None], -torch.ones_like(b)[:, None]], dim=1)
+        shift = self.rows.label_shift
+        W, b = solve(A, hp, shift)
+        # the residual z W + b - y, in the Grams' terms: z W + (b - shift) - (y - shift)
+        theta = torch.cat([W, (b - shift)[:, None], -torch.ones_like(b)[:, None]], dim=1)
         holdout = np.full(len(entities), np.nan)
         if len(groups.holdout_order):
             H = self.grams(groups.holdout_order, groups.holdout_starts, entities).to(dev)
@@ -148,7 +153,9 @@ class Layout:
     ) -> tuple[Fitted, np.ndarray] | None:
         """Every one of ``entities`` a binary classifier by the C++ Newton kernel: the fits and
         which of ``entities`` the kernel left (for the batched torch solver); None without the
-        kernel."""
+        kernel, or for features too many for it."""
+        if self.rows.width >= NEWTON_WIDTH:
+            return None  # its k x k Hessians and their factoring: the torch solver's
         bounds = np.stack([groups.train_starts[entities], groups.train_starts[entities + 1]], 1)
         most = max(1, NEWTON_CELLS // (self.rows.width + 1))  # larger: the torch solver's
         got = entity_logistic(
@@ -195,10 +202,16 @@ def rmse(A: Tensor, theta: Tensor) -> Tensor:
     return torch.where(n > 0, (sse / n.clamp(min=1)).sqrt(), torch.full_like(n, float("nan")))
 
 
-def solve(A: Tensor, hp: Hyperparameters) -> tuple[Tensor, Tensor]:
-    """(w (B, F), b (B,)) of each entity's regressor from its Gram ``A`` (B, F + 2, F + 2);
-    the same objective, normalizations and folding back as ``fit.solve_batch``."""
+def solve(A: Tensor, hp: Hyperparameters, label_shift: float = 0.0) -> tuple[Tensor, Tensor]:
+    """(w (B, F), b (B,)) of each entity's regressor from its Gram ``A`` (B, F + 2, F + 2) of
+    rows whose label is less ``label_shift``; the objective, normalizations and folding back of
+    ``fit.solve_batch``, except that a feature whose variance is below VARIANCE_FLOOR of its
+    mean square counts as constant (moments leave rounding noise where the rows give 0)."""
     F = A.shape[1] - 2
+    if not hp.fit_intercept and label_shift:  # no intercept to take the shift: the label's own
+        T = torch.eye(F + 2, dtype=A.dtype, device=A.device)
+        T[F + 1, F] = label_shift  # y = (y - shift) + shift * 1
+        A, label_shift = T @ A @ T.T, 0.0
     n = A[:, F, F].clamp(min=1)
     Szz, Szy = A[:, :F, :F] / n[:, None, None], A[:, :F, F + 1] / n[:, None]
     syy = A[:, F + 1, F + 1] / n
@@ -225,7 +238,7 @@ def solve(A: Tensor, hp: Hyperparameters) -> tuple[Tensor, Tensor]:
     b = A.new_zeros(A.shape[0])
     if hp.fit_intercept:  # the means of the normalized rows and labels
         b = (ym - ymu) / ysd - (((zm - mu) / sd) * w).sum(1)
-    w, b = w * ysd[:, None], b * ysd + ymu  # back to the label's units
+    w, b = w * ysd[:, None], b * ysd + ymu + label_shift  # back to the label's units
     W = w / sd  # and to the features'
     return W, b - (W * mu).sum(1)
 
