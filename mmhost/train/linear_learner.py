@@ -1,10 +1,13 @@
 """``mmhost train linear-learner``: one linear model per entity, every entity fitted in one
 batched solve (``solvers``), each written to the store as it is done.
 
-The flow: read the table (``data``) -> fit the shared preprocessor on the training rows
-(numbers standardized as ``StandardScaler`` does, a missing number filled with its column's
-mean; categories one-hot as ``OneHotEncoder(handle_unknown="ignore")``; or per entity) ->
-split each entity's holdout rows -> for batches of entities of similar size: pad, normalize
+The flow: read the table (``data``) -> group its rows by entity and split each entity's
+holdout rows (``groups``) -> fit the shared preprocessor on the training rows (numbers
+standardized as ``StandardScaler`` does, a missing number filled with its column's mean;
+categories one-hot as ``OneHotEncoder(handle_unknown="ignore")``; or per entity) -> fit:
+regressors from each entity's moments and binary classifiers by the C++ Newton kernel, on the
+table's own columns (``moments``); multiclass classifiers, per-entity preprocessing and what
+the kernels leave in padded batches of entities of similar size (``fit``): normalize
 (``normalize_data``, ``normalize_label``), solve, fold the normalization back into the weights
 -> write ``{entity}/{entity}.tar.gz``, self-contained (the preprocessing travels with it; the
 linear family composes it away at load) -> the report.
