@@ -36,10 +36,12 @@ extension is not built; ``entity_logistic`` answers None there (the batched torc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from mmhost.kernels import _native
@@ -71,6 +73,15 @@ class EncodedRows:
         pos, off, size = longs
         shift = torch.tensor(self.shift, dtype=torch.float64)
         return (self.numeric, pos, shift, self.categorical, off, size, self.label)
+
+
+def column_tensor(values: Any) -> Tensor:
+    """A table's float64 column as a tensor, sharing its memory (the kernels only read it: a
+    read-only array, as pandas hands them out, is taken as it is)."""
+    array = np.ascontiguousarray(values, np.float64)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
 
 
 def entity_gram(rows: EncodedRows, order: Tensor, bounds: Tensor) -> Tensor:

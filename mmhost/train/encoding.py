@@ -26,20 +26,28 @@ class Encoding:
 
     @classmethod
     def fit(cls, table: Table, rows: np.ndarray, base: Encoding | None = None) -> Encoding:
+        """Fitted on ``rows``: each number's mean and deviation (one native pass over them,
+        ``kernels.gram.column_moments``), each category column's categories (those ``rows``
+        have, sorted; or ``base``'s)."""
+        import torch
+
+        from mmhost.kernels.gram import column_moments, column_tensor
+
+        numeric = [n for n, v in table.features.items() if v.dtype != object]
+        order = torch.from_numpy(np.asarray(rows, np.int64))
+        stats = column_moments([column_tensor(table.features[n]) for n in numeric], order)
+        every = len(rows) == len(table.label)  # all the rows (in some order)
         mean, std, cats, missing = {}, {}, {}, set()
-        every = len(rows) == len(table.label)  # all the rows (in some order): no gather
-        for name, values in table.features.items():
-            v = values if every else values[rows]
-            if values.dtype == object:
-                cats[name] = base.categories[name] if base else sorted(set(v.tolist()))
-                continue
-            gaps = np.isnan(v)
-            ok = v[~gaps] if gaps.any() else v
-            mean[name] = float(ok.mean()) if ok.size else 0.0
-            sd = float(ok.std()) if ok.size else 0.0
+        for name, (count, mu, var) in zip(numeric, stats.tolist(), strict=True):
+            mean[name] = mu if count else 0.0
+            sd = float(np.sqrt(var)) if count else 0.0
             std[name] = sd if sd > 0 else 1.0
-            if bool(gaps.any()) or (not every and bool(np.isnan(values).any())):
+            gaps = count < len(rows) or (not every and np.isnan(table.features[name]).any())
+            if gaps:
                 missing.add(name)
+        for name, values in table.features.items():
+            if values.dtype == object:
+                cats[name] = base.categories[name] if base else _categories(values, rows)
         return cls.of(table, mean, std, cats, missing)
 
     @classmethod
@@ -61,6 +69,13 @@ class Encoding:
                 fill = mean[name] if name in missing else None
                 columns.append(Column(name, "float", missing=fill))
         return cls(columns, mean, std, categories)
+
+    def codes(self, table: Table, name: str) -> np.ndarray:
+        """Category column ``name`` as int64 indices into its categories (-1: not one)."""
+        import pandas as pd
+
+        index = pd.Index(self.categories[name])
+        return np.asarray(index.get_indexer(table.features[name]), dtype=np.int64)
 
     @property
     def feature_names(self) -> list[str]:
@@ -113,3 +128,12 @@ class Encoding:
             "model", self.columns, self.preprocessing(), "linear", task, classes,
             self.feature_names, {"coef": w, "intercept": b},
         )  # fmt: skip
+
+
+def _categories(values: np.ndarray, rows: np.ndarray) -> list[str]:
+    """The categories ``rows`` of the column have, sorted (one hash pass over the column)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, sort=True)
+    seen = np.bincount(codes[rows], minlength=len(uniques)) > 0
+    return [str(u) for u in np.asarray(uniques, dtype=object)[seen]]

@@ -29,14 +29,19 @@ time, so there is no moment to keep, but each entity's rows are read from the ta
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from mmhost.kernels.gram import EncodedRows, column_moments, entity_gram, entity_logistic
+from mmhost.kernels.gram import (
+    EncodedRows,
+    column_moments,
+    column_tensor,
+    entity_gram,
+    entity_logistic,
+)
 from mmhost.train import solvers
 from mmhost.train.data import Table
 from mmhost.train.encoding import Encoding
@@ -76,34 +81,17 @@ class Layout:
 
     @classmethod
     def fit(cls, table: Table, groups: Groups) -> Layout:
-        """The shared preprocessing fitted on the training rows (``Encoding.fit``'s statistics,
-        taken in one pass) and the kernel's inputs."""
-        import pandas as pd
-
-        numeric = [n for n, v in table.features.items() if v.dtype != object]
-        cols = [_tensor(table.features[n]) for n in numeric]
-        label = _tensor(table.label)
-        train, holdout = groups.train_order, groups.holdout_order
-        stats = column_moments([*cols, label], torch.from_numpy(train)).numpy()
-        stats, label_mean = stats[:-1], float(stats[-1, 1]) if len(train) else 0.0
-        missing = {n for n, s in zip(numeric, stats, strict=True) if s[0] < len(train)}
-        if len(holdout):
-            held = column_moments(cols, torch.from_numpy(holdout)).numpy()
-            missing |= {n for n, s in zip(numeric, held, strict=True) if s[0] < len(holdout)}
-        mean, std = {}, {}
-        for n, (count, mu, var) in zip(numeric, stats.tolist(), strict=True):
-            mean[n] = mu if count else 0.0
-            sd = float(np.sqrt(var)) if count else 0.0
-            std[n] = sd if sd > 0 else 1.0
-        cats, codes = {}, {}
-        for name, values in table.features.items():
-            if values.dtype == object:
-                code, uniques = pd.factorize(values, sort=True)
-                seen = np.bincount(code[groups.train_order], minlength=len(uniques)) > 0
-                index = np.where(seen, np.cumsum(seen) - 1, -1)  # unseen in training: unknown
-                codes[name] = torch.from_numpy(index[code].astype(np.int64))
-                cats[name] = [str(u) for u in np.asarray(uniques, dtype=object)[seen]]
-        enc = Encoding.of(table, mean, std, cats, missing)
+        """The shared preprocessing fitted on the training rows (``Encoding.fit``) and the
+        kernel's inputs."""
+        enc = Encoding.fit(table, groups.train_order)
+        mean, std = enc.mean, enc.std
+        numeric = [c.name for c in enc.columns if c.type != "category"]
+        cols = [column_tensor(table.features[n]) for n in numeric]
+        label = column_tensor(table.label)
+        train = torch.from_numpy(groups.train_order)
+        label_mean = float(column_moments([label], train)[0, 1]) if len(train) else 0.0
+        codes = {c.name: torch.from_numpy(enc.codes(table, c.name)) for c in enc.columns
+                 if c.type == "category"}  # fmt: skip
         num_pos, cat_off, cat_size, scale, cat_cols, j = [], [], [], [], [], 0
         for c in enc.columns:
             if c.type == "category":
@@ -176,15 +164,6 @@ class Layout:
             Zh, flat, seg = encoded_rows(table, rows, [self.encoding] * len(rows))
             holdout = metric(Zh, table.label[flat], seg, W, b, hp)
         return Fitted(W, b, accuracy[done], holdout), entities[~done]
-
-
-def _tensor(values: np.ndarray) -> Tensor:
-    """A float64 column as a tensor, sharing its memory (the kernels only read it: a read-only
-    array, as pandas hands them out, is taken as it is)."""
-    array = np.ascontiguousarray(values, np.float64)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-        return torch.from_numpy(array)
 
 
 def batches(entities: np.ndarray, width: int, most: int | None) -> list[np.ndarray]:
