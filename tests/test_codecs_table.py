@@ -68,6 +68,60 @@ def test_plain_bodies_encode_as_the_per_row_path(end, pad, bom, monkeypatch):
     np.testing.assert_array_equal(_fast(enc, body, monkeypatch, np.float64), want64)
 
 
+# Numbers at the edges of the one-load shape (-?digits(.digits)?, at most 15 digits, read
+# whole from 16 bytes): inside it, just outside it (the general parser takes those), and cells
+# whose 16 bytes run past the body's end
+EDGE_NUMBERS = [
+    "0", "-0", "007", "-007.500", "1.", ".5", "-.5", "1.5e3", "1E-7",
+    "123456789012345", "-123456789012345", "1234567890123456", "12345678901234.5",
+    "0.000000000000001", "-9.99999999999999", "99999999999999.9", "4503599627370497",
+    "0.1", "0.30000000000000004", "1" * 15, "9" * 15 + ".",
+]  # fmt: skip
+
+
+def _numbers(n: int, seed: int) -> list[str]:
+    """n numbers of 1 to 15 digits, a dot anywhere among them or none, a sign or none."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        digits = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, 16))))
+        dot = int(rng.integers(0, len(digits) + 1))
+        if 0 < dot < len(digits):
+            digits = digits[:dot] + "." + digits[dot:]
+        out.append(("-" if rng.random() < 0.3 else "") + digits)
+    return out
+
+
+def test_numbers_read_from_one_load_are_exactly_the_parsers(monkeypatch):
+    enc = encoder_for(SCHEMA[:2] + SCHEMA[4:])  # a, b (filled), e
+    values = EDGE_NUMBERS * 4 + _numbers(2_000, 1)
+    rows = [
+        [v, values[-1 - i], ["red", "blue", " red", "green"][i % 4]] for i, v in enumerate(values)
+    ]
+    body = _body(rows)
+    got = _fast(enc, body, monkeypatch, np.float64)
+    np.testing.assert_array_equal(got, _per_row(enc, body, np.float64))
+    np.testing.assert_array_equal(got[:, 0], [float(v) for v in values])  # exact, as Python reads
+    np.testing.assert_array_equal(_fast(enc, body, monkeypatch), _per_row(enc, body))
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        ["1", "2", "3", "y", "red"],
+        ["-0.5", "", "NA", "n", "blue"],
+        ["12345678.25", "7", "-1", "", "green"],
+        ["0", "0", "0", "Zürich", ""],
+    ],
+)
+def test_cells_near_the_bodys_end_encode_as_the_per_row_path(last, monkeypatch):
+    """The last row's cells lie within 16 bytes of the body's end: no load may pass it."""
+    enc = encoder_for(SCHEMA)
+    for end in (b"", b"\n"):
+        body = _body([*_rows(300), last])[:-1] + end
+        np.testing.assert_array_equal(_fast(enc, body, monkeypatch), _per_row(enc, body))
+
+
 def _error(enc, body: bytes) -> str:
     with pytest.raises(ValidationError) as info:
         enc.encode(inputs.decode(body, media.CSV, LIMITS))
@@ -140,6 +194,21 @@ def test_bodies_that_are_not_plain_go_the_per_row_way(body):
         assert _error(enc, body) == exc.message
     else:
         np.testing.assert_array_equal(enc.encode(inputs.decode(body, media.CSV, LIMITS)), want)
+
+
+@pytest.mark.parametrize(
+    "tail", [b"", b"\n", b"\r\n", b"\n\n \t\x0b\x0c\r\n", b" x\x1c", b"\x1f\n"]
+)
+@pytest.mark.parametrize("size", [70, 1_000, 1_031])
+def test_the_native_line_count_is_the_python_one(size, tail, monkeypatch):
+    """wrap's lines, counted by csv_lines (32 bytes a step), as bytes.count counts them."""
+    body = _body(_rows(size))[:-1] + tail
+    want = body.rstrip().count(b"\n") + 1
+    assert len(table.wrap(body, 10_000, list)) == want
+    quoted = body[: len(body) // 2] + b'"' + body[len(body) // 2 :]
+    assert table.wrap(quoted, 10_000, list) is None
+    monkeypatch.setattr(table._native, "function", lambda *a: None)  # no C++ kernels
+    assert len(table.wrap(body, 10_000, list)) == want
 
 
 def test_a_small_body_takes_the_per_row_path():

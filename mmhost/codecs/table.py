@@ -53,11 +53,17 @@ def wrap(body: bytes, max_rows: int, rows: Callable[[], list[list[str]]]) -> Bod
     row."""
     if len(body) < 2 * MIN_ROWS:  # (a one-row request pays this test alone)
         return None
-    end = len(body)  # as len(body.rstrip()), without copying the body
-    while end and body[end - 1] in _ASCII_SPACE:
-        end -= 1
-    lines = body.count(b"\n", 0, end) + 1  # a final line end ends no row
-    if lines < MIN_ROWS or lines > max_rows or b'"' in body:
+    count = _native.function("csv_lines", "csv")
+    if count is not None:
+        lines = count(body)  # -1: a quote
+    elif b'"' in body:
+        return None
+    else:
+        end = len(body)  # as len(body.rstrip()), without copying the body
+        while end and body[end - 1] in _ASCII_SPACE:
+            end -= 1
+        lines = body.count(b"\n", 0, end) + 1  # a final line end ends no row
+    if lines < MIN_ROWS or lines > max_rows:
         return None
     return Body(body, CSV, lines, rows)
 

@@ -61,6 +61,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       R"doc(A plain CSV body -> (ok, (N, width) encoded rows); see mmhost/codecs/table.py.)doc");
 
   m.def(
+      "csv_lines",
+      [](py::bytes body) {
+        const std::string_view text = view(body);
+        py::gil_scoped_release release;
+        return mmhost::csv_lines(text);
+      },
+      R"doc(A CSV body -> its line count, or -1 where it holds a quote; see mmhost/codecs/table.py.)doc");
+
+  m.def(
       "json_count",
       [](py::bytes body, bool lines, int64_t max_rows) {
         const std::string_view text = view(body);

@@ -3,6 +3,7 @@
 // the per-row path must decide (it then names the row and the column).
 #pragma once
 
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "mmhost.h"
+#include "simd.h"
 
 namespace mmhost::cells {
 
@@ -91,6 +93,54 @@ inline bool parse_double(std::string_view s, double& x) {
   return ec == std::errc() && ptr == end;
 }
 
+#if defined(__x86_64__)
+// The first n (0..15) bytes of v as the number they spell when they are in the plainest shape,
+// -?digits(.digits)? with at most 15 digits: true, and x exactly as parse_double reads it
+// (Clinger's fast path: the digits and the power of ten exact, one rounding); false for any
+// other shape (parse_double decides). No branch on the digits: they are right-aligned by one
+// shuffle (skipping the sign and the dot) and summed in lanes (2, 4, then 8 digits a lane).
+MMHOST_AVX2 inline bool plain_number(__m128i v, int n, double& x) {
+  static constexpr double kPow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6, 1e7,
+                                      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+  const uint32_t in = (1u << n) - 1;
+  const __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+  const uint32_t digit = static_cast<uint32_t>(
+      _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)));
+  const uint32_t dot =
+      static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')))) & in;
+  const int neg = n > 0 && static_cast<char>(_mm_cvtsi128_si32(v)) == '-';
+  const int point = dot ? __builtin_ctz(dot) : n;  // the dot's place, or the end
+  // every byte after the sign a digit but one dot at most, a digit before the dot and one after
+  if (((digit | dot) & in) != (in & ~static_cast<uint32_t>(neg)) || (dot & (dot - 1)) ||
+      point == neg || (dot && point == n - 1))
+    return false;
+  const int count = n - neg - (dot != 0);
+  // lane i takes digit k = i - (16 - count) of the number (its byte neg + k, one more past the
+  // dot); the lanes before the first digit are zero
+  const __m128i iota = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m128i k = _mm_add_epi8(iota, _mm_set1_epi8(static_cast<char>(neg + count - 16)));
+  const __m128i past = _mm_cmpgt_epi8(k, _mm_set1_epi8(static_cast<char>(point - 1)));
+  const __m128i pad = _mm_cmpgt_epi8(_mm_set1_epi8(static_cast<char>(16 - count)), iota);
+  const __m128i digits = _mm_shuffle_epi8(d, _mm_or_si128(_mm_sub_epi8(k, past), pad));
+  const __m128i two = _mm_maddubs_epi16(digits, _mm_set1_epi16(0x010a));  // 8 x 0..99
+  const __m128i four = _mm_madd_epi16(two, _mm_set1_epi32(0x00010064));   // 4 x 0..9999
+  const __m128i eight = _mm_madd_epi16(_mm_packus_epi32(four, four), _mm_set1_epi32(0x00012710));
+  const int64_t mantissa = static_cast<int64_t>(_mm_cvtsi128_si32(eight)) * 100000000 +
+                           _mm_extract_epi32(eight, 1);
+  const int scale = (n - 1 - point) & -static_cast<int>(dot != 0);  // digits after the dot
+  const double m = static_cast<double>(mantissa) / kPow10[scale];
+  x = neg ? -m : m;
+  return true;
+}
+
+// The first n (0..16) bytes all ones, the rest zero
+MMHOST_AVX2 inline __m128i first_bytes(int n) {
+  static constexpr uint8_t kOnes[32] = {255, 255, 255, 255, 255, 255, 255, 255,
+                                        255, 255, 255, 255, 255, 255, 255, 255};
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(kOnes + 16 - n));
+}
+#endif
+
 // column j's number x (NaN: missing) at its offset: the fill for a missing value, NaN where
 // the column passes it (trees); refused past float32's range
 template <typename T>
@@ -126,10 +176,40 @@ class Categories {
   explicit Categories(const std::vector<std::string>& cats) {
     if (cats.size() <= kScan) {
       few_.assign(cats.begin(), cats.end());
+      exact_ = true;
+      for (const auto& c : cats) {
+        // a cell's bytes equal to one of these is that category, whatever the per-row path
+        // would trim: it is none of the trimmed bytes, nor a missing value's spelling
+        exact_ = exact_ && !c.empty() && c.size() < 16 && trim(c) == c &&
+                 static_cast<unsigned char>(c.front()) < 0x80 &&
+                 static_cast<unsigned char>(c.back()) < 0x80;
+        std::array<char, 16> pattern{};
+        std::memcpy(pattern.data(), c.data(), std::min<size_t>(c.size(), 16));
+        patterns_.push_back(pattern);
+      }
     } else {
       for (size_t k = 0; k < cats.size(); ++k) many_.emplace(cats[k], static_cast<int64_t>(k));
     }
   }
+
+  // Whether find16 may decide a cell of the column (a few categories, each short, trimmed and
+  // ASCII at its ends)
+  bool exact() const { return exact_; }
+
+#if defined(__x86_64__)
+  // The index of the n (< 16) bytes of v (the rest ignored) among the categories, -1 if none
+  // of them: find() of a cell those bytes make, where exact()
+  MMHOST_AVX2 int64_t find16(__m128i v, int n) const {
+    const __m128i cell = _mm_and_si128(v, first_bytes(n));
+    for (size_t k = 0; k < few_.size(); ++k) {
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(patterns_[k].data()));
+      if (static_cast<int>(few_[k].size()) == n &&
+          _mm_movemask_epi8(_mm_cmpeq_epi8(cell, c)) == 0xFFFF)
+        return static_cast<int64_t>(k);
+    }
+    return -1;
+  }
+#endif
 
   // the index of cell (the first, should two be equal), -1 if it is none of them
   int64_t find(std::string_view cell) const {
@@ -145,6 +225,8 @@ class Categories {
  private:
   static constexpr size_t kScan = 16;
   std::vector<std::string_view> few_;
+  std::vector<std::array<char, 16>> patterns_;  // few_, zero-padded to 16 bytes
+  bool exact_ = false;
   std::unordered_map<std::string_view, int64_t> many_;
 };
 

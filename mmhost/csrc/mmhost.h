@@ -111,6 +111,10 @@ struct RowSchema {
   std::vector<std::vector<std::string>> categories;
 };
 
+// A CSV body's lines as table.wrap counts them (a '\n' after the last row's bytes ends none),
+// or -1 where it holds a '"' (not plain). The GIL is released by the binding.
+int64_t csv_lines(std::string_view body);
+
 // A plain CSV body -> (ok, (N, width) encoded rows, float32 or float64); ok = false where the
 // per-row path must decide (see csv.cpp). The GIL is released by the binding.
 std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& schema,
