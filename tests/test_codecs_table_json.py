@@ -96,6 +96,32 @@ def test_bodies_in_its_shapes_encode_as_the_python_path(case, monkeypatch):
         assert np.signbit(got).tolist() == np.signbit(want).tolist()  # JSON's -0 is the int 0
 
 
+# numbers read as they are walked (at most 15 digits, no exponent) and those left to the
+# general parser (16 digits and more, exponents), as JSON spells them
+NUMBERS = [
+    "0", "-0", "-0.0", "0.5", "-0.001", "123456789012345", "-12345678901234.5",
+    "1234567890123456", "0.000000000000001", "0.0000000000000001", "99999999999999.99",
+    "4503599627370497", "0.1", "0.30000000000000004", "1e5", "-2.5E-3", "1E+30", "7",
+]  # fmt: skip
+
+
+def test_numbers_walked_are_exactly_the_parsers(monkeypatch):
+    enc = encoder_for(SCHEMA[:2] + SCHEMA[4:])  # a, b (filled), e
+    rng = np.random.default_rng(3)
+    values = NUMBERS * 4 + [
+        f"{m}.{f}" if f else str(m)
+        for m, f in zip(
+            rng.integers(-(10**9), 10**9, 2_000), rng.integers(0, 10**6, 2_000), strict=True
+        )
+    ]
+    body = ("[" + ",".join(f'[{v}, {v}, "red"]' for v in values) + "]").encode()
+    got = _fast(enc, body, media.JSON, monkeypatch, np.float64)
+    np.testing.assert_array_equal(got, _python(enc, body, media.JSON, np.float64))
+    want = [float(json.loads(v)) for v in values]  # as Python reads them (JSON's -0 is 0)
+    np.testing.assert_array_equal(got[:, 0], want)
+    assert np.signbit(got[:, 0]).tolist() == np.signbit(want).tolist()
+
+
 def _error(enc, body: bytes, media_type: str = media.JSON) -> str:
     with pytest.raises(ValidationError) as info:
         enc.encode(inputs.decode(body, media_type, LIMITS))

@@ -11,6 +11,7 @@
 
 #include "mmhost.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -18,11 +19,15 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mmhost {
 namespace {
 
 constexpr size_t kMaxRepr = 24;  // "-1.2345678901234567e-308"
+constexpr size_t kSlack = 64;    // bytes past the text the fixed-size stores below may write
+constexpr uint64_t kP10_8 = 100000000, kP10_16 = kP10_8 * kP10_8;
 
 // v's shortest round-trip digits (no leading or trailing zeros) and the decimal exponent of the
 // first: v = 0.d1d2d3... x 10^(exp + 1). Where v's exact value has at most 15 significant
@@ -31,46 +36,49 @@ constexpr size_t kMaxRepr = 24;  // "-1.2345678901234567e-308"
 // 15th digit, more than half a unit in v's last place, so it reads back as another double.
 // Such v are m x 2^e, exactly m x 5^-e / 10^-e: an integer and a shift, no search. Others
 // (0.1's double, 17 digits) take std::to_chars's shortest, as Python's repr does.
-int shortest(double v, char* digits, int& exp) {
+// v (finite, > 0) exactly as exact / 10^frac with exact an integer, where that needs no search:
+// v = m x 2^e is an integer below 10^16, or m x 5^-e fits 64 bits (then / 10^-e); false: else
+bool exact_decimal(double v, uint64_t& exact, int& frac) {
   uint64_t bits;
   std::memcpy(&bits, &v, sizeof bits);
   const int biased = static_cast<int>((bits >> 52) & 0x7ff);
-  uint64_t m = bits & ((uint64_t{1} << 52) - 1);
-  if (biased != 0) {  // normal (the caller checked v finite): exactly m x 2^e, m odd
-    m |= uint64_t{1} << 52;
-    int e = biased - 1075;
-    const int tz = __builtin_ctzll(m);
-    m >>= tz;
-    e += tz;
-    static constexpr uint64_t kP10_15 = 1000000000000000ull;
-    uint64_t exact = 0;  // v x 10^frac, an integer of at most 15 digits
-    int frac = 0;
-    if (e >= 0 && e < 64 - 53 && (m << e) < kP10_15 * 10) {
-      exact = m << e;
-    } else if (e < 0 && e >= -21) {  // 5^22 x an odd m > 10^15: 16 digits or more
-      static const auto kPow5 = [] {
-        std::array<uint64_t, 22> t{};
-        t[0] = 1;
-        for (size_t i = 1; i < t.size(); ++i) t[i] = t[i - 1] * 5;
-        return t;
-      }();
-      if (__builtin_mul_overflow(m, kPow5[static_cast<size_t>(-e)], &exact)) {
-        exact = 0;
-      } else {
-        frac = -e;
-      }
-    }
-    if (exact != 0) {
-      char buf[24];
-      const auto r = std::to_chars(buf, buf + sizeof buf, exact);
-      int nd = static_cast<int>(r.ptr - buf);
-      const int point = nd - frac;  // digits before the decimal point
-      while (nd > 1 && buf[nd - 1] == '0') --nd;  // (an integer's trailing zeros)
-      if (nd <= 15) {
-        std::memcpy(digits, buf, static_cast<size_t>(nd));
-        exp = point - 1;
-        return nd;
-      }
+  if (biased == 0) return false;  // zero or subnormal
+  uint64_t m = (bits & ((uint64_t{1} << 52) - 1)) | uint64_t{1} << 52;
+  int e = biased - 1075;
+  const int tz = __builtin_ctzll(m);
+  m >>= tz;  // exactly m x 2^e, m odd
+  e += tz;
+  if (e >= 0 && e < 64 - 53 && (m << e) < kP10_16) {
+    exact = m << e;
+    frac = 0;
+    return true;
+  }
+  if (e < 0 && e >= -21) {  // 5^22 x an odd m > 10^15: 16 digits or more
+    static const auto kPow5 = [] {
+      std::array<uint64_t, 22> t{};
+      t[0] = 1;
+      for (size_t i = 1; i < t.size(); ++i) t[i] = t[i - 1] * 5;
+      return t;
+    }();
+    frac = -e;
+    return !__builtin_mul_overflow(m, kPow5[static_cast<size_t>(-e)], &exact);
+  }
+  return false;
+}
+
+int shortest(double v, char* digits, int& exp) {
+  uint64_t exact = 0;  // v x 10^frac, an integer
+  int frac = 0;
+  if (exact_decimal(v, exact, frac)) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, exact);
+    int nd = static_cast<int>(r.ptr - buf);
+    const int point = nd - frac;  // digits before the decimal point
+    while (nd > 1 && buf[nd - 1] == '0') --nd;  // (an integer's trailing zeros)
+    if (nd <= 15) {
+      std::memcpy(digits, buf, static_cast<size_t>(nd));
+      exp = point - 1;
+      return nd;
     }
   }
   char sci[40];
@@ -85,9 +93,61 @@ int shortest(double v, char* digits, int& exp) {
   return nd;
 }
 
+// x (< 10^8) as its 8 decimal digits (leading zeros kept), 0..9 a byte, the first in the lowest
+// byte: split in halves of 4 digits, then 2, then 1, all lanes at once in one word
+inline uint64_t eight_digits(uint32_t x) {
+  const uint64_t fours = x / 10000 | static_cast<uint64_t>(x % 10000) << 32;
+  const uint64_t high2 = ((fours * 10486) >> 20) & 0x0000007F0000007Full;  // each / 100
+  const uint64_t twos = ((fours - 100 * high2) << 16) + high2;
+  const uint64_t high1 = ((twos * 103) >> 10) & 0x000F000F000F000Full;  // each / 10
+  return high1 + ((twos - 10 * high1) << 8);
+}
+
+// v (> 0) in repr's fixed notation where its exact value has at most 15 significant digits
+// and a decimal exponent in [-4, 16) (every float32 price, count or small fraction): true, and
+// w past the text; false: the general path writes it. The digits come from eight_digits; each
+// piece is one 16-byte store (w has kSlack bytes past the text).
+inline bool put_fixed(char*& w, double v) {
+  uint64_t exact = 0;
+  int frac = 0;
+  if (!exact_decimal(v, exact, frac) || exact >= kP10_16) return false;
+  const uint64_t a = eight_digits(static_cast<uint32_t>(exact / kP10_8));
+  const uint64_t b = eight_digits(static_cast<uint32_t>(exact % kP10_8));
+  const int lead = a ? __builtin_ctzll(a) / 8 : 8 + __builtin_ctzll(b) / 8;  // (exact > 0)
+  char buf[32];  // the 16 digits, then 16 bytes that only pad the fixed-size copies
+  const uint64_t ascii = 0x3030303030303030ull;
+  const uint64_t ta = a | ascii, tb = b | ascii;
+  std::memcpy(buf, &ta, 8);
+  std::memcpy(buf + 8, &tb, 8);
+  std::memset(buf + 16, '0', 16);
+  const char* const d = buf + lead;
+  const int nd = 16 - lead;
+  if (frac == 0) {  // an integer: its digits, ".0" (16 significant digits: shorter may exist)
+    if (nd == 16 && exact % 10 != 0) return false;
+    std::memcpy(w, d, 16);
+    std::memcpy(w + nd, ".0", 2);
+    w += nd + 2;
+    return true;
+  }
+  const int point = nd - frac;  // digits before the point (odd m x 5^k ends in 5: none trail)
+  if (nd == 16 || point < -3) return false;
+  if (point > 0) {  // ddd.ddd
+    std::memcpy(w, d, 16);
+    w[point] = '.';
+    std::memcpy(w + point + 1, d + point, 16);
+    w += nd + 1;
+  } else {  // 0.000ddd
+    std::memcpy(w, "0.000000", 8);
+    std::memcpy(w + 2 - point, d, 16);
+    w += 2 - point + nd;
+  }
+  return true;
+}
+
 // Python's repr of a finite double, written at w (at most kMaxRepr bytes); w moves past it.
 void put_repr(char*& w, double v) {
   if (std::signbit(v)) *w++ = '-';
+  if (put_fixed(w, std::fabs(v))) return;
   char digits[24];
   int exp = 0;
   const int nd = shortest(std::fabs(v), digits, exp);
@@ -126,10 +186,25 @@ void put_repr(char*& w, double v) {
   w = r.ptr;
 }
 
-void put_text(char*& w, const std::string& s) {
-  std::memcpy(w, s.data(), s.size());
-  w += s.size();
-}
+// A literal piece of the layout, kept padded so that one fixed-size copy writes it
+class Piece {
+ public:
+  explicit Piece(std::string text) : text_(std::move(text)) {
+    std::memcpy(padded_.data(), text_.data(), std::min(text_.size(), padded_.size()));
+  }
+  void put(char*& w) const {
+    if (text_.size() <= padded_.size()) {
+      std::memcpy(w, padded_.data(), padded_.size());
+    } else {
+      std::memcpy(w, text_.data(), text_.size());
+    }
+    w += text_.size();
+  }
+
+ private:
+  std::string text_;
+  std::array<char, 32> padded_{};  // (kSlack covers it)
+};
 
 }  // namespace
 
@@ -158,25 +233,42 @@ std::string format_rows(const at::Tensor& values, const at::Tensor& label_index,
                          (labelled ? layout.label_mid.size() + label_bytes : 0) +
                          static_cast<size_t>(k) * (kMaxRepr + layout.value_sep.size());
   std::string out;
-  out.resize(layout.head.size() + layout.tail.size() + static_cast<size_t>(n) * per_row);
+  out.resize(layout.head.size() + layout.tail.size() + static_cast<size_t>(n) * per_row + kSlack);
   char* w = out.data();
-  put_text(w, layout.head);
+  const Piece value_sep(layout.value_sep);
+  // the text between two rows' values, and around them: one piece each where no label comes
+  const Piece open(layout.head + layout.row_open + layout.list_open);
+  const Piece close(layout.list_close + layout.row_close + layout.tail);
+  const Piece between(layout.list_close + layout.row_close + layout.row_sep + layout.row_open +
+                      layout.list_open);
+  const Piece list_close(layout.list_close), label_mid(layout.label_mid);
+  const Piece row_next(layout.row_close + layout.row_sep + layout.row_open + layout.list_open);
+  std::vector<Piece> label_text;
+  for (const auto& label : labels) label_text.emplace_back(label);
+  if (n == 0) {
+    Piece(layout.head + layout.tail).put(w);
+    out.resize(static_cast<size_t>(w - out.data()));
+    return out;
+  }
+  open.put(w);
   for (int64_t i = 0; i < n; ++i) {
-    if (i) put_text(w, layout.row_sep);
-    put_text(w, layout.row_open);
-    put_text(w, layout.list_open);
+    if (i > 0 && !labelled) between.put(w);
+    if (i > 0 && labelled) row_next.put(w);
     for (int64_t j = 0; j < k; ++j) {
-      if (j) put_text(w, layout.value_sep);
+      if (j) value_sep.put(w);
       put_repr(w, v[i * k + j]);
     }
-    put_text(w, layout.list_close);
     if (labelled) {
-      put_text(w, layout.label_mid);
-      put_text(w, labels[static_cast<size_t>(li[i])]);
+      list_close.put(w);
+      label_mid.put(w);
+      label_text[static_cast<size_t>(li[i])].put(w);
     }
-    put_text(w, layout.row_close);
   }
-  put_text(w, layout.tail);
+  if (labelled) {
+    Piece(layout.row_close + layout.tail).put(w);
+  } else {
+    close.put(w);
+  }
   out.resize(static_cast<size_t>(w - out.data()));
   return out;
 }

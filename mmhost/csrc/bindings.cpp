@@ -67,7 +67,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::gil_scoped_release release;
         return mmhost::csv_lines(text);
       },
-      R"doc(A CSV body -> its line count, or -1 where it holds a quote; see mmhost/codecs/table.py.)doc");
+      R"doc(A CSV body -> its line count, or -1 where it holds a quote; see codecs/table.py.)doc");
 
   m.def(
       "json_count",

@@ -44,6 +44,11 @@ inline at::Tensor zeros(int64_t n, int64_t width, bool f64) {
   return out;
 }
 
+// The powers of ten a double holds exactly
+inline constexpr double kExactPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                         1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                         1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 // s as a double, all of it, exactly as std::from_chars (and Python's float()) reads it; false:
 // not a number from_chars takes whole. The common case, [-]digits[.digits][e[+-]digits] with
 // a mantissa below 2^53 and a power of ten up to 22, is Clinger's fast path: both operands
@@ -127,9 +132,9 @@ MMHOST_AVX2 inline bool plain_number(__m128i v, int n, double& x) {
   const __m128i eight = _mm_madd_epi16(_mm_packus_epi32(four, four), _mm_set1_epi32(0x00012710));
   const int64_t mantissa = static_cast<int64_t>(_mm_cvtsi128_si32(eight)) * 100000000 +
                            _mm_extract_epi32(eight, 1);
-  const int scale = (n - 1 - point) & -static_cast<int>(dot != 0);  // digits after the dot
-  const double m = static_cast<double>(mantissa) / kPow10[scale];
-  x = neg ? -m : m;
+  const double m = static_cast<double>(mantissa);
+  const double q = dot ? m / kPow10[n - 1 - point] : m;  // (no divide for an integer)
+  x = neg ? -q : q;
   return true;
 }
 

@@ -38,12 +38,15 @@ struct Value {
   std::string_view text;  // a number's token; a string's contents, without the quotes
   bool integral;          // a number without fraction or exponent (JSON's int: -0 is 0)
   bool ascii;             // a string of ASCII characters only
+  bool parsed;            // a number read into x as its bytes were walked (no second pass)
+  double x;
 };
 
 class Walk {
  public:
-  Walk(std::string_view body, bool lines) : p_(body.data()), end_(body.data() + body.size()),
-                                            lines_(lines) {}
+  // parse: read numbers as they are walked (the encode pass; the count pass only checks them)
+  Walk(std::string_view body, bool lines, bool parse)
+      : p_(body.data()), end_(body.data() + body.size()), lines_(lines), parse_(parse) {}
 
   // Every row of the document, each as its values, to visit(values, n) (false: not taken).
   template <typename Visit>
@@ -77,16 +80,23 @@ class Walk {
   const char* p_;
   const char* end_;
   bool lines_;
+  bool parse_;
   std::vector<Value> values_;  // the row's values: the first nv_ (kept between rows, no
   size_t nv_ = 0;              // allocation per row)
 
-  void add(const Value& v) {
-    if (nv_ == values_.size()) {
-      values_.push_back(v);
-    } else {
-      values_[nv_] = v;
-    }
-    ++nv_;
+  // the row's next value, filled in field by field (a Value built elsewhere and copied in
+  // would be read back by wide loads its narrow stores can't forward to: a stall a value)
+  Value& next() {
+    if (nv_ == values_.size()) values_.emplace_back();
+    return values_[nv_++];
+  }
+
+  void add(Value::Kind kind, std::string_view text, bool ascii) {
+    Value& v = next();
+    v.kind = kind;
+    v.text = text;
+    v.integral = v.parsed = false;
+    v.ascii = ascii;
   }
 
   // JSON's whitespace; in JSON Lines a line end separates rows and is no whitespace in one
@@ -189,14 +199,14 @@ class Walk {
         ++p_;
       }
       if (p_ == end_) return false;
-      add({Value::kString, std::string_view(start, p_ - start), false, ascii});
+      add(Value::kString, std::string_view(start, p_ - start), ascii);
       ++p_;
       return true;
     }
     if (c == 'n') {
       if (end_ - p_ < 4 || std::string_view(p_, 4) != "null") return false;
       p_ += 4;
-      add({Value::kNull, {}, false, true});
+      add(Value::kNull, {}, true);
       return true;
     }
     return number();
@@ -230,31 +240,47 @@ class Walk {
     return true;
   }
 
-  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, its digits summed as they are walked: a
+  // number of at most 15 digits and no exponent is read exactly there (Clinger's fast path,
+  // as cells::parse_double reads it: the digits and the power of ten exact, one rounding)
   bool number() {
     const char* start = p_;
     auto digit = [this] { return p_ < end_ && *p_ >= '0' && *p_ <= '9'; };
-    eat('-');
+    const bool negative = eat('-');
     if (!digit()) return false;
+    uint64_t m = 0;  // the digits (wraps past 19 of them: then unused)
+    int digits = 0, frac = 0;
     if (*p_ == '0') {
       ++p_;
     } else {
-      while (digit()) ++p_;
+      for (; digit(); ++p_, ++digits) m = m * 10 + static_cast<uint64_t>(*p_ - '0');
     }
     bool integral = true;
     if (eat('.')) {
       integral = false;
       if (!digit()) return false;
-      while (digit()) ++p_;
+      for (; digit(); ++p_, ++frac) m = m * 10 + static_cast<uint64_t>(*p_ - '0');
     }
+    bool exponent = false;
     if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
       integral = false;
+      exponent = true;
       ++p_;
       if (!eat('+')) eat('-');
       if (!digit()) return false;
       while (digit()) ++p_;
     }
-    add({Value::kNumber, std::string_view(start, p_ - start), integral, true});
+    Value& v = next();
+    v.kind = Value::kNumber;
+    v.text = std::string_view(start, static_cast<size_t>(p_ - start));
+    v.integral = integral;
+    v.ascii = true;
+    v.parsed = parse_ && !exponent && digits + frac <= 15;
+    if (v.parsed) {
+      const double q = static_cast<double>(m);
+      const double x = frac ? q / cells::kExactPow10[frac] : q;
+      v.x = negative ? -x : x;
+    }
     return true;
   }
 };
@@ -268,7 +294,11 @@ bool put_row(const Value* values, size_t n, const RowSchema& schema, const Looku
     if (schema.kinds[j] == 0) {  // a number
       double x = std::numeric_limits<double>::quiet_NaN();
       if (v.kind == Value::kNumber) {
-        if (!cells::parse_double(v.text, x)) return false;
+        if (v.parsed) {
+          x = v.x;
+        } else if (!cells::parse_double(v.text, x)) {
+          return false;
+        }
         if (v.integral && x == 0) x = 0.0;  // JSON's -0 is the int 0, as Python reads it
       } else if (v.kind != Value::kNull) {
         return false;
@@ -300,7 +330,7 @@ int64_t json_count(std::string_view body, bool lines, int64_t max_rows) {
   if (starts_with_bom(body)) return -1;
   int64_t n = 0;
   size_t width = 0;
-  bool ok = Walk(body, lines).rows([&](const Value*, size_t count) {
+  bool ok = Walk(body, lines, false).rows([&](const Value*, size_t count) {
     if (n == 0) width = count;
     return count == width && count > 0 && ++n <= max_rows;
   });
@@ -316,7 +346,7 @@ std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
   at::Tensor out = cells::zeros(n, width, f64);
   int64_t row = 0;
   auto encode = [&](auto* data) {
-    return Walk(body, lines).rows([&](const Value* values, size_t count) {
+    return Walk(body, lines, true).rows([&](const Value* values, size_t count) {
       return row < n && put_row(values, count, schema, lookup, data + (row++) * width);
     });
   };
