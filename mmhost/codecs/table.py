@@ -10,8 +10,9 @@ with no fill, no C++ kernels) the C++ encoder says so and the body goes the way 
 before (``inputs``' Python decoders, then ``RowEncoder``), which names the row and the column:
 every error keeps its exact message, and every answer its exact value.
 
-A JSON body's shape is walked once at decode (``json_count``), so its row count is exact and
-checked against the limits before the model is known; a CSV body's lines are counted.
+A JSON body is walked once, at decode (``json_rows``): its shape checked, its row count exact
+and checked against the limits before the model is known, its values kept as cells that
+``json_encode`` writes with the model's schema; a CSV body's lines are counted.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ class Body:
     """A body of at least ``MIN_ROWS`` rows (a CSV body's lines), decoded when its model is
     known."""
 
-    def __init__(self, data: bytes, kind: str, rows: int, python: Callable[[], Any]) -> None:
+    def __init__(
+        self, data: bytes, kind: str, rows: int, python: Callable[[], Any], cells: Any = None
+    ) -> None:
         self.data = data
         self.kind = kind
+        self.cells = cells  # JSON: its values as json_rows kept them (a tensor)
         self.shape = (rows,)  # CSV: the line count (rows, or more where blank lines are skipped)
         self._python = python
 
@@ -73,13 +77,13 @@ def wrap_json(body: bytes, lines: bool, max_rows: int, rows: Callable[[], Any]) 
     the C++ encoder takes (``mmhost/csrc/json.cpp``); None: decode it in Python."""
     if len(body) < 8 * MIN_ROWS:
         return None
-    count = _native.function("json_count", "json")
-    if count is None:
+    walk = _native.function("json_rows", "json")
+    if walk is None:
         return None
-    n = count(body, lines, max_rows)
+    n, cells = walk(body, lines, max_rows)
     if n < MIN_ROWS:  # -1: not a shape it takes
         return None
-    return Body(body, JSONLINES if lines else JSON, n, rows)
+    return Body(body, JSONLINES if lines else JSON, n, rows, cells)
 
 
 def schema(columns: tuple[Column, ...], offsets: list[int]) -> tuple[Any, ...] | None:
@@ -125,5 +129,5 @@ def encode(
         fn = _native.function("json_encode", "json")
         if fn is None:
             return None
-        ok, out = fn(body.data, body.kind == JSONLINES, *spec, width, f64, len(body))
+        ok, out = fn(body.data, body.cells, *spec, width, f64)
     return out.numpy() if ok else None

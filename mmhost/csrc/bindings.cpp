@@ -70,28 +70,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       R"doc(A CSV body -> its line count, or -1 where it holds a quote; see codecs/table.py.)doc");
 
   m.def(
-      "json_count",
+      "json_rows",
       [](py::bytes body, bool lines, int64_t max_rows) {
         const std::string_view text = view(body);
         py::gil_scoped_release release;
-        return mmhost::json_count(text, lines, max_rows);
+        return mmhost::json_rows(text, lines, max_rows);
       },
-      R"doc(A JSON / JSON Lines body of rows -> its row count, or -1; see mmhost/codecs/table.py.)doc");
+      R"doc(A JSON / JSON Lines body -> (row count or -1, its cells); see codecs/table.py.)doc");
 
   m.def(
       "json_encode",
-      [](py::bytes body, bool lines, std::vector<int64_t> kinds, std::vector<int64_t> offsets,
-         std::vector<double> fills, std::vector<int64_t> nan_ok,
+      [](py::bytes body, const at::Tensor& rows, std::vector<int64_t> kinds,
+         std::vector<int64_t> offsets, std::vector<double> fills, std::vector<int64_t> nan_ok,
          std::vector<std::vector<std::string>> categories, std::vector<int64_t> missing_index,
-         std::vector<int64_t> ignore_unknown, int64_t width, bool f64, int64_t n) {
+         std::vector<int64_t> ignore_unknown, int64_t width, bool f64) {
         const mmhost::RowSchema schema =
             row_schema(std::move(kinds), std::move(offsets), std::move(fills), std::move(nan_ok),
                        std::move(categories), std::move(missing_index), std::move(ignore_unknown));
         const std::string_view text = view(body);
         py::gil_scoped_release release;
-        return mmhost::json_encode(text, lines, schema, width, f64, n);
+        return mmhost::json_encode(text, rows, schema, width, f64);
       },
-      R"doc(A JSON / JSON Lines body -> (ok, (n, width) encoded rows); see mmhost/codecs/table.py.)doc");
+      R"doc(json_rows' cells of a body -> (ok, (n, width) encoded rows); see codecs/table.py.)doc");
 
   m.def(
       "format_rows",

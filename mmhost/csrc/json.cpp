@@ -1,8 +1,9 @@
 // A large JSON or JSON Lines body of rows -> the encoded rows of one input schema, straight
 // from the bytes (mmhost/codecs/table.py holds the contract; mmhost/codecs/inputs.py and
-// rows.py the Python path it must equal). Two passes: json_count walks the document's shape
-// once, at decode, before the model is known (the row count is checked against the limits);
-// json_encode walks it again with the model's schema and writes every cell.
+// rows.py the Python path it must equal). The body is walked once, at decode, before the model
+// is known: json_rows checks its shape, counts its rows (checked against the limits) and keeps
+// each value as a 16-byte cell (a number read as it was walked, a string's place in the body);
+// json_encode then writes every row from its cells with the model's schema.
 //
 // The shapes taken, the ones SageMaker's clients send for many rows:
 //   {"instances": ROWS}   {"inputs": [[...], ...]}   ROWS          (JSON)
@@ -44,9 +45,8 @@ struct Value {
 
 class Walk {
  public:
-  // parse: read numbers as they are walked (the encode pass; the count pass only checks them)
-  Walk(std::string_view body, bool lines, bool parse)
-      : p_(body.data()), end_(body.data() + body.size()), lines_(lines), parse_(parse) {}
+  Walk(std::string_view body, bool lines) : p_(body.data()), end_(body.data() + body.size()),
+                                            lines_(lines) {}
 
   // Every row of the document, each as its values, to visit(values, n) (false: not taken).
   template <typename Visit>
@@ -80,7 +80,6 @@ class Walk {
   const char* p_;
   const char* end_;
   bool lines_;
-  bool parse_;
   std::vector<Value> values_;  // the row's values: the first nv_ (kept between rows, no
   size_t nv_ = 0;              // allocation per row)
 
@@ -275,7 +274,7 @@ class Walk {
     v.text = std::string_view(start, static_cast<size_t>(p_ - start));
     v.integral = integral;
     v.ascii = true;
-    v.parsed = parse_ && !exponent && digits + frac <= 15;
+    v.parsed = !exponent && digits + frac <= 15;
     if (v.parsed) {
       const double q = static_cast<double>(m);
       const double x = frac ? q / cells::kExactPow10[frac] : q;
@@ -285,35 +284,59 @@ class Walk {
   }
 };
 
+// A value as json_rows keeps it for json_encode (16 bytes; the rows' cells one after another):
+// a number read on the walk, or else its token, a string's contents (offsets into the body),
+// or null.
+struct Cell {
+  enum Kind : uint8_t { kNumber, kNumberText, kString, kNull };
+  union {
+    double x;                 // kNumber
+    uint32_t span[2];         // kNumberText, kString: offset and length in the body
+  };
+  Kind kind;
+  bool integral;  // a number without fraction or exponent (JSON's int: -0 is 0)
+  bool ascii;     // a string of ASCII characters only
+};
+static_assert(sizeof(Cell) == 16, "a cell is two int64 words of the cells tensor");
+
+// Cell c's text in the body (false: its span is not inside the body)
+bool text_of(std::string_view body, const Cell& c, std::string_view& text) {
+  if (static_cast<size_t>(c.span[0]) + c.span[1] > body.size()) return false;
+  text = body.substr(c.span[0], c.span[1]);
+  return true;
+}
+
 template <typename T>
-bool put_row(const Value* values, size_t n, const RowSchema& schema, const Lookup& lookup,
-             T* dst) {
+bool put_row(std::string_view body, const Cell* values, size_t n, const RowSchema& schema,
+             const Lookup& lookup, T* dst) {
   if (n != schema.kinds.size()) return false;
   for (size_t j = 0; j < n; ++j) {
-    const Value& v = values[j];
+    const Cell& v = values[j];
     if (schema.kinds[j] == 0) {  // a number
       double x = std::numeric_limits<double>::quiet_NaN();
-      if (v.kind == Value::kNumber) {
-        if (v.parsed) {
-          x = v.x;
-        } else if (!cells::parse_double(v.text, x)) {
-          return false;
-        }
-        if (v.integral && x == 0) x = 0.0;  // JSON's -0 is the int 0, as Python reads it
-      } else if (v.kind != Value::kNull) {
+      if (v.kind == Cell::kNumber) {
+        x = v.x;
+      } else if (v.kind == Cell::kNumberText) {
+        std::string_view text;
+        if (!text_of(body, v, text) || !cells::parse_double(text, x)) return false;
+      } else if (v.kind != Cell::kNull) {
         return false;
       }
+      if (v.integral && x == 0) x = 0.0;  // JSON's -0 is the int 0, as Python reads it
       if (!cells::put_number(schema, j, x, dst)) return false;
     } else {  // a category
-      if (v.kind == Value::kNumber) return false;
+      if (v.kind == Cell::kNumber || v.kind == Cell::kNumberText) return false;
       int64_t k = -1;
-      if (v.kind == Value::kString) {
-        k = lookup[j].find(v.text);
+      std::string_view text;
+      if (v.kind == Cell::kString) {
+        if (!text_of(body, v, text)) return false;
+        k = lookup[j].find(text);
         // Python's strip() trims more than ASCII whitespace (a no-break space): a non-ASCII
         // string that is no category is left to the Python path
         if (k < 0 && !v.ascii) return false;
       }
-      const bool missing = v.kind == Value::kNull || cells::is_missing(cells::trim(v.text));
+      const bool missing =
+          k < 0 && (v.kind == Cell::kNull || cells::is_missing(cells::trim(text)));
       if (!cells::put_category(schema, j, k, missing, dst)) return false;
     }
   }
@@ -326,32 +349,64 @@ bool starts_with_bom(std::string_view body) {
 
 }  // namespace
 
-int64_t json_count(std::string_view body, bool lines, int64_t max_rows) {
-  if (starts_with_bom(body)) return -1;
-  int64_t n = 0;
+std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int64_t max_rows) {
+  const std::tuple<int64_t, at::Tensor> none{-1, at::Tensor()};
+  if (starts_with_bom(body) || body.size() >= UINT32_MAX) return none;
+  // a value and its separator take 2 bytes or more: the cells fit (pages untouched stay free)
+  const int64_t most = static_cast<int64_t>(body.size() / 2 + 1);
+  at::Tensor store = at::empty({most, 2}, at::kLong);
+  Cell* const cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
+  int64_t n = 0, used = 0;
   size_t width = 0;
-  bool ok = Walk(body, lines, false).rows([&](const Value*, size_t count) {
+  const char* const base = body.data();
+  auto span = [base](Cell& c, std::string_view text) {
+    c.span[0] = static_cast<uint32_t>(text.data() - base);
+    c.span[1] = static_cast<uint32_t>(text.size());
+  };
+  const bool ok = Walk(body, lines).rows([&](const Value* values, size_t count) {
     if (n == 0) width = count;
-    return count == width && count > 0 && ++n <= max_rows;
+    if (count != width || count == 0 || ++n > max_rows || used + static_cast<int64_t>(count) > most)
+      return false;
+    for (size_t j = 0; j < count; ++j) {
+      const Value& v = values[j];
+      Cell& c = cells[used++];
+      c.integral = v.integral;
+      c.ascii = v.ascii;
+      if (v.kind == Value::kNumber && v.parsed) {
+        c.kind = Cell::kNumber;
+        c.x = v.x;
+      } else {
+        c.kind = v.kind == Value::kNumber ? Cell::kNumberText
+                 : v.kind == Value::kString ? Cell::kString
+                                            : Cell::kNull;
+        span(c, v.text);
+      }
+    }
+    return true;
   });
-  return ok ? n : -1;
+  if (!ok) return none;
+  return {n, store.narrow(0, 0, used).view({n, static_cast<int64_t>(width), 2})};
 }
 
-std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
-                                         const RowSchema& schema, int64_t width, bool f64,
-                                         int64_t n) {
+std::tuple<bool, at::Tensor> json_encode(std::string_view body, const at::Tensor& rows,
+                                         const RowSchema& schema, int64_t width, bool f64) {
   const at::Tensor none;
-  if (n <= 0 || starts_with_bom(body)) return {false, none};
+  TORCH_CHECK(rows.dim() == 3 && rows.size(2) == 2 && rows.scalar_type() == at::kLong &&
+                  rows.is_contiguous(),
+              "json_encode: rows must be json_rows' (n, width, 2) cells");
+  const int64_t n = rows.size(0);
+  const size_t count = static_cast<size_t>(rows.size(1));
+  const Cell* const values = reinterpret_cast<const Cell*>(rows.data_ptr<int64_t>());
   const Lookup lookup = cells::categories_of(schema);
   at::Tensor out = cells::zeros(n, width, f64);
-  int64_t row = 0;
   auto encode = [&](auto* data) {
-    return Walk(body, lines, true).rows([&](const Value* values, size_t count) {
-      return row < n && put_row(values, count, schema, lookup, data + (row++) * width);
-    });
+    for (int64_t i = 0; i < n; ++i)
+      if (!put_row(body, values + i * static_cast<int64_t>(count), count, schema, lookup,
+                   data + i * width))
+        return false;
+    return true;
   };
-  bool ok = f64 ? encode(out.data_ptr<double>()) : encode(out.data_ptr<float>());
-  ok = ok && row == n;
+  const bool ok = f64 ? encode(out.data_ptr<double>()) : encode(out.data_ptr<float>());
   return {ok, ok ? out : none};
 }
 

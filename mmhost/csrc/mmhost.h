@@ -120,14 +120,13 @@ int64_t csv_lines(std::string_view body);
 std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& schema,
                                         int64_t width, bool f64, int64_t max_rows);
 
-// A large JSON / JSON Lines body of rows (see json.cpp): json_count -> its row count, or -1
-// where the Python path must decode it (another shape, a bad value, more than max_rows);
-// json_encode -> (ok, (n, width) encoded rows) as csv_encode. The GIL is released by the
-// bindings.
-int64_t json_count(std::string_view body, bool lines, int64_t max_rows);
-std::tuple<bool, at::Tensor> json_encode(std::string_view body, bool lines,
-                                         const RowSchema& schema, int64_t width, bool f64,
-                                         int64_t n);
+// A large JSON / JSON Lines body of rows (see json.cpp): json_rows -> (its row count, its
+// (n, width, 2) cells), or -1 where the Python path must decode it (another shape, a bad
+// value, more than max_rows); json_encode: those cells -> (ok, (n, width) encoded rows) as
+// csv_encode. The GIL is released by the bindings.
+std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int64_t max_rows);
+std::tuple<bool, at::Tensor> json_encode(std::string_view body, const at::Tensor& rows,
+                                         const RowSchema& schema, int64_t width, bool f64);
 
 // The literal pieces of an answer's text around its values (see answers.cpp): head, then per
 // row [row_sep] row_open list_open v (value_sep v)* list_close [label_mid label] row_close,
