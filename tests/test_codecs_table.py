@@ -183,8 +183,19 @@ def test_a_header_row_still_gets_its_hint():
         _body(_rows(100)).replace(b"\n", b"\r\n", 10),  # mixed line ends
         _body(_with(_rows(100), 60, 4, "red,extra")),  # a line with a field too many
         _body(_rows(100)).replace(b"y,", b"y\xc2\xa0,", 1),  # a no-break space Python strips
+        _body(_rows(100)).replace(b"green", b"gr\xffen", 1),  # not UTF-8, in an ignored cell
+        _body(_rows(100)).replace(b"green", b"gr\xc3\xa9en", 1),  # UTF-8, an ignored category
     ],
-    ids=["quoted", "blank-line", "lone-cr", "mixed-ends", "extra-field", "nbsp"],
+    ids=[
+        "quoted",
+        "blank-line",
+        "lone-cr",
+        "mixed-ends",
+        "extra-field",
+        "nbsp",
+        "bad-utf8",
+        "utf8",
+    ],
 )
 def test_bodies_that_are_not_plain_go_the_per_row_way(body):
     enc = encoder_for(SCHEMA)

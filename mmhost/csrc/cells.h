@@ -44,6 +44,49 @@ inline at::Tensor zeros(int64_t n, int64_t width, bool f64) {
   return out;
 }
 
+// The length of the UTF-8 character at p (a lead byte >= 0x80) as Python's strict decoder
+// reads it (no overlong form, no surrogate, nothing past U+10FFFF); 0: not UTF-8
+inline size_t utf8_char(const char* p, const char* end) {
+  const auto b0 = static_cast<unsigned char>(*p);
+  size_t n;
+  unsigned lo = 0x80, hi = 0xBF;  // the second byte's range
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    n = 1;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    n = 2;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    n = 3;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (static_cast<size_t>(end - p) <= n) return 0;
+  for (size_t i = 1; i <= n; ++i) {
+    const auto b = static_cast<unsigned char>(p[i]);
+    if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return 0;
+  }
+  return n + 1;
+}
+
+// Whether s is UTF-8 text, as bytes.decode() (strict) takes it
+inline bool is_utf8(std::string_view s) {
+  const char* p = s.data();
+  const char* const end = p + s.size();
+  while (p < end) {
+    if (static_cast<unsigned char>(*p) < 0x80) {
+      ++p;
+    } else if (const size_t n = utf8_char(p, end)) {
+      p += n;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
 // The powers of ten a double holds exactly
 inline constexpr double kExactPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                          1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,

@@ -165,17 +165,17 @@ MMHOST_AVX2 int encode_indexed(std::string_view body, const RowSchema& schema,
         const uint32_t fe = e[j];
         // a ',' ends each field but the last; a '\n' (or the body's end) the last
         if (j + 1 < ncol ? base[fe] != ',' : fe != size && base[fe] != '\n') return 0;
-        const int len = static_cast<int>(fe - f);
-        if (len < 16 && f + 16 <= size) {  // a short cell: one load may decide it
+        const uint32_t len = fe - f;
+        if (len < 16 && size_t{f} + 16 <= size) {  // a short cell: one load may decide it
           const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + f));
           if (schema.kinds[j] == 0) {
             double x;
-            if (cells::plain_number(v, len, x)) {
+            if (cells::plain_number(v, static_cast<int>(len), x)) {
               dst[schema.offsets[j]] = static_cast<T>(x);  // finite, within float32's range
               continue;
             }
           } else if (lookup[j].exact()) {
-            const int64_t k = lookup[j].find16(v, len);
+            const int64_t k = lookup[j].find16(v, static_cast<int>(len));
             if (k >= 0) {
               dst[schema.offsets[j] + k] = static_cast<T>(1);
               continue;
@@ -206,35 +206,43 @@ bool encode_body(std::string_view body, const RowSchema& schema,
   return encode_lines(body, schema, lookup, n, width, out);
 }
 
-// The number of '\n' in s, and whether it holds a '"' (32 bytes a step where the CPU has AVX2)
+// The number of '\n' in s, whether it holds a '"', and whether a byte >= 0x80 (32 bytes a step
+// where the CPU has AVX2)
 #if defined(__x86_64__)
-MMHOST_AVX2 int64_t count_lines_avx2(std::string_view s, bool& quote) {
+MMHOST_AVX2 int64_t count_lines_avx2(std::string_view s, bool& quote, bool& high) {
   const char* p = s.data();
   const char* const end = p + s.size();
   const __m256i lf = _mm256_set1_epi8('\n'), dq = _mm256_set1_epi8('"');
   int64_t n = 0;
-  __m256i quotes = _mm256_setzero_si256();
+  __m256i quotes = _mm256_setzero_si256(), bytes = _mm256_setzero_si256();
   for (; p + 32 <= end; p += 32) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     n += __builtin_popcount(static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, lf))));
     quotes = _mm256_or_si256(quotes, _mm256_cmpeq_epi8(v, dq));
+    bytes = _mm256_or_si256(bytes, v);
   }
   quote = !_mm256_testz_si256(quotes, quotes);
+  high = _mm256_movemask_epi8(bytes) != 0;
   for (; p < end; ++p) {
     n += *p == '\n';
     quote = quote || *p == '"';
+    high = high || static_cast<unsigned char>(*p) >= 0x80;
   }
   return n;
 }
 #endif
 
-int64_t count_lines(std::string_view s, bool& quote) {
+int64_t count_lines(std::string_view s, bool& quote, bool& high) {
 #if defined(__x86_64__)
   static const bool avx2 = cpu_has_avx2_fma();
-  if (avx2) return count_lines_avx2(s, quote);
+  if (avx2) return count_lines_avx2(s, quote, high);
 #endif
   int64_t n = 0;
-  for (char c : s) n += c == '\n';
+  high = false;
+  for (char c : s) {
+    n += c == '\n';
+    high = high || static_cast<unsigned char>(c) >= 0x80;
+  }
   quote = s.find('"') != std::string_view::npos;
   return n;
 }
@@ -244,8 +252,8 @@ int64_t count_lines(std::string_view s, bool& quote) {
 int64_t csv_lines(std::string_view body) {
   size_t end = body.size();  // less what bytes.rstrip() strips
   while (end > 0 && std::memchr(" \t\n\r\v\f", body[end - 1], 6) != nullptr) --end;
-  bool quote = false;
-  const int64_t n = count_lines(body.substr(0, end), quote) + 1;
+  bool quote = false, high = false;
+  const int64_t n = count_lines(body.substr(0, end), quote, high) + 1;
   return quote ? -1 : n;  // (what rstrip() strips holds no quote)
 }
 
@@ -258,9 +266,11 @@ std::tuple<bool, at::Tensor> csv_encode(std::string_view body, const RowSchema& 
   while (!body.empty() && (is_space(body.back()) || body.back() == '\n' || body.back() == '\r'))
     body.remove_suffix(1);
   if (body.empty() || schema.kinds.size() < 2) return {false, none};
-  bool quote = false;
-  const int64_t n = count_lines(body, quote) + 1;
-  if (quote || n > max_rows) return {false, none};
+  bool quote = false, high = false;
+  const int64_t n = count_lines(body, quote, high) + 1;
+  // (a cell's bytes are checked at its ends only: the body's UTF-8 is checked whole, as the
+  // per-row path decodes it, where it is not all ASCII)
+  if (quote || n > max_rows || (high && !cells::is_utf8(body))) return {false, none};
   const std::vector<cells::Categories> lookup = cells::categories_of(schema);
   at::Tensor out = cells::zeros(n, width, f64);
   bool ok = f64 ? encode_body(body, schema, lookup, n, width, out.data_ptr<double>())

@@ -211,32 +211,11 @@ class Walk {
     return number();
   }
 
-  // one UTF-8 character from a lead byte >= 0x80, as Python's strict decoder reads it (no
-  // overlong form, no surrogate, nothing past U+10FFFF); false: not UTF-8
+  // one UTF-8 character from a lead byte >= 0x80 (cells::utf8_char); false: not UTF-8
   bool utf8() {
-    const auto b0 = static_cast<unsigned char>(*p_);
-    int n;
-    unsigned lo = 0x80, hi = 0xBF;  // the second byte's range
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-      n = 1;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-      n = 2;
-      if (b0 == 0xE0) lo = 0xA0;
-      if (b0 == 0xED) hi = 0x9F;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-      n = 3;
-      if (b0 == 0xF0) lo = 0x90;
-      if (b0 == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (end_ - p_ <= n) return false;
-    for (int i = 1; i <= n; ++i) {
-      const auto b = static_cast<unsigned char>(p_[i]);
-      if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return false;
-    }
-    p_ += n + 1;
-    return true;
+    const size_t n = cells::utf8_char(p_, end_);
+    p_ += n;
+    return n > 0;
   }
 
   // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, its digits summed as they are walked: a
@@ -248,7 +227,7 @@ class Walk {
     const bool negative = eat('-');
     if (!digit()) return false;
     uint64_t m = 0;  // the digits (wraps past 19 of them: then unused)
-    int digits = 0, frac = 0;
+    int64_t digits = 0, frac = 0;  // (a count past 2^31 is no concern of an int)
     if (*p_ == '0') {
       ++p_;
     } else {
@@ -375,10 +354,10 @@ std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int
       if (v.kind == Value::kNumber && v.parsed) {
         c.kind = Cell::kNumber;
         c.x = v.x;
+      } else if (v.kind == Value::kNull) {
+        c.kind = Cell::kNull;
       } else {
-        c.kind = v.kind == Value::kNumber ? Cell::kNumberText
-                 : v.kind == Value::kString ? Cell::kString
-                                            : Cell::kNull;
+        c.kind = v.kind == Value::kNumber ? Cell::kNumberText : Cell::kString;
         span(c, v.text);
       }
     }
