@@ -122,6 +122,16 @@ def test_numbers_walked_are_exactly_the_parsers(monkeypatch):
     assert np.signbit(got[:, 0]).tolist() == np.signbit(want).tolist()
 
 
+def test_compact_rows_of_one_digit_values_encode_as_the_python_path(monkeypatch):
+    """Two bytes a value (the fewest JSON allows): the cells outgrow their first room."""
+    enc = encoder_for(SCHEMA[:3])
+    rows = np.random.default_rng(5).integers(0, 10, (3_000, 3)).tolist()
+    body = json.dumps(rows, separators=(",", ":")).encode()
+    got = _fast(enc, body, media.JSON, monkeypatch)
+    np.testing.assert_array_equal(got, _python(enc, body, media.JSON))
+    np.testing.assert_array_equal(got, np.array(rows, np.float32))
+
+
 def _error(enc, body: bytes, media_type: str = media.JSON) -> str:
     with pytest.raises(ValidationError) as info:
         enc.encode(inputs.decode(body, media_type, LIMITS))

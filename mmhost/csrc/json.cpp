@@ -24,7 +24,9 @@
 #include "cells.h"
 #include "mmhost.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <limits>
 #include <string_view>
 
@@ -331,10 +333,14 @@ bool starts_with_bom(std::string_view body) {
 std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int64_t max_rows) {
   const std::tuple<int64_t, at::Tensor> none{-1, at::Tensor()};
   if (starts_with_bom(body) || body.size() >= UINT32_MAX) return none;
-  // a value and its separator take 2 bytes or more: the cells fit (pages untouched stay free)
+  // A value and its separator take 2 bytes or more: at most `most` cells. Room for one every
+  // 4 bytes first (rows of numbers take 3 or more), doubled as needed: below glibc's largest
+  // mmap threshold, so a request's cells reuse the heap's pages instead of faulting in fresh
+  // zeroed ones every time.
   const int64_t most = static_cast<int64_t>(body.size() / 2 + 1);
-  at::Tensor store = at::empty({most, 2}, at::kLong);
-  Cell* const cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
+  int64_t room = std::min<int64_t>(most, static_cast<int64_t>(body.size() / 4) + 64);
+  at::Tensor store = at::empty({room, 2}, at::kLong);
+  Cell* cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
   int64_t n = 0, used = 0;
   size_t width = 0;
   const char* const base = body.data();
@@ -346,6 +352,13 @@ std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int
     if (n == 0) width = count;
     if (count != width || count == 0 || ++n > max_rows || used + static_cast<int64_t>(count) > most)
       return false;
+    if (used + static_cast<int64_t>(count) > room) {  // grow: twice the room, or all it may need
+      room = std::min(most, std::max(2 * room, used + static_cast<int64_t>(count)));
+      at::Tensor bigger = at::empty({room, 2}, at::kLong);
+      std::memcpy(bigger.data_ptr<int64_t>(), cells, static_cast<size_t>(used) * sizeof(Cell));
+      store = std::move(bigger);
+      cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
+    }
     for (size_t j = 0; j < count; ++j) {
       const Value& v = values[j];
       Cell& c = cells[used++];
