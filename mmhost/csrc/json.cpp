@@ -35,6 +35,8 @@ namespace {
 
 using Lookup = std::vector<cells::Categories>;
 
+#define MMHOST_INLINE __attribute__((always_inline)) inline  // the walk's steps, in its loops
+
 // One value, as the walk hands it to a row visitor.
 struct Value {
   enum Kind { kNumber, kString, kNull } kind;
@@ -87,12 +89,12 @@ class Walk {
 
   // the row's next value, filled in field by field (a Value built elsewhere and copied in
   // would be read back by wide loads its narrow stores can't forward to: a stall a value)
-  Value& next() {
+  MMHOST_INLINE Value& next() {
     if (nv_ == values_.size()) values_.emplace_back();
     return values_[nv_++];
   }
 
-  void add(Value::Kind kind, std::string_view text, bool ascii) {
+  MMHOST_INLINE void add(Value::Kind kind, std::string_view text, bool ascii) {
     Value& v = next();
     v.kind = kind;
     v.text = text;
@@ -101,12 +103,12 @@ class Walk {
   }
 
   // JSON's whitespace; in JSON Lines a line end separates rows and is no whitespace in one
-  void space() {
+  MMHOST_INLINE void space() {
     while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || (*p_ == '\n' && !lines_)))
       ++p_;
   }
 
-  bool eat(char c) {
+  MMHOST_INLINE bool eat(char c) {
     if (p_ < end_ && *p_ == c) {
       ++p_;
       return true;
@@ -170,7 +172,7 @@ class Walk {
     return visit(values_.data(), nv_);
   }
 
-  bool value_list() {
+  MMHOST_INLINE bool value_list() {
     if (!eat('[')) return false;
     space();
     if (eat(']')) return true;
@@ -183,7 +185,7 @@ class Walk {
     }
   }
 
-  bool value() {
+  MMHOST_INLINE bool value() {
     if (p_ == end_) return false;
     const char c = *p_;
     if (c == '"') {
@@ -223,7 +225,7 @@ class Walk {
   // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, its digits summed as they are walked: a
   // number of at most 15 digits and no exponent is read exactly there (Clinger's fast path,
   // as cells::parse_double reads it: the digits and the power of ten exact, one rounding)
-  bool number() {
+  MMHOST_INLINE bool number() {
     const char* start = p_;
     auto digit = [this] { return p_ < end_ && *p_ >= '0' && *p_ <= '9'; };
     const bool negative = eat('-');
