@@ -1,7 +1,8 @@
 """Large bodies at native speed. ``inputs`` keeps a large CSV, JSON or JSON Lines body whole
 as a ``Body`` (no Python object per row); its model's ``RowEncoder`` hands the bytes and its
-schema to the C++ encoder (``mmhost/csrc/csv.cpp``, ``json.cpp``: numbers by
-``std::from_chars``, categories by a hash map), which writes the encoded float32 rows directly.
+schema to the C++ encoder (``mmhost/csrc/csv.cpp``, ``json.cpp``: numbers exactly as
+``std::from_chars`` reads them, categories by a scan of a few or a hash map of many), which
+writes the encoded float32 rows directly.
 
 Only what the per-row path would encode plainly takes this path; for anything else (CSV:
 quotes, a lone CR, a blank line inside; JSON: another shape, an escape in a string, a value of
@@ -12,7 +13,8 @@ every error keeps its exact message, and every answer its exact value.
 
 A JSON body is walked once, at decode (``json_rows``): its shape checked, its row count exact
 and checked against the limits before the model is known, its values kept as cells that
-``json_encode`` writes with the model's schema; a CSV body's lines are counted.
+``json_encode`` writes with the model's schema; a CSV body's lines are counted (``csv_lines``,
+which also spots a quote).
 """
 
 from __future__ import annotations

@@ -97,9 +97,6 @@ inline constexpr double kExactPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6
 // a mantissa below 2^53 and a power of ten up to 22, is Clinger's fast path: both operands
 // are exact, so one IEEE multiply or divide rounds the result correctly.
 inline bool parse_double(std::string_view s, double& x) {
-  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
   const char* p = s.data();
   const char* end = p + s.size();
   const bool negative = p < end && *p == '-';
@@ -133,7 +130,7 @@ inline bool parse_double(std::string_view s, double& x) {
   }
   if (fast && p == end && digits <= 15 && scale >= -22 && scale <= 22) {
     const double m = static_cast<double>(mantissa);  // exact: below 10^15 < 2^53
-    x = scale < 0 ? m / kPow10[-scale] : m * kPow10[scale];
+    x = scale < 0 ? m / kExactPow10[-scale] : m * kExactPow10[scale];
     if (negative) x = -x;
     return true;
   }
@@ -148,8 +145,6 @@ inline bool parse_double(std::string_view s, double& x) {
 // other shape (parse_double decides). No branch on the digits: they are right-aligned by one
 // shuffle (skipping the sign and the dot) and summed in lanes (2, 4, then 8 digits a lane).
 MMHOST_AVX2 inline bool plain_number(__m128i v, int n, double& x) {
-  static constexpr double kPow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6, 1e7,
-                                      1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
   const uint32_t in = (1u << n) - 1;
   const __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
   const uint32_t digit = static_cast<uint32_t>(
@@ -176,7 +171,7 @@ MMHOST_AVX2 inline bool plain_number(__m128i v, int n, double& x) {
   const int64_t mantissa = static_cast<int64_t>(_mm_cvtsi128_si32(eight)) * 100000000 +
                            _mm_extract_epi32(eight, 1);
   const double m = static_cast<double>(mantissa);
-  const double q = dot ? m / kPow10[n - 1 - point] : m;  // (no divide for an integer)
+  const double q = dot ? m / kExactPow10[n - 1 - point] : m;  // (no divide for an integer)
   x = neg ? -q : q;
   return true;
 }

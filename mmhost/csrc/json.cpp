@@ -37,22 +37,71 @@ using Lookup = std::vector<cells::Categories>;
 
 #define MMHOST_INLINE __attribute__((always_inline)) inline  // the walk's steps, in its loops
 
-// One value, as the walk hands it to a row visitor.
-struct Value {
-  enum Kind { kNumber, kString, kNull } kind;
-  std::string_view text;  // a number's token; a string's contents, without the quotes
-  bool integral;          // a number without fraction or exponent (JSON's int: -0 is 0)
-  bool ascii;             // a string of ASCII characters only
-  bool parsed;            // a number read into x as its bytes were walked (no second pass)
-  double x;
+// A value as the walk keeps it for json_encode (16 bytes; the rows' cells one after another):
+// a number read as it was walked, or else its token, a string's contents (offsets into the
+// body), or null.
+struct Cell {
+  enum Kind : uint8_t { kNumber, kNumberText, kString, kNull };
+  union {
+    double x;          // kNumber
+    uint32_t span[2];  // kNumberText, kString: offset and length in the body
+  };
+  Kind kind;
+  bool integral;  // a number without fraction or exponent (JSON's int: -0 is 0)
+  bool ascii;     // a string of ASCII characters only
+};
+static_assert(sizeof(Cell) == 16, "a cell is two int64 words of the cells tensor");
+
+// The cells of a body of `size` bytes, in an int64 tensor of (cells, 2). A value and its
+// separator take 2 bytes or more: at most size / 2 + 1 cells. Room for one every 4 bytes first
+// (rows of numbers take 3 or more), doubled as needed: below glibc's largest mmap threshold,
+// so a request's cells reuse the heap's pages instead of faulting in fresh zeroed ones.
+class Cells {
+ public:
+  explicit Cells(size_t size)
+      : most_(static_cast<int64_t>(size / 2 + 1)),
+        store_(at::empty({std::min<int64_t>(most_, static_cast<int64_t>(size / 4) + 64), 2},
+                         at::kLong)),
+        data_(reinterpret_cast<Cell*>(store_.data_ptr<int64_t>())) {}
+
+  int64_t used() const { return used_; }
+
+  // the next cell, to fill in; nullptr past the most a body of that size can hold
+  MMHOST_INLINE Cell* push() {
+    if (used_ == store_.size(0) && !grow()) return nullptr;
+    return data_ + used_++;
+  }
+
+  // the cells kept, as (rows, width, 2)
+  at::Tensor rows(int64_t n, int64_t width) const {
+    return store_.narrow(0, 0, used_).view({n, width, 2});
+  }
+
+ private:
+  // twice the room (at most most_); false: full
+  bool grow() {
+    if (used_ == most_) return false;
+    at::Tensor bigger = at::empty({std::min(most_, 2 * used_), 2}, at::kLong);
+    std::memcpy(bigger.data_ptr<int64_t>(), data_, static_cast<size_t>(used_) * sizeof(Cell));
+    store_ = std::move(bigger);
+    data_ = reinterpret_cast<Cell*>(store_.data_ptr<int64_t>());
+    return true;
+  }
+
+  int64_t most_;
+  at::Tensor store_;
+  Cell* data_;
+  int64_t used_ = 0;
 };
 
 class Walk {
  public:
-  Walk(std::string_view body, bool lines) : p_(body.data()), end_(body.data() + body.size()),
-                                            lines_(lines) {}
+  Walk(std::string_view body, bool lines, Cells& out)
+      : base_(body.data()), p_(body.data()), end_(body.data() + body.size()), lines_(lines),
+        out_(out) {}
 
-  // Every row of the document, each as its values, to visit(values, n) (false: not taken).
+  // Every row of the document, its values pushed to the cells, then visit(n) with how many
+  // it has (false: not taken).
   template <typename Visit>
   bool rows(Visit&& visit) {
     if (lines_) return each_line(visit);
@@ -81,25 +130,23 @@ class Walk {
   }
 
  private:
+  const char* base_;
   const char* p_;
   const char* end_;
   bool lines_;
-  std::vector<Value> values_;  // the row's values: the first nv_ (kept between rows, no
-  size_t nv_ = 0;              // allocation per row)
+  Cells& out_;
 
-  // the row's next value, filled in field by field (a Value built elsewhere and copied in
-  // would be read back by wide loads its narrow stores can't forward to: a stall a value)
-  MMHOST_INLINE Value& next() {
-    if (nv_ == values_.size()) values_.emplace_back();
-    return values_[nv_++];
-  }
-
-  MMHOST_INLINE void add(Value::Kind kind, std::string_view text, bool ascii) {
-    Value& v = next();
-    v.kind = kind;
-    v.text = text;
-    v.integral = v.parsed = false;
-    v.ascii = ascii;
+  // a cell for the value whose text is [start, p_) (a string's contents, a number's token);
+  // nullptr: no room (more values than the body's bytes allow)
+  MMHOST_INLINE Cell* put(Cell::Kind kind, const char* start, bool ascii) {
+    Cell* c = out_.push();
+    if (c == nullptr) return nullptr;
+    c->kind = kind;
+    c->span[0] = static_cast<uint32_t>(start - base_);
+    c->span[1] = static_cast<uint32_t>(p_ - start);
+    c->integral = false;
+    c->ascii = ascii;
+    return c;
   }
 
   // JSON's whitespace; in JSON Lines a line end separates rows and is no whitespace in one
@@ -154,7 +201,7 @@ class Walk {
 
   template <typename Visit>
   bool row(Visit& visit, bool objects) {
-    nv_ = 0;
+    const int64_t first = out_.used();
     if (p_ < end_ && *p_ == '{') {
       if (!objects) return false;
       ++p_;
@@ -169,7 +216,7 @@ class Walk {
     } else if (!value_list()) {
       return false;
     }
-    return visit(values_.data(), nv_);
+    return visit(out_.used() - first);
   }
 
   MMHOST_INLINE bool value_list() {
@@ -201,16 +248,14 @@ class Walk {
         }
         ++p_;
       }
-      if (p_ == end_) return false;
-      add(Value::kString, std::string_view(start, p_ - start), ascii);
+      if (p_ == end_ || !put(Cell::kString, start, ascii)) return false;
       ++p_;
       return true;
     }
     if (c == 'n') {
       if (end_ - p_ < 4 || std::string_view(p_, 4) != "null") return false;
       p_ += 4;
-      add(Value::kNull, {}, true);
-      return true;
+      return put(Cell::kNull, p_, true) != nullptr;
     }
     return number();
   }
@@ -252,35 +297,18 @@ class Walk {
       if (!digit()) return false;
       while (digit()) ++p_;
     }
-    Value& v = next();
-    v.kind = Value::kNumber;
-    v.text = std::string_view(start, static_cast<size_t>(p_ - start));
-    v.integral = integral;
-    v.ascii = true;
-    v.parsed = !exponent && digits + frac <= 15;
-    if (v.parsed) {
+    Cell* c = put(Cell::kNumberText, start, true);  // (parse_double reads it at encode)
+    if (c == nullptr) return false;
+    c->integral = integral;
+    if (!exponent && digits + frac <= 15) {  // read here: the cell holds the number
       const double q = static_cast<double>(m);
       const double x = frac ? q / cells::kExactPow10[frac] : q;
-      v.x = negative ? -x : x;
+      c->kind = Cell::kNumber;
+      c->x = negative ? -x : x;
     }
     return true;
   }
 };
-
-// A value as json_rows keeps it for json_encode (16 bytes; the rows' cells one after another):
-// a number read on the walk, or else its token, a string's contents (offsets into the body),
-// or null.
-struct Cell {
-  enum Kind : uint8_t { kNumber, kNumberText, kString, kNull };
-  union {
-    double x;                 // kNumber
-    uint32_t span[2];         // kNumberText, kString: offset and length in the body
-  };
-  Kind kind;
-  bool integral;  // a number without fraction or exponent (JSON's int: -0 is 0)
-  bool ascii;     // a string of ASCII characters only
-};
-static_assert(sizeof(Cell) == 16, "a cell is two int64 words of the cells tensor");
 
 // Cell c's text in the body (false: its span is not inside the body)
 bool text_of(std::string_view body, const Cell& c, std::string_view& text) {
@@ -335,51 +363,14 @@ bool starts_with_bom(std::string_view body) {
 std::tuple<int64_t, at::Tensor> json_rows(std::string_view body, bool lines, int64_t max_rows) {
   const std::tuple<int64_t, at::Tensor> none{-1, at::Tensor()};
   if (starts_with_bom(body) || body.size() >= UINT32_MAX) return none;
-  // A value and its separator take 2 bytes or more: at most `most` cells. Room for one every
-  // 4 bytes first (rows of numbers take 3 or more), doubled as needed: below glibc's largest
-  // mmap threshold, so a request's cells reuse the heap's pages instead of faulting in fresh
-  // zeroed ones every time.
-  const int64_t most = static_cast<int64_t>(body.size() / 2 + 1);
-  int64_t room = std::min<int64_t>(most, static_cast<int64_t>(body.size() / 4) + 64);
-  at::Tensor store = at::empty({room, 2}, at::kLong);
-  Cell* cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
-  int64_t n = 0, used = 0;
-  size_t width = 0;
-  const char* const base = body.data();
-  auto span = [base](Cell& c, std::string_view text) {
-    c.span[0] = static_cast<uint32_t>(text.data() - base);
-    c.span[1] = static_cast<uint32_t>(text.size());
-  };
-  const bool ok = Walk(body, lines).rows([&](const Value* values, size_t count) {
+  Cells cells(body.size());
+  int64_t n = 0, width = 0;
+  const bool ok = Walk(body, lines, cells).rows([&](int64_t count) {
     if (n == 0) width = count;
-    if (count != width || count == 0 || ++n > max_rows || used + static_cast<int64_t>(count) > most)
-      return false;
-    if (used + static_cast<int64_t>(count) > room) {  // grow: twice the room, or all it may need
-      room = std::min(most, std::max(2 * room, used + static_cast<int64_t>(count)));
-      at::Tensor bigger = at::empty({room, 2}, at::kLong);
-      std::memcpy(bigger.data_ptr<int64_t>(), cells, static_cast<size_t>(used) * sizeof(Cell));
-      store = std::move(bigger);
-      cells = reinterpret_cast<Cell*>(store.data_ptr<int64_t>());
-    }
-    for (size_t j = 0; j < count; ++j) {
-      const Value& v = values[j];
-      Cell& c = cells[used++];
-      c.integral = v.integral;
-      c.ascii = v.ascii;
-      if (v.kind == Value::kNumber && v.parsed) {
-        c.kind = Cell::kNumber;
-        c.x = v.x;
-      } else if (v.kind == Value::kNull) {
-        c.kind = Cell::kNull;
-      } else {
-        c.kind = v.kind == Value::kNumber ? Cell::kNumberText : Cell::kString;
-        span(c, v.text);
-      }
-    }
-    return true;
+    return count == width && count > 0 && ++n <= max_rows;
   });
   if (!ok) return none;
-  return {n, store.narrow(0, 0, used).view({n, static_cast<int64_t>(width), 2})};
+  return {n, cells.rows(n, width)};
 }
 
 std::tuple<bool, at::Tensor> json_encode(std::string_view body, const at::Tensor& rows,
