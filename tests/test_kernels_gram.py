@@ -200,3 +200,28 @@ def test_entity_logistic_leaves_what_it_cannot_fit_to_the_caller():
     )
     assert iterations.tolist() == [-1, -1, -1]
     assert torch.isnan(accuracy).all()
+
+
+@pytest.mark.parametrize("spread, wd", [(1e-4, 0.0), (1e-3, 1e-7)])
+def test_entity_logistic_fits_nearly_collinear_features(spread, wd):
+    """Two features nearly equal: a Hessian too ill-conditioned for the AVX2 path's float32
+    sums, which the kernel then takes again in float64; the fit is the torch solver's."""
+    from mmhost.train import solvers
+
+    rng = np.random.default_rng(7)
+    n = 3_000
+    x = rng.normal(size=n)
+    numeric = [x, x + rng.normal(size=n) * spread, rng.normal(size=n)]
+    y = ((x + rng.normal(size=n) * 0.5) > 0).astype(np.float64)
+    none = torch.zeros(0, dtype=torch.int64)
+    theta, iterations, _ = _native_fn("entity_logistic")(
+        [torch.from_numpy(c) for c in numeric], torch.tensor([0, 1, 2]),
+        torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64), [], none, none,
+        torch.from_numpy(y), torch.arange(n), torch.tensor([[0, n]]), 3, wd, True, False, 100,
+        1e-10, 1 << 20,
+    )  # fmt: skip
+    assert 0 < int(iterations[0]) < 100
+    Z = torch.from_numpy(np.stack(numeric, axis=1))
+    w, b = solvers.logistic(Z[None], torch.from_numpy(y)[None], torch.ones(1, n), wd, True)
+    np.testing.assert_allclose(theta[0, :3].numpy(), w[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(float(theta[0, 3]), float(b[0]), rtol=1e-6, atol=1e-9)

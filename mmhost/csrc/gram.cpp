@@ -204,6 +204,47 @@ MMHOST_AVX2 void gram_step_avx2(const Features& rows, int64_t dp, int64_t len4, 
 }
 #endif
 
+#if defined(__x86_64__)
+// The sum of a's eight float32 lanes, in float64.
+MMHOST_AVX2 inline double lanes8(__m256 a) {
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(a));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+  alignas(32) double l[4];
+  _mm256_store_pd(l, _mm256_add_pd(lo, hi));
+  return (l[0] + l[1]) + (l[2] + l[3]);
+}
+
+// acc (dp x dp, row-major; blocks on and above the diagonal) = w' w over n rows (a multiple of
+// 8) of float32 feature rows w (row i at w + i * n): eight rows a step.
+MMHOST_AVX2 void hessian_f32_avx2(const float* w, int64_t dp, int64_t n, double* acc) {
+  for (int64_t i = 0; i < dp; i += 2) {
+    const float *a0p = w + i * n, *a1p = a0p + n;
+    for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
+      const float* bp = w + j * n;
+      __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+      __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+      for (int64_t t = 0; t < n; t += 8) {
+        const __m256 a0 = _mm256_loadu_ps(a0p + t), a1 = _mm256_loadu_ps(a1p + t);
+        const __m256 b0 = _mm256_loadu_ps(bp + t), b1 = _mm256_loadu_ps(bp + n + t);
+        const __m256 b2 = _mm256_loadu_ps(bp + 2 * n + t), b3 = _mm256_loadu_ps(bp + 3 * n + t);
+        c00 = _mm256_fmadd_ps(a0, b0, c00);
+        c01 = _mm256_fmadd_ps(a0, b1, c01);
+        c02 = _mm256_fmadd_ps(a0, b2, c02);
+        c03 = _mm256_fmadd_ps(a0, b3, c03);
+        c10 = _mm256_fmadd_ps(a1, b0, c10);
+        c11 = _mm256_fmadd_ps(a1, b1, c11);
+        c12 = _mm256_fmadd_ps(a1, b2, c12);
+        c13 = _mm256_fmadd_ps(a1, b3, c13);
+      }
+      double* r0 = acc + i * dp + j;
+      double* r1 = r0 + dp;
+      r0[0] = lanes8(c00), r0[1] = lanes8(c01), r0[2] = lanes8(c02), r0[3] = lanes8(c03);
+      r1[0] = lanes8(c10), r1[1] = lanes8(c11), r1[2] = lanes8(c12), r1[3] = lanes8(c13);
+    }
+  }
+}
+#endif
+
 // Whether this CPU runs the AVX2 + FMA paths (never off x86-64).
 bool use_avx2() {
 #if defined(__x86_64__)
@@ -388,17 +429,19 @@ struct LogisticOptions {
 // One entity's rows, feature-major (row j of z at z + j * n4; the intercept's ones after the
 // features; zeros past n), and the buffers of its Newton iterations.
 struct Entity {
-  int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 4, parameters, k padded to 4
+  int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 16, parameters, k padded to 4
   std::vector<double> z, w, y, s, e, sc, ec;
+  std::vector<float> wf;  // the AVX2 path's Hessian rows, in float32
 
   // Buffers for rows x params; w (the Hessian's rows) zero where it is never written.
   void resize(int64_t rows, int64_t params) {
     n = rows;
-    n4 = (rows + 3) / 4 * 4;
+    n4 = (rows + 15) / 16 * 16;  // whole steps of the passes (kRun blocks of four rows)
     k = params;
     dp = (params + 3) / 4 * 4;
     z.resize(dp * n4);
     w.assign(dp * n4, 0.0);
+    wf.assign(dp * n4, 0.0f);
     for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
   }
 };
@@ -436,65 +479,94 @@ bool load_entity(const GramInputs& in, const double* scale, bool intercept, int6
 }
 
 #if defined(__x86_64__)
-// exp(x) for x <= 0, four lanes, within 2 ulp of std::exp: x = k ln2 + r (|r| <= ln2 / 2), e^r
-// by its Taylor series to r^13 (the next term is below 2^-53 of it), 2^k written into the
-// exponent bits; 0 below -708 (where e^x leaves the normal range).
-MMHOST_AVX2 inline __m256d exp_nonpositive(__m256d x) {
-  const __m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(0.6931471803691238), x);  // ln2, high bits
-  r = _mm256_fnmadd_pd(k, _mm256_set1_pd(1.9082149292705877e-10), r);      // and the rest
+// The objective's exp and log1p take kRun vectors of four rows at once, each step of their
+// polynomials applied to every vector in turn: one vector's chain of dependent operations
+// (~14 FMAs deep, ~70 cycles) would leave the core waiting, kRun of them interleaved keep it
+// busy. Each lane's arithmetic is the same as one vector at a time.
+constexpr int kRun = 4;
+
+// exp(x) for x <= 0, kRun x four lanes, within 2 ulp of std::exp: x = k ln2 + r (|r| <= ln2 /
+// 2), e^r by its Taylor series to r^13 (the next term is below 2^-53 of it), 2^k written into
+// the exponent bits; 0 below -708 (where e^x leaves the normal range).
+MMHOST_AVX2 inline void exp_nonpositive(const __m256d* x, __m256d* out) {
   static constexpr double kInvFactorial[] = {
       1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
       1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,      1.0 / 720.0,
       1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,         0.5,
       1.0,                1.0};
-  __m256d p = _mm256_set1_pd(kInvFactorial[0]);
-  for (int i = 1; i < 14; ++i) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(kInvFactorial[i]));
-  // 2^k: k + 1023 into the low bits of 2^52's mantissa, then shifted into the exponent
-  const __m256d biased = _mm256_add_pd(k, _mm256_set1_pd(4503599627371519.0));  // 2^52 + 1023
-  const __m256i bits = _mm256_slli_epi64(_mm256_castpd_si256(biased), 52);
-  const __m256d out = _mm256_mul_pd(p, _mm256_castsi256_pd(bits));
-  return _mm256_and_pd(out, _mm256_cmp_pd(x, _mm256_set1_pd(-708.0), _CMP_GE_OQ));
+  __m256d k[kRun], r[kRun], p[kRun];
+  for (int b = 0; b < kRun; ++b) {
+    k[b] = _mm256_round_pd(_mm256_mul_pd(x[b], _mm256_set1_pd(1.4426950408889634)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r[b] = _mm256_fnmadd_pd(k[b], _mm256_set1_pd(0.6931471803691238), x[b]);  // ln2, high
+    r[b] = _mm256_fnmadd_pd(k[b], _mm256_set1_pd(1.9082149292705877e-10), r[b]);  // the rest
+    p[b] = _mm256_set1_pd(kInvFactorial[0]);
+  }
+  for (int i = 1; i < 14; ++i)
+    for (int b = 0; b < kRun; ++b)
+      p[b] = _mm256_fmadd_pd(p[b], r[b], _mm256_set1_pd(kInvFactorial[i]));
+  for (int b = 0; b < kRun; ++b) {
+    // 2^k: k + 1023 into the low bits of 2^52's mantissa, then shifted into the exponent
+    const __m256d biased = _mm256_add_pd(k[b], _mm256_set1_pd(4503599627371519.0));
+    const __m256i bits = _mm256_slli_epi64(_mm256_castpd_si256(biased), 52);
+    const __m256d v = _mm256_mul_pd(p[b], _mm256_castsi256_pd(bits));
+    out[b] = _mm256_and_pd(v, _mm256_cmp_pd(x[b], _mm256_set1_pd(-708.0), _CMP_GE_OQ));
+  }
 }
 
-// log1p(e) for e in [0, 1], four lanes, within 2 ulp of std::log1p: u = 1 + e rounded, and
-// log1p(e) = log(u) + (e - (u - 1)) / u; log(u) = j ln2 + 2 atanh(z), z = (m - 1) / (m + 1)
-// with u = 2^j m, m within [sqrt(1/2), sqrt(2)] (|z| <= 0.172: the series to z^21 suffices).
-MMHOST_AVX2 inline __m256d log1p_unit(__m256d e) {
+// log1p(e) for e in [0, 1], kRun x four lanes, within 2 ulp of std::log1p: u = 1 + e rounded,
+// and log1p(e) = log(u) + (e - (u - 1)) / u; log(u) = j ln2 + 2 atanh(z), z = (m - 1) / (m +
+// 1) with u = 2^j m, m within [sqrt(1/2), sqrt(2)] (|z| <= 0.172: the series to z^21
+// suffices).
+MMHOST_AVX2 inline void log1p_unit(const __m256d* e, __m256d* out) {
   const __m256d one = _mm256_set1_pd(1.0);
-  const __m256d u = _mm256_add_pd(one, e);
-  const __m256d fix = _mm256_div_pd(_mm256_sub_pd(e, _mm256_sub_pd(u, one)), u);
-  const __m256d big = _mm256_cmp_pd(u, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
-  const __m256d m = _mm256_blendv_pd(u, _mm256_mul_pd(u, _mm256_set1_pd(0.5)), big);
-  const __m256d z = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
-  const __m256d w = _mm256_mul_pd(z, z);
-  __m256d q = _mm256_set1_pd(2.0 / 21);
-  for (int i = 19; i >= 1; i -= 2) q = _mm256_fmadd_pd(q, w, _mm256_set1_pd(2.0 / i));
-  const __m256d ln2 = _mm256_and_pd(_mm256_set1_pd(0.6931471805599453), big);
-  return _mm256_add_pd(_mm256_fmadd_pd(q, z, ln2), fix);
+  __m256d fix[kRun], z[kRun], w[kRun], q[kRun], ln2[kRun];
+  for (int b = 0; b < kRun; ++b) {
+    const __m256d u = _mm256_add_pd(one, e[b]);
+    fix[b] = _mm256_div_pd(_mm256_sub_pd(e[b], _mm256_sub_pd(u, one)), u);
+    const __m256d big = _mm256_cmp_pd(u, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+    const __m256d m = _mm256_blendv_pd(u, _mm256_mul_pd(u, _mm256_set1_pd(0.5)), big);
+    z[b] = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+    w[b] = _mm256_mul_pd(z[b], z[b]);
+    q[b] = _mm256_set1_pd(2.0 / 21);
+    ln2[b] = _mm256_and_pd(_mm256_set1_pd(0.6931471805599453), big);
+  }
+  for (int i = 19; i >= 1; i -= 2)
+    for (int b = 0; b < kRun; ++b) q[b] = _mm256_fmadd_pd(q[b], w[b], _mm256_set1_pd(2.0 / i));
+  for (int b = 0; b < kRun; ++b)
+    out[b] = _mm256_add_pd(_mm256_fmadd_pd(q[b], z[b], ln2[b]), fix[b]);
 }
 
-// The objective's rows, four at a time: s = z' theta (z feature-major, rows n4 apart), e =
-// exp(-|s|), and the sum of softplus(s) - y s over the n rows.
+// The objective's rows, kRun x four at a time: s = z' theta (z feature-major, rows n4 apart),
+// e = exp(-|s|), and the sum of softplus(s) - y s over the n rows.
 MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const double* theta,
                                  const double* y, int64_t n, double* s, double* e) {
   __m256d total = _mm256_setzero_pd();
   const __m256d sign = _mm256_set1_pd(-0.0);
-  for (int64_t t = 0; t < n4; t += 4) {
-    __m256d sv = _mm256_setzero_pd();
-    for (int64_t j = 0; j < k; ++j)
-      sv = _mm256_fmadd_pd(_mm256_set1_pd(theta[j]), _mm256_loadu_pd(z + j * n4 + t), sv);
-    _mm256_storeu_pd(s + t, sv);
-    const __m256d ev = exp_nonpositive(_mm256_or_pd(sv, sign));  // -|s|
-    _mm256_storeu_pd(e + t, ev);
-    __m256d loss = _mm256_add_pd(_mm256_max_pd(sv, _mm256_setzero_pd()), log1p_unit(ev));
-    loss = _mm256_fnmadd_pd(_mm256_loadu_pd(y + t), sv, loss);
-    if (t + 4 > n) {  // the padding past n adds nothing
-      const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
-      loss = _mm256_and_pd(loss, _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - t)), _CMP_LT_OQ));
+  const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
+  for (int64_t t = 0; t < n4; t += 4 * kRun) {
+    __m256d sv[kRun], neg[kRun], ev[kRun], lp[kRun];
+    for (int b = 0; b < kRun; ++b) sv[b] = _mm256_setzero_pd();
+    for (int64_t j = 0; j < k; ++j) {
+      const __m256d tj = _mm256_set1_pd(theta[j]);
+      for (int b = 0; b < kRun; ++b)
+        sv[b] = _mm256_fmadd_pd(tj, _mm256_loadu_pd(z + j * n4 + t + 4 * b), sv[b]);
     }
-    total = _mm256_add_pd(total, loss);
+    for (int b = 0; b < kRun; ++b) {
+      _mm256_storeu_pd(s + t + 4 * b, sv[b]);
+      neg[b] = _mm256_or_pd(sv[b], sign);  // -|s|
+    }
+    exp_nonpositive(neg, ev);
+    log1p_unit(ev, lp);
+    for (int b = 0; b < kRun; ++b) {
+      const int64_t at = t + 4 * b;
+      _mm256_storeu_pd(e + at, ev[b]);
+      __m256d loss = _mm256_add_pd(_mm256_max_pd(sv[b], _mm256_setzero_pd()), lp[b]);
+      loss = _mm256_fnmadd_pd(_mm256_loadu_pd(y + at), sv[b], loss);
+      if (at + 4 > n)  // the padding past n adds nothing
+        loss = _mm256_and_pd(loss, _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ));
+      total = _mm256_add_pd(total, loss);
+    }
   }
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, total);
@@ -503,30 +575,39 @@ MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const d
 #endif
 
 #if defined(__x86_64__)
-// One pass over the rows, four at a time: p = sigmoid(s) from e = exp(-|s|); g_j = sum (p - y)
-// z_j over the n rows; w_j = sqrt(p (1 - p)) z_j (the Hessian's rows: w'w = z' D z).
+// One pass over the rows, kRun x four at a time: p = sigmoid(s) from e = exp(-|s|); g_j = sum
+// (p - y) z_j over the n rows, row blocks in order; w_j = sqrt(p (1 - p)) z_j in float32 (the
+// Hessian's rows: w'w = z' D z).
 MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const double* s,
-                               const double* e, const double* y, int64_t n, double* w,
+                               const double* e, const double* y, int64_t n, float* w,
                                double* g) {
   const __m256d one = _mm256_set1_pd(1.0);
+  const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
   std::vector<double> acc(4 * k, 0.0);  // four lanes a parameter (no vector of __m256d: its
                                         // alignment is not the allocator's)
-  for (int64_t t = 0; t < n4; t += 4) {
-    const __m256d ev = _mm256_loadu_pd(e + t);
-    const __m256d up = _mm256_cmp_pd(_mm256_loadu_pd(s + t), _mm256_setzero_pd(), _CMP_GE_OQ);
-    const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev, one, up), _mm256_add_pd(one, ev));
-    __m256d resid = _mm256_sub_pd(p, _mm256_loadu_pd(y + t));
-    __m256d root = _mm256_sqrt_pd(_mm256_mul_pd(p, _mm256_sub_pd(one, p)));
-    if (t + 4 > n) {  // the padding past n: no residual, no weight
-      const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
-      const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - t)), _CMP_LT_OQ);
-      resid = _mm256_and_pd(resid, real);
-      root = _mm256_and_pd(root, real);
+  for (int64_t t = 0; t < n4; t += 4 * kRun) {
+    __m256d resid[kRun], root[kRun];
+    for (int b = 0; b < kRun; ++b) {
+      const int64_t at = t + 4 * b;
+      const __m256d ev = _mm256_loadu_pd(e + at);
+      const __m256d up = _mm256_cmp_pd(_mm256_loadu_pd(s + at), _mm256_setzero_pd(), _CMP_GE_OQ);
+      const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev, one, up), _mm256_add_pd(one, ev));
+      resid[b] = _mm256_sub_pd(p, _mm256_loadu_pd(y + at));
+      root[b] = _mm256_sqrt_pd(_mm256_mul_pd(p, _mm256_sub_pd(one, p)));
+      if (at + 4 > n) {  // the padding past n: no residual, no weight
+        const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ);
+        resid[b] = _mm256_and_pd(resid[b], real);
+        root[b] = _mm256_and_pd(root[b], real);
+      }
     }
     for (int64_t j = 0; j < k; ++j) {
-      const __m256d zj = _mm256_loadu_pd(z + j * n4 + t);
-      _mm256_storeu_pd(&acc[4 * j], _mm256_fmadd_pd(resid, zj, _mm256_loadu_pd(&acc[4 * j])));
-      _mm256_storeu_pd(w + j * n4 + t, _mm256_mul_pd(zj, root));
+      __m256d a = _mm256_loadu_pd(&acc[4 * j]);
+      for (int b = 0; b < kRun; ++b) {  // row blocks in order, as one block a step adds them
+        const __m256d zj = _mm256_loadu_pd(z + j * n4 + t + 4 * b);
+        a = _mm256_fmadd_pd(resid[b], zj, a);
+        _mm_storeu_ps(w + j * n4 + t + 4 * b, _mm256_cvtpd_ps(_mm256_mul_pd(zj, root[b])));
+      }
+      _mm256_storeu_pd(&acc[4 * j], a);
     }
   }
   for (int64_t j = 0; j < k; ++j) {
@@ -546,8 +627,9 @@ double log_loss_scalar(const double* s, const double* y, double* e, int64_t n) {
 }
 
 // s = z' theta, e = exp(-|s|); the mean log-loss plus the penalty at theta.
-__attribute__((always_inline)) inline double objective(Entity& ent, const double* theta, const double* pen, bool avx2, double* s,
-                 double* e) {
+__attribute__((always_inline)) inline double objective(Entity& ent, const double* theta,
+                                                       const double* pen, bool avx2, double* s,
+                                                       double* e) {
   double loss;
 #if defined(__x86_64__)
   if (avx2) {
@@ -570,6 +652,40 @@ __attribute__((always_inline)) inline double objective(Entity& ent, const double
   return loss / double(ent.n) + 0.5 * penalty;
 }
 
+// The Hessian's float64 rows w_j = sqrt(p (1 - p)) z_j (into ent.w) from s and e at theta;
+// the unpenalized gradient sum (p - y) z_j returned.
+std::vector<double> rows_f64(Entity& ent) {
+  std::vector<double> g(ent.k);
+  for (int64_t t = 0; t < ent.n; ++t) {
+    const double p = (ent.s[t] >= 0 ? 1.0 : ent.e[t]) / (1 + ent.e[t]);
+    ent.sc[t] = p - ent.y[t];
+    ent.ec[t] = std::sqrt(p * (1 - p));
+  }
+  for (int64_t j = 0; j < ent.k; ++j) {
+    const double* __restrict zj = ent.z.data() + j * ent.n4;
+    double* __restrict wj = ent.w.data() + j * ent.n4;
+    double dot = 0;
+    for (int64_t t = 0; t < ent.n; ++t) {
+      dot += ent.sc[t] * zj[t];
+      wj[t] = zj[t] * ent.ec[t];
+    }
+    g[j] = dot;
+  }
+  return g;
+}
+
+// Whether a Cholesky factor's pivots span less than kF32Span (squared): a Hessian whose float32
+// sums (relative error ~1e-7 each) still give Newton steps good to a few digits.
+constexpr double kF32Span = 1e-5;
+bool well_conditioned(const double* l, int64_t k) {
+  double lo = INFINITY, hi = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    lo = std::min(lo, l[j * k + j]);
+    hi = std::max(hi, l[j * k + j]);
+  }
+  return lo * lo > kF32Span * hi * hi;
+}
+
 // Newton's method from theta = 0, each step halved until the objective does not rise (as
 // solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.
 __attribute__((always_inline)) inline int64_t newton(Entity& ent, const LogisticOptions& opt,
@@ -583,51 +699,46 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
   Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
   for (int64_t i = 0; i < ent.dp; ++i) rows.f[i] = ent.w.data() + i * ent.n4;
   for (int64_t it = 0; it < opt.max_iter; ++it) {
-    // p, the residual p - y (into sc) and sqrt(p (1 - p)) (into ec), from s and e
-    const double* __restrict sv = ent.s.data();
-    const double* __restrict ev = ent.e.data();
-    const double* __restrict yv = ent.y.data();
-    double* __restrict resid = ent.sc.data();
-    double* __restrict root = ent.ec.data();
+    // the gradient's sums and the Hessian's rows (float32 where AVX2 runs), from s and e
 #if defined(__x86_64__)
-    if (avx2) {
-      gradient_avx2(ent.z.data(), ent.n4, k, sv, ev, yv, n, ent.w.data(), g.data());
-    } else
+    if (avx2)
+      gradient_avx2(ent.z.data(), ent.n4, k, ent.s.data(), ent.e.data(), ent.y.data(), n,
+                    ent.wf.data(), g.data());
+    else
 #endif
-    {
-      for (int64_t t = 0; t < n; ++t) {
-        const double p = (sv[t] >= 0 ? 1.0 : ev[t]) / (1 + ev[t]);
-        resid[t] = p - yv[t];
-        root[t] = std::sqrt(p * (1 - p));
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        const double* __restrict zj = ent.z.data() + j * ent.n4;
-        double* __restrict wj = ent.w.data() + j * ent.n4;
-        double dot = 0;
-        for (int64_t t = 0; t < n; ++t) {
-          dot += resid[t] * zj[t];
-          wj[t] = zj[t] * root[t];  // the Hessian's rows sqrt(d) z
-        }
-        g[j] = dot;
-      }
-    }
+      g = rows_f64(ent);
     double worst = 0;
     for (int64_t j = 0; j < k; ++j) {
       g[j] = g[j] / double(n) + pen[j] * theta[j];
       worst = std::max(worst, std::fabs(g[j]));
     }
     if (worst < opt.tol) return it;
-    std::fill(acc.begin(), acc.end(), 0.0);
+    // the Hessian z' D z + diag(pen), factored: from float32 sums where AVX2 runs, again from
+    // float64 ones where those leave it ill-conditioned for their precision
+    const auto factor = [&] {
+      for (int64_t i = 0; i < k; ++i)
+        for (int64_t j = 0; j <= i; ++j)
+          h[i * k + j] = h[j * k + i] = acc[j * ent.dp + i] / double(n) + (i == j ? pen[i] : 0);
+      return cholesky(h.data(), k);
+    };
+    bool factored = false;
 #if defined(__x86_64__)
-    if (avx2)
-      gram_step_avx2(rows, ent.dp, ent.n4, acc.data());
-    else
+    if (avx2) {
+      hessian_f32_avx2(ent.wf.data(), ent.dp, ent.n4, acc.data());
+      factored = factor() && well_conditioned(h.data(), k);
+      if (!factored) rows_f64(ent);  // the float64 rows, for the sums below
+    }
 #endif
-      gram_step_scalar(rows, ent.dp, ent.n4, acc.data());
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j <= i; ++j)
-        h[i * k + j] = h[j * k + i] = acc[j * ent.dp + i] / double(n) + (i == j ? pen[i] : 0);
-    if (!cholesky(h.data(), k)) return -1;
+    if (!factored) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+#if defined(__x86_64__)
+      if (avx2)
+        gram_step_avx2(rows, ent.dp, ent.n4, acc.data());
+      else
+#endif
+        gram_step_scalar(rows, ent.dp, ent.n4, acc.data());
+      if (!factor()) return -1;
+    }
     step = g;
     cholesky_solve(h.data(), k, step.data());
     double t = 1;
