@@ -433,15 +433,16 @@ struct Entity {
   std::vector<double> z, w, y, s, e, sc, ec;
   std::vector<float> wf;  // the AVX2 path's Hessian rows, in float32
 
-  // Buffers for rows x params; w (the Hessian's rows) zero where it is never written.
+  // Buffers for rows x params; wf zero in the rows past k (the passes write the others; w is
+  // zeroed where it is used, rows_f64, as the AVX2 path seldom needs it).
   void resize(int64_t rows, int64_t params) {
     n = rows;
     n4 = (rows + 15) / 16 * 16;  // whole steps of the passes (kRun blocks of four rows)
     k = params;
     dp = (params + 3) / 4 * 4;
     z.resize(dp * n4);
-    w.assign(dp * n4, 0.0);
-    wf.assign(dp * n4, 0.0f);
+    wf.resize(dp * n4);
+    std::fill(wf.begin() + k * n4, wf.end(), 0.0f);
     for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
   }
 };
@@ -656,6 +657,7 @@ __attribute__((always_inline)) inline double objective(Entity& ent, const double
 // the unpenalized gradient sum (p - y) z_j returned.
 std::vector<double> rows_f64(Entity& ent) {
   std::vector<double> g(ent.k);
+  ent.w.assign(ent.dp * ent.n4, 0.0);  // zero past n and past k
   for (int64_t t = 0; t < ent.n; ++t) {
     const double p = (ent.s[t] >= 0 ? 1.0 : ent.e[t]) / (1 + ent.e[t]);
     ent.sc[t] = p - ent.y[t];
@@ -697,7 +699,6 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
   std::fill_n(theta, k, 0.0);
   double f = objective(ent, theta, pen.data(), avx2, ent.s.data(), ent.e.data());
   Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
-  for (int64_t i = 0; i < ent.dp; ++i) rows.f[i] = ent.w.data() + i * ent.n4;
   for (int64_t it = 0; it < opt.max_iter; ++it) {
     // the gradient's sums and the Hessian's rows (float32 where AVX2 runs), from s and e
 #if defined(__x86_64__)
@@ -730,6 +731,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     }
 #endif
     if (!factored) {
+      for (int64_t i = 0; i < ent.dp; ++i) rows.f[i] = ent.w.data() + i * ent.n4;
       std::fill(acc.begin(), acc.end(), 0.0);
 #if defined(__x86_64__)
       if (avx2)
