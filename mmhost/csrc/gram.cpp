@@ -214,13 +214,15 @@ MMHOST_AVX2 inline double lanes8(__m256 a) {
   return (l[0] + l[1]) + (l[2] + l[3]);
 }
 
-// acc (dp x dp, row-major; blocks on and above the diagonal) = w' w over n rows (a multiple of
-// 8) of float32 feature rows w (row i at w + i * n): eight rows a step.
-MMHOST_AVX2 void hessian_f32_avx2(const float* w, int64_t dp, int64_t n, double* acc) {
+// acc (dp x dp, row-major; blocks on and above the diagonal) = w' z over n rows (a multiple
+// of 8) of float32 feature rows w and z (row i at w + i * n, z + i * n): eight rows a step.
+// With w_i = d z_i, the weighted Gram z' D z.
+MMHOST_AVX2 void hessian_f32_avx2(const float* w, const float* z, int64_t dp, int64_t n,
+                                  double* acc) {
   for (int64_t i = 0; i < dp; i += 2) {
     const float *a0p = w + i * n, *a1p = a0p + n;
     for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
-      const float* bp = w + j * n;
+      const float* bp = z + j * n;
       __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
       __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
       for (int64_t t = 0; t < n; t += 8) {
@@ -431,7 +433,7 @@ struct LogisticOptions {
 struct Entity {
   int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 16, parameters, k padded to 4
   std::vector<double> z, w, y, s, e, sc, ec;
-  std::vector<float> wf;  // the AVX2 path's Hessian rows, in float32
+  std::vector<float> zf, wf;  // the AVX2 path's Hessian rows, float32: z and d z
 
   // Buffers for rows x params; wf zero in the rows past k (the passes write the others; w is
   // zeroed where it is used, rows_f64, as the AVX2 path seldom needs it).
@@ -577,8 +579,8 @@ MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const d
 
 #if defined(__x86_64__)
 // One pass over the rows, kRun x four at a time: p = sigmoid(s) from e = exp(-|s|); g_j = sum
-// (p - y) z_j over the n rows, row blocks in order; w_j = sqrt(p (1 - p)) z_j in float32 (the
-// Hessian's rows: w'w = z' D z).
+// (p - y) z_j over the n rows, row blocks in order; w_j = p (1 - p) z_j in float32 (the
+// Hessian's weighted rows: w'z = z' D z).
 MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const double* s,
                                const double* e, const double* y, int64_t n, float* w,
                                double* g) {
@@ -587,18 +589,18 @@ MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const dou
   std::vector<double> acc(4 * k, 0.0);  // four lanes a parameter (no vector of __m256d: its
                                         // alignment is not the allocator's)
   for (int64_t t = 0; t < n4; t += 4 * kRun) {
-    __m256d resid[kRun], root[kRun];
+    __m256d resid[kRun], weight[kRun];
     for (int b = 0; b < kRun; ++b) {
       const int64_t at = t + 4 * b;
       const __m256d ev = _mm256_loadu_pd(e + at);
       const __m256d up = _mm256_cmp_pd(_mm256_loadu_pd(s + at), _mm256_setzero_pd(), _CMP_GE_OQ);
       const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev, one, up), _mm256_add_pd(one, ev));
       resid[b] = _mm256_sub_pd(p, _mm256_loadu_pd(y + at));
-      root[b] = _mm256_sqrt_pd(_mm256_mul_pd(p, _mm256_sub_pd(one, p)));
+      weight[b] = _mm256_mul_pd(p, _mm256_sub_pd(one, p));
       if (at + 4 > n) {  // the padding past n: no residual, no weight
         const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ);
         resid[b] = _mm256_and_pd(resid[b], real);
-        root[b] = _mm256_and_pd(root[b], real);
+        weight[b] = _mm256_and_pd(weight[b], real);
       }
     }
     for (int64_t j = 0; j < k; ++j) {
@@ -606,7 +608,7 @@ MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const dou
       for (int b = 0; b < kRun; ++b) {  // row blocks in order, as one block a step adds them
         const __m256d zj = _mm256_loadu_pd(z + j * n4 + t + 4 * b);
         a = _mm256_fmadd_pd(resid[b], zj, a);
-        _mm_storeu_ps(w + j * n4 + t + 4 * b, _mm256_cvtpd_ps(_mm256_mul_pd(zj, root[b])));
+        _mm_storeu_ps(w + j * n4 + t + 4 * b, _mm256_cvtpd_ps(_mm256_mul_pd(zj, weight[b])));
       }
       _mm256_storeu_pd(&acc[4 * j], a);
     }
@@ -699,6 +701,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
   std::fill_n(theta, k, 0.0);
   double f = objective(ent, theta, pen.data(), avx2, ent.s.data(), ent.e.data());
   Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
+  if (avx2) ent.zf.assign(ent.z.begin(), ent.z.end());  // the rows in float32, as fitted
   for (int64_t it = 0; it < opt.max_iter; ++it) {
     // the gradient's sums and the Hessian's rows (float32 where AVX2 runs), from s and e
 #if defined(__x86_64__)
@@ -725,7 +728,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     bool factored = false;
 #if defined(__x86_64__)
     if (avx2) {
-      hessian_f32_avx2(ent.wf.data(), ent.dp, ent.n4, acc.data());
+      hessian_f32_avx2(ent.wf.data(), ent.zf.data(), ent.dp, ent.n4, acc.data());
       factored = factor() && well_conditioned(h.data(), k);
       if (!factored) rows_f64(ent);  // the float64 rows, for the sums below
     }
