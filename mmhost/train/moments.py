@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 VARIANCE_FLOOR = 1e-12  # a variance below this share of the mean square: a constant feature
 GRAM_BYTES = 1 << 26  # the Grams of one solve batch
-NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (x 2, float64)
+NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (16-24 B each)
 NEWTON_WIDTH = 1 << 11  # features the Newton kernel takes (a Hessian a thread: k^2 float64)
 
 
