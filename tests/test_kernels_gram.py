@@ -202,14 +202,16 @@ def test_entity_logistic_leaves_what_it_cannot_fit_to_the_caller():
     assert torch.isnan(accuracy).all()
 
 
-@pytest.mark.parametrize("spread, wd", [(1e-4, 0.0), (1e-3, 1e-7)])
-def test_entity_logistic_fits_nearly_collinear_features(spread, wd):
+@pytest.mark.parametrize(
+    "spread, wd, n", [(1e-4, 0.0, 3_000), (1e-3, 1e-7, 3_000), (0.3, 1e-3, 400_000)]
+)
+def test_entity_logistic_fits_nearly_collinear_features(spread, wd, n):
     """Two features nearly equal: a Hessian too ill-conditioned for the AVX2 path's float32
-    sums, which the kernel then takes again in float64; the fit is the torch solver's."""
+    sums, which the kernel then takes again in float64; and an entity of 400,000 rows, whose
+    float32 sums are taken in runs. The fit is the torch solver's."""
     from mmhost.train import solvers
 
     rng = np.random.default_rng(7)
-    n = 3_000
     x = rng.normal(size=n)
     numeric = [x, x + rng.normal(size=n) * spread, rng.normal(size=n)]
     y = ((x + rng.normal(size=n) * 0.5) > 0).astype(np.float64)

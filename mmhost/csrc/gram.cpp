@@ -215,33 +215,41 @@ MMHOST_AVX2 inline double lanes8(__m256 a) {
 }
 
 // acc (dp x dp, row-major; blocks on and above the diagonal) = w' z over n rows (a multiple
-// of 8) of float32 feature rows w and z (row i at w + i * n, z + i * n): eight rows a step.
-// With w_i = d z_i, the weighted Gram z' D z.
+// of 8) of float32 feature rows w and z (row i at w + i * n, z + i * n): eight rows a step,
+// each run of kF32Rows rows summed in float32 and the runs' sums in float64 (so that an
+// entity of a million rows sums as precisely as one of a thousand). With w_i = d z_i, the
+// weighted Gram z' D z.
+constexpr int64_t kF32Rows = 512;
 MMHOST_AVX2 void hessian_f32_avx2(const float* w, const float* z, int64_t dp, int64_t n,
                                   double* acc) {
   for (int64_t i = 0; i < dp; i += 2) {
     const float *a0p = w + i * n, *a1p = a0p + n;
     for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
       const float* bp = z + j * n;
-      __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
-      __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-      for (int64_t t = 0; t < n; t += 8) {
-        const __m256 a0 = _mm256_loadu_ps(a0p + t), a1 = _mm256_loadu_ps(a1p + t);
-        const __m256 b0 = _mm256_loadu_ps(bp + t), b1 = _mm256_loadu_ps(bp + n + t);
-        const __m256 b2 = _mm256_loadu_ps(bp + 2 * n + t), b3 = _mm256_loadu_ps(bp + 3 * n + t);
-        c00 = _mm256_fmadd_ps(a0, b0, c00);
-        c01 = _mm256_fmadd_ps(a0, b1, c01);
-        c02 = _mm256_fmadd_ps(a0, b2, c02);
-        c03 = _mm256_fmadd_ps(a0, b3, c03);
-        c10 = _mm256_fmadd_ps(a1, b0, c10);
-        c11 = _mm256_fmadd_ps(a1, b1, c11);
-        c12 = _mm256_fmadd_ps(a1, b2, c12);
-        c13 = _mm256_fmadd_ps(a1, b3, c13);
-      }
       double* r0 = acc + i * dp + j;
       double* r1 = r0 + dp;
-      r0[0] = lanes8(c00), r0[1] = lanes8(c01), r0[2] = lanes8(c02), r0[3] = lanes8(c03);
-      r1[0] = lanes8(c10), r1[1] = lanes8(c11), r1[2] = lanes8(c12), r1[3] = lanes8(c13);
+      std::fill_n(r0, 4, 0.0);
+      std::fill_n(r1, 4, 0.0);
+      for (int64_t t0 = 0; t0 < n; t0 += kF32Rows) {
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+        __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+        for (int64_t t = t0; t < std::min(n, t0 + kF32Rows); t += 8) {
+          const __m256 a0 = _mm256_loadu_ps(a0p + t), a1 = _mm256_loadu_ps(a1p + t);
+          const __m256 b0 = _mm256_loadu_ps(bp + t), b1 = _mm256_loadu_ps(bp + n + t);
+          const __m256 b2 = _mm256_loadu_ps(bp + 2 * n + t);
+          const __m256 b3 = _mm256_loadu_ps(bp + 3 * n + t);
+          c00 = _mm256_fmadd_ps(a0, b0, c00);
+          c01 = _mm256_fmadd_ps(a0, b1, c01);
+          c02 = _mm256_fmadd_ps(a0, b2, c02);
+          c03 = _mm256_fmadd_ps(a0, b3, c03);
+          c10 = _mm256_fmadd_ps(a1, b0, c10);
+          c11 = _mm256_fmadd_ps(a1, b1, c11);
+          c12 = _mm256_fmadd_ps(a1, b2, c12);
+          c13 = _mm256_fmadd_ps(a1, b3, c13);
+        }
+        r0[0] += lanes8(c00), r0[1] += lanes8(c01), r0[2] += lanes8(c02), r0[3] += lanes8(c03);
+        r1[0] += lanes8(c10), r1[1] += lanes8(c11), r1[2] += lanes8(c12), r1[3] += lanes8(c13);
+      }
     }
   }
 }
