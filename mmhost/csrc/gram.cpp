@@ -395,9 +395,10 @@ GramInputs checked_inputs(const std::vector<at::Tensor>& numeric, const at::Tens
 constexpr double kRcond = 1e-10;  // solvers.RCOND: a pivot below this share of the largest
 
 // The Cholesky factor of the k x k symmetric a (row-major, lower triangle written), or false
-// where a is not positive definite to rounding (solvers.solve_psd then takes the
-// pseudo-inverse: the caller hands the entity to it).
-bool cholesky(double* a, int64_t k) {
+// where a is not positive definite to rounding, its smallest squared pivot below rcond of its
+// largest (with kRcond, solvers.solve_psd then takes the pseudo-inverse: the caller hands the
+// entity to it).
+bool cholesky(double* a, int64_t k, double rcond) {
   double lo = INFINITY, hi = 0;
   for (int64_t j = 0; j < k; ++j) {
     double d = a[j * k + j];
@@ -413,7 +414,7 @@ bool cholesky(double* a, int64_t k) {
       a[i * k + j] = v / l;
     }
   }
-  return lo * lo > kRcond * hi * hi;
+  return lo * lo > rcond * hi * hi;
 }
 
 // x = (L L')^-1 x.
@@ -686,17 +687,9 @@ std::vector<double> rows_f64(Entity& ent) {
   return g;
 }
 
-// Whether a Cholesky factor's pivots span less than kF32Span (squared): a Hessian whose float32
-// sums (relative error ~1e-7 each) still give Newton steps good to a few digits.
+// The smallest squared pivot, against the largest, of a Hessian whose float32 sums (relative
+// error ~1e-7 each) still give Newton steps good to a few digits: cholesky's rcond there.
 constexpr double kF32Span = 1e-5;
-bool well_conditioned(const double* l, int64_t k) {
-  double lo = INFINITY, hi = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    lo = std::min(lo, l[j * k + j]);
-    hi = std::max(hi, l[j * k + j]);
-  }
-  return lo * lo > kF32Span * hi * hi;
-}
 
 // Newton's method from theta = 0, each step halved until the objective does not rise (as
 // solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.
@@ -727,17 +720,17 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     if (worst < opt.tol) return it;
     // the Hessian z' D z + diag(pen), factored: from float32 sums where AVX2 runs, again from
     // float64 ones where those leave it ill-conditioned for their precision
-    const auto factor = [&] {
+    const auto factor = [&](double rcond) {
       for (int64_t i = 0; i < k; ++i)
         for (int64_t j = 0; j <= i; ++j)
           h[i * k + j] = h[j * k + i] = acc[j * ent.dp + i] / double(n) + (i == j ? pen[i] : 0);
-      return cholesky(h.data(), k);
+      return cholesky(h.data(), k, rcond);
     };
     bool factored = false;
 #if defined(__x86_64__)
     if (avx2) {
       hessian_f32_avx2(ent.wf.data(), ent.zf.data(), ent.dp, ent.n4, acc.data());
-      factored = factor() && well_conditioned(h.data(), k);
+      factored = factor(kF32Span);
       if (!factored) rows_f64(ent);  // the float64 rows, for the sums below
     }
 #endif
@@ -750,7 +743,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
       else
 #endif
         gram_step_scalar(rows, ent.dp, ent.n4, acc.data());
-      if (!factor()) return -1;
+      if (!factor(kRcond)) return -1;
     }
     step = g;
     cholesky_solve(h.data(), k, step.data());
