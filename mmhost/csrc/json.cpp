@@ -317,10 +317,10 @@ bool text_of(std::string_view body, const Cell& c, std::string_view& text) {
   return true;
 }
 
+// Row values[0 .. n) (n: the schema's columns) encoded into dst.
 template <typename T>
 bool put_row(std::string_view body, const Cell* values, size_t n, const RowSchema& schema,
              const Lookup& lookup, T* dst) {
-  if (n != schema.kinds.size()) return false;
   for (size_t j = 0; j < n; ++j) {
     const Cell& v = values[j];
     if (schema.kinds[j] == 0) {  // a number
@@ -382,6 +382,7 @@ std::tuple<bool, at::Tensor> json_encode(std::string_view body, const at::Tensor
   const int64_t n = rows.size(0);
   const size_t count = static_cast<size_t>(rows.size(1));
   const Cell* const values = reinterpret_cast<const Cell*>(rows.data_ptr<int64_t>());
+  if (count != schema.kinds.size()) return {false, none};  // rows of another width
   const Lookup lookup = cells::categories_of(schema);
   at::Tensor out = cells::zeros(n, width, f64);
   auto encode = [&](auto* data) {
