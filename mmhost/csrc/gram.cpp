@@ -214,30 +214,32 @@ MMHOST_AVX2 inline double lanes8(__m256 a) {
   return (l[0] + l[1]) + (l[2] + l[3]);
 }
 
-// acc (dp x dp, row-major; blocks on and above the diagonal) = w' z over n rows (a multiple
-// of 8) of float32 feature rows w and z (row i at w + i * n, z + i * n): eight rows a step,
-// each run of kF32Rows rows summed in float32 and the runs' sums in float64 (so that an
-// entity of a million rows sums as precisely as one of a thousand). With w_i = d z_i, the
-// weighted Gram z' D z.
+// acc (dp x dp, row-major; blocks on and above the diagonal) = z' D z, the Gram of the float32
+// feature rows z (row i at z + i * n) weighted by d, over n rows (a multiple of 8): eight rows
+// a step, each run of kF32Rows rows summed in float32 and the runs' sums in float64 (so that
+// an entity of a million rows sums as precisely as one of a thousand).
 constexpr int64_t kF32Rows = 512;
-MMHOST_AVX2 void hessian_f32_avx2(const float* w, const float* z, int64_t dp, int64_t n,
+MMHOST_AVX2 void hessian_f32_avx2(const float* d, const float* z, int64_t dp, int64_t n,
                                   double* acc) {
-  for (int64_t i = 0; i < dp; i += 2) {
-    const float *a0p = w + i * n, *a1p = a0p + n;
-    for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
-      const float* bp = z + j * n;
-      double* r0 = acc + i * dp + j;
-      double* r1 = r0 + dp;
-      std::fill_n(r0, 4, 0.0);
-      std::fill_n(r1, 4, 0.0);
-      for (int64_t t0 = 0; t0 < n; t0 += kF32Rows) {
+  std::fill_n(acc, dp * dp, 0.0);
+  for (int64_t t0 = 0; t0 < n; t0 += kF32Rows) {  // a run's rows stay in the L1 cache
+    const int64_t t1 = std::min(n, t0 + kF32Rows);
+    for (int64_t i = 0; i < dp; i += 2) {
+      const float *a0p = z + i * n, *a1p = a0p + n;
+      for (int64_t j = (i / 4) * 4; j < dp; j += 4) {
+        const float* bp = z + j * n;
+        double* r0 = acc + i * dp + j;
+        double* r1 = r0 + dp;
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
         __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-        for (int64_t t = t0; t < std::min(n, t0 + kF32Rows); t += 8) {
-          const __m256 a0 = _mm256_loadu_ps(a0p + t), a1 = _mm256_loadu_ps(a1p + t);
-          const __m256 b0 = _mm256_loadu_ps(bp + t), b1 = _mm256_loadu_ps(bp + n + t);
-          const __m256 b2 = _mm256_loadu_ps(bp + 2 * n + t);
-          const __m256 b3 = _mm256_loadu_ps(bp + 3 * n + t);
+        for (int64_t t = t0; t < t1; t += 8) {
+          __m256 dt = _mm256_loadu_ps(d + t);
+          __m256 b0 = _mm256_loadu_ps(bp + t), b1 = _mm256_loadu_ps(bp + n + t);
+          __m256 b2 = _mm256_loadu_ps(bp + 2 * n + t), b3 = _mm256_loadu_ps(bp + 3 * n + t);
+          // each loaded once, into a register (the compiler would fold a load into each use)
+          asm("" : "+x"(dt), "+x"(b0), "+x"(b1), "+x"(b2), "+x"(b3));
+          const __m256 a0 = _mm256_mul_ps(dt, _mm256_loadu_ps(a0p + t));
+          const __m256 a1 = _mm256_mul_ps(dt, _mm256_loadu_ps(a1p + t));
           c00 = _mm256_fmadd_ps(a0, b0, c00);
           c01 = _mm256_fmadd_ps(a0, b1, c01);
           c02 = _mm256_fmadd_ps(a0, b2, c02);
@@ -252,6 +254,78 @@ MMHOST_AVX2 void hessian_f32_avx2(const float* w, const float* z, int64_t dp, in
       }
     }
   }
+}
+// exp(x) for x <= 0 in float32, two vectors of eight lanes, within ~2 ulp: x = k ln2 + r,
+// e^r by its Taylor series to r^7, 2^k into the exponent bits; 0 below -87 (where e^x leaves
+// float32's normal range).
+MMHOST_AVX2 inline void exp_nonpositive_f32(const __m256* x, __m256* out) {
+  static constexpr float kInvFactorial[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24,
+                                            1.0f / 6,    0.5f,       1.0f,       1.0f};
+  __m256 k[2], r[2], p[2];
+  for (int b = 0; b < 2; ++b) {
+    k[b] = _mm256_round_ps(_mm256_mul_ps(x[b], _mm256_set1_ps(1.44269504f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r[b] = _mm256_fnmadd_ps(k[b], _mm256_set1_ps(0.693145752f), x[b]);  // ln2, high
+    r[b] = _mm256_fnmadd_ps(k[b], _mm256_set1_ps(1.42860677e-6f), r[b]);  // the rest
+    p[b] = _mm256_set1_ps(kInvFactorial[0]);
+  }
+  for (int i = 1; i < 8; ++i)
+    for (int b = 0; b < 2; ++b)
+      p[b] = _mm256_fmadd_ps(p[b], r[b], _mm256_set1_ps(kInvFactorial[i]));
+  for (int b = 0; b < 2; ++b) {
+    const __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(k[b]), _mm256_set1_epi32(127)), 23);
+    const __m256 v = _mm256_mul_ps(p[b], _mm256_castsi256_ps(bits));
+    out[b] = _mm256_and_ps(v, _mm256_cmp_ps(x[b], _mm256_set1_ps(-87.0f), _CMP_GE_OQ));
+  }
+}
+
+// evaluate_avx2 in float32, on the float32 rows zf and labels yf: the Hessian's weights d,
+// and the gradient's sums g (runs of kF32Rows rows summed in float32, the runs in float64).
+// Good to ~1e-6 of the gradient's scale: Newton's first steps, far from the optimum, take it.
+MMHOST_AVX2 void evaluate_f32_avx2(const float* z, int64_t n4, int64_t k, const double* theta,
+                                   const float* y, int64_t n, float* d, double* g) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 lane = _mm256_set_ps(7, 6, 5, 4, 3, 2, 1, 0);
+  std::vector<float> tf(theta, theta + k);
+  std::vector<double> total(k, 0.0);
+  std::vector<float> acc(8 * k);
+  for (int64_t t0 = 0; t0 < n4; t0 += kF32Rows) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t t = t0; t < std::min(n4, t0 + kF32Rows); t += 16) {
+      __m256 sv[2], neg[2], ev[2], resid[2];
+      sv[0] = sv[1] = _mm256_setzero_ps();
+      for (int64_t j = 0; j < k; ++j) {
+        const __m256 tj = _mm256_set1_ps(tf[j]);
+        for (int b = 0; b < 2; ++b)
+          sv[b] = _mm256_fmadd_ps(tj, _mm256_loadu_ps(z + j * n4 + t + 8 * b), sv[b]);
+      }
+      for (int b = 0; b < 2; ++b) neg[b] = _mm256_or_ps(sv[b], sign);
+      exp_nonpositive_f32(neg, ev);
+      for (int b = 0; b < 2; ++b) {
+        const int64_t at = t + 8 * b;
+        const __m256 up = _mm256_cmp_ps(sv[b], _mm256_setzero_ps(), _CMP_GE_OQ);
+        const __m256 p = _mm256_div_ps(_mm256_blendv_ps(ev[b], one, up), _mm256_add_ps(one, ev[b]));
+        resid[b] = _mm256_sub_ps(p, _mm256_loadu_ps(y + at));
+        __m256 weight = _mm256_mul_ps(p, _mm256_sub_ps(one, p));
+        if (at + 8 > n) {  // the padding past n: no residual, no weight
+          const __m256 real = _mm256_cmp_ps(lane, _mm256_set1_ps(float(n - at)), _CMP_LT_OQ);
+          resid[b] = _mm256_and_ps(resid[b], real);
+          weight = _mm256_and_ps(weight, real);
+        }
+        _mm256_storeu_ps(d + at, weight);
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        __m256 a = _mm256_loadu_ps(&acc[8 * j]);
+        for (int b = 0; b < 2; ++b)
+          a = _mm256_fmadd_ps(resid[b], _mm256_loadu_ps(z + j * n4 + t + 8 * b), a);
+        _mm256_storeu_ps(&acc[8 * j], a);
+      }
+    }
+    for (int64_t j = 0; j < k; ++j) total[j] += lanes8(_mm256_loadu_ps(&acc[8 * j]));
+  }
+  for (int64_t j = 0; j < k; ++j) g[j] = total[j];
 }
 #endif
 
@@ -441,52 +515,78 @@ struct LogisticOptions {
 // features; zeros past n), and the buffers of its Newton iterations.
 struct Entity {
   int64_t n = 0, n4 = 0, k = 0, dp = 0;  // rows, rows padded to 16, parameters, k padded to 4
-  std::vector<double> z, w, y, s, e, sc, ec;
-  std::vector<float> zf, wf;  // the AVX2 path's Hessian rows, float32: z and d z
+  std::vector<double> z, y;
+  std::vector<double> s, e, sc, ec;  // z' theta and exp(-|z' theta|), at theta and a candidate
+  std::vector<double> w, r, q;       // the float64 Hessian rows and their scratch (rows_f64)
+  std::vector<float> zf, yf, df;     // the AVX2 path's float32 z and y, the Hessian's weights
 
-  // Buffers for rows x params; wf zero in the rows past k (the passes write the others; w is
-  // zeroed where it is used, rows_f64, as the AVX2 path seldom needs it).
+  // Buffers for rows x params (w, r and q are sized where they are used, rows_f64, as the
+  // AVX2 path seldom needs them).
   void resize(int64_t rows, int64_t params) {
     n = rows;
     n4 = (rows + 15) / 16 * 16;  // whole steps of the passes (kRun blocks of four rows)
     k = params;
     dp = (params + 3) / 4 * 4;
     z.resize(dp * n4);
-    wf.resize(dp * n4);
-    std::fill(wf.begin() + k * n4, wf.end(), 0.0f);
+    df.resize(n4);
     for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
   }
 };
 
 // The rows order[k0 .. k0 + n) of in, encoded ((x - shift) * scale, NaN -> 0; one-hot), into
-// the entity's z and y. False where an order entry or a code is out of range.
+// the entity's z and y (zeros past n and in the rows past k). False where an order entry or a
+// code is out of range. Where the rows are a run of the table (an entity's rows together, as a
+// table grouped by entity gives them), the columns are read in place rather than gathered.
 bool load_entity(const GramInputs& in, const double* scale, bool intercept, int64_t k0,
                  Entity& ent) {
   const int64_t* rows = in.order + k0;
-  bool ok = true;
-  for (int64_t t = 0; t < ent.n; ++t) ok &= static_cast<uint64_t>(rows[t]) < uint64_t(in.n);
+  const int64_t n = ent.n, n4 = ent.n4, first = n > 0 ? rows[0] : 0;
+  bool ok = true, run = true;
+  for (int64_t t = 0; t < n; ++t) {
+    ok &= static_cast<uint64_t>(rows[t]) < uint64_t(in.n);
+    run &= rows[t] == first + t;
+  }
   if (!ok) return false;
-  std::fill(ent.z.begin(), ent.z.end(), 0.0);
+  double* z = ent.z.data();
+  const auto tail = [&](double* row) { std::fill(row + n, row + n4, 0.0); };
   for (size_t j = 0; j < in.num.size(); ++j) {
-    double* out = ent.z.data() + in.num_pos[j] * ent.n4;
-    const double* col = in.num[j];
+    double* __restrict out = z + in.num_pos[j] * n4;
     const double sh = in.shift[j], sc = scale[j];
-    for (int64_t t = 0; t < ent.n; ++t) {
-      const double v = (col[rows[t]] - sh) * sc;
-      out[t] = v == v ? v : 0.0;
+    if (run) {
+      const double* __restrict col = in.num[j] + first;
+      for (int64_t t = 0; t < n; ++t) {
+        const double v = (col[t] - sh) * sc;
+        out[t] = v == v ? v : 0.0;
+      }
+    } else {
+      const double* col = in.num[j];
+      for (int64_t t = 0; t < n; ++t) {
+        const double v = (col[rows[t]] - sh) * sc;
+        out[t] = v == v ? v : 0.0;
+      }
     }
+    tail(out);
   }
   for (size_t c = 0; c < in.cat.size(); ++c) {
-    double* out = ent.z.data() + in.cat_off[c] * ent.n4;
+    double* out = z + in.cat_off[c] * n4;
     const int64_t size = in.cat_size[c];
-    for (int64_t t = 0; t < ent.n; ++t) {
+    std::fill(out, out + size * n4, 0.0);
+    for (int64_t t = 0; t < n; ++t) {
       const int64_t code = in.cat[c][rows[t]];
       ok &= code >= -1 && code < size;
-      if (code >= 0 && code < size) out[code * ent.n4 + t] = 1.0;
+      if (code >= 0 && code < size) out[code * n4 + t] = 1.0;
     }
   }
-  if (intercept) std::fill_n(ent.z.data() + in.width * ent.n4, ent.n, 1.0);
-  for (int64_t t = 0; t < ent.n; ++t) ent.y[t] = in.label[rows[t]];
+  if (intercept) {
+    std::fill_n(z + in.width * n4, n, 1.0);
+    tail(z + in.width * n4);
+  }
+  std::fill(z + ent.k * n4, z + ent.dp * n4, 0.0);
+  if (run) {
+    std::copy(in.label + first, in.label + first + n, ent.y.data());
+  } else {
+    for (int64_t t = 0; t < n; ++t) ent.y[t] = in.label[rows[t]];
+  }
   return ok;
 }
 
@@ -549,32 +649,74 @@ MMHOST_AVX2 inline void log1p_unit(const __m256d* e, __m256d* out) {
     out[b] = _mm256_add_pd(_mm256_fmadd_pd(q[b], z[b], ln2[b]), fix[b]);
 }
 
-// The objective's rows, kRun x four at a time: s = z' theta (z feature-major, rows n4 apart),
-// e = exp(-|s|), and the sum of softplus(s) - y s over the n rows.
-MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const double* theta,
-                                 const double* y, int64_t n, double* s, double* e) {
-  __m256d total = _mm256_setzero_pd();
+
+#endif
+
+#if defined(__x86_64__)
+// One pass over the rows at theta, kRun x four at a time: s = z' theta, e = exp(-|s|), p =
+// sigmoid(s); g_j = sum (p - y) z_j over the n rows, row blocks in order; the Hessian's
+// weights d = p (1 - p) in float32. Each block's rows are read from memory once, for s, and
+// again from the L1 cache for g.
+MMHOST_AVX2 void evaluate_avx2(const double* z, int64_t n4, int64_t k, const double* theta,
+                               const double* y, int64_t n, double* s, double* e, float* d,
+                               double* g) {
+  const __m256d one = _mm256_set1_pd(1.0);
   const __m256d sign = _mm256_set1_pd(-0.0);
   const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
+  std::vector<double> acc(4 * k, 0.0);  // four lanes a parameter (no vector of __m256d: its
+                                        // alignment is not the allocator's)
   for (int64_t t = 0; t < n4; t += 4 * kRun) {
-    __m256d sv[kRun], neg[kRun], ev[kRun], lp[kRun];
+    __m256d sv[kRun], neg[kRun], ev[kRun], resid[kRun];
     for (int b = 0; b < kRun; ++b) sv[b] = _mm256_setzero_pd();
     for (int64_t j = 0; j < k; ++j) {
       const __m256d tj = _mm256_set1_pd(theta[j]);
       for (int b = 0; b < kRun; ++b)
         sv[b] = _mm256_fmadd_pd(tj, _mm256_loadu_pd(z + j * n4 + t + 4 * b), sv[b]);
     }
-    for (int b = 0; b < kRun; ++b) {
-      _mm256_storeu_pd(s + t + 4 * b, sv[b]);
-      neg[b] = _mm256_or_pd(sv[b], sign);  // -|s|
-    }
+    for (int b = 0; b < kRun; ++b) neg[b] = _mm256_or_pd(sv[b], sign);  // -|s|
     exp_nonpositive(neg, ev);
+    for (int b = 0; b < kRun; ++b) {
+      const int64_t at = t + 4 * b;
+      _mm256_storeu_pd(s + at, sv[b]);
+      _mm256_storeu_pd(e + at, ev[b]);
+      const __m256d up = _mm256_cmp_pd(sv[b], _mm256_setzero_pd(), _CMP_GE_OQ);
+      const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev[b], one, up), _mm256_add_pd(one, ev[b]));
+      resid[b] = _mm256_sub_pd(p, _mm256_loadu_pd(y + at));
+      __m256d weight = _mm256_mul_pd(p, _mm256_sub_pd(one, p));
+      if (at + 4 > n) {  // the padding past n: no residual, no weight
+        const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ);
+        resid[b] = _mm256_and_pd(resid[b], real);
+        weight = _mm256_and_pd(weight, real);
+      }
+      _mm_storeu_ps(d + at, _mm256_cvtpd_ps(weight));
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      __m256d a = _mm256_loadu_pd(&acc[4 * j]);
+      for (int b = 0; b < kRun; ++b)  // row blocks in order, as one block a step adds them
+        a = _mm256_fmadd_pd(resid[b], _mm256_loadu_pd(z + j * n4 + t + 4 * b), a);
+      _mm256_storeu_pd(&acc[4 * j], a);
+    }
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const double* lanes = &acc[4 * j];
+    g[j] = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  }
+}
+
+// The sum of softplus(s) - y s over the n rows, from s and e = exp(-|s|), kRun x four at a time.
+MMHOST_AVX2 double log_loss_avx2(const double* s, const double* e, const double* y, int64_t n4,
+                                 int64_t n) {
+  __m256d total = _mm256_setzero_pd();
+  const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
+  for (int64_t t = 0; t < n4; t += 4 * kRun) {
+    __m256d ev[kRun], lp[kRun];
+    for (int b = 0; b < kRun; ++b) ev[b] = _mm256_loadu_pd(e + t + 4 * b);
     log1p_unit(ev, lp);
     for (int b = 0; b < kRun; ++b) {
       const int64_t at = t + 4 * b;
-      _mm256_storeu_pd(e + at, ev[b]);
-      __m256d loss = _mm256_add_pd(_mm256_max_pd(sv[b], _mm256_setzero_pd()), lp[b]);
-      loss = _mm256_fnmadd_pd(_mm256_loadu_pd(y + at), sv[b], loss);
+      const __m256d sv = _mm256_loadu_pd(s + at);
+      __m256d loss = _mm256_add_pd(_mm256_max_pd(sv, _mm256_setzero_pd()), lp[b]);
+      loss = _mm256_fnmadd_pd(_mm256_loadu_pd(y + at), sv, loss);
       if (at + 4 > n)  // the padding past n adds nothing
         loss = _mm256_and_pd(loss, _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ));
       total = _mm256_add_pd(total, loss);
@@ -586,138 +728,133 @@ MMHOST_AVX2 double log_loss_avx2(const double* z, int64_t n4, int64_t k, const d
 }
 #endif
 
-#if defined(__x86_64__)
-// One pass over the rows, kRun x four at a time: p = sigmoid(s) from e = exp(-|s|); g_j = sum
-// (p - y) z_j over the n rows, row blocks in order; w_j = p (1 - p) z_j in float32 (the
-// Hessian's weighted rows: w'z = z' D z).
-MMHOST_AVX2 void gradient_avx2(const double* z, int64_t n4, int64_t k, const double* s,
-                               const double* e, const double* y, int64_t n, float* w,
-                               double* g) {
-  const __m256d one = _mm256_set1_pd(1.0);
-  const __m256d lane = _mm256_set_pd(3, 2, 1, 0);
-  std::vector<double> acc(4 * k, 0.0);  // four lanes a parameter (no vector of __m256d: its
-                                        // alignment is not the allocator's)
-  for (int64_t t = 0; t < n4; t += 4 * kRun) {
-    __m256d resid[kRun], weight[kRun];
-    for (int b = 0; b < kRun; ++b) {
-      const int64_t at = t + 4 * b;
-      const __m256d ev = _mm256_loadu_pd(e + at);
-      const __m256d up = _mm256_cmp_pd(_mm256_loadu_pd(s + at), _mm256_setzero_pd(), _CMP_GE_OQ);
-      const __m256d p = _mm256_div_pd(_mm256_blendv_pd(ev, one, up), _mm256_add_pd(one, ev));
-      resid[b] = _mm256_sub_pd(p, _mm256_loadu_pd(y + at));
-      weight[b] = _mm256_mul_pd(p, _mm256_sub_pd(one, p));
-      if (at + 4 > n) {  // the padding past n: no residual, no weight
-        const __m256d real = _mm256_cmp_pd(lane, _mm256_set1_pd(double(n - at)), _CMP_LT_OQ);
-        resid[b] = _mm256_and_pd(resid[b], real);
-        weight[b] = _mm256_and_pd(weight[b], real);
-      }
-    }
-    for (int64_t j = 0; j < k; ++j) {
-      __m256d a = _mm256_loadu_pd(&acc[4 * j]);
-      for (int b = 0; b < kRun; ++b) {  // row blocks in order, as one block a step adds them
-        const __m256d zj = _mm256_loadu_pd(z + j * n4 + t + 4 * b);
-        a = _mm256_fmadd_pd(resid[b], zj, a);
-        _mm_storeu_ps(w + j * n4 + t + 4 * b, _mm256_cvtpd_ps(_mm256_mul_pd(zj, weight[b])));
-      }
-      _mm256_storeu_pd(&acc[4 * j], a);
-    }
-  }
-  for (int64_t j = 0; j < k; ++j) {
-    const double* lanes = &acc[4 * j];
-    g[j] = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-  }
-}
-#endif
-
-double log_loss_scalar(const double* s, const double* y, double* e, int64_t n) {
-  double loss = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    e[t] = std::exp(-std::fabs(s[t]));
-    loss += std::max(s[t], 0.0) + std::log1p(e[t]) - y[t] * s[t];  // softplus(s) - y s
-  }
-  return loss;
-}
-
-// s = z' theta, e = exp(-|s|); the mean log-loss plus the penalty at theta.
-__attribute__((always_inline)) inline double objective(Entity& ent, const double* theta,
-                                                       const double* pen, bool avx2, double* s,
-                                                       double* e) {
-  double loss;
-#if defined(__x86_64__)
-  if (avx2) {
-    loss = log_loss_avx2(ent.z.data(), ent.n4, ent.k, theta, ent.y.data(), ent.n, s, e);
-  } else
-#endif
-  {
-    const int64_t n4 = ent.n4;
-    double* __restrict out = s;
-    std::fill_n(out, n4, 0.0);
-    for (int64_t j = 0; j < ent.k; ++j) {
-      const double tj = theta[j];
-      const double* __restrict zj = ent.z.data() + j * n4;
-      for (int64_t t = 0; t < n4; ++t) out[t] += tj * zj[t];
-    }
-    loss = log_loss_scalar(s, ent.y.data(), e, ent.n);
-  }
-  double penalty = 0;
-  for (int64_t j = 0; j < ent.k; ++j) penalty += pen[j] * theta[j] * theta[j];
-  return loss / double(ent.n) + 0.5 * penalty;
-}
-
-// The Hessian's float64 rows w_j = sqrt(p (1 - p)) z_j (into ent.w) from s and e at theta;
-// the unpenalized gradient sum (p - y) z_j returned.
-std::vector<double> rows_f64(Entity& ent) {
-  std::vector<double> g(ent.k);
+// The Hessian's float64 rows w_j = sqrt(p (1 - p)) z_j (into ent.w) from s and e at a theta;
+// the unpenalized gradient sum (p - y) z_j into g.
+void rows_f64(Entity& ent, const double* s, const double* e, double* g) {
   ent.w.assign(ent.dp * ent.n4, 0.0);  // zero past n and past k
+  ent.r.resize(ent.n4);
+  ent.q.resize(ent.n4);
+  double* resid = ent.r.data();
+  double* root = ent.q.data();
   for (int64_t t = 0; t < ent.n; ++t) {
-    const double p = (ent.s[t] >= 0 ? 1.0 : ent.e[t]) / (1 + ent.e[t]);
-    ent.sc[t] = p - ent.y[t];
-    ent.ec[t] = std::sqrt(p * (1 - p));
+    const double p = (s[t] >= 0 ? 1.0 : e[t]) / (1 + e[t]);
+    resid[t] = p - ent.y[t];
+    root[t] = std::sqrt(p * (1 - p));
   }
   for (int64_t j = 0; j < ent.k; ++j) {
     const double* __restrict zj = ent.z.data() + j * ent.n4;
     double* __restrict wj = ent.w.data() + j * ent.n4;
     double dot = 0;
     for (int64_t t = 0; t < ent.n; ++t) {
-      dot += ent.sc[t] * zj[t];
-      wj[t] = zj[t] * ent.ec[t];
+      dot += resid[t] * zj[t];
+      wj[t] = zj[t] * root[t];
     }
     g[j] = dot;
   }
-  return g;
+}
+
+// At theta: s = z' theta, e = exp(-|s|), the gradient's sums into g, and the Hessian's rows
+// (their float32 weights into ent.df where AVX2 runs, float64 rows into ent.w where not).
+__attribute__((always_inline)) inline void evaluate(Entity& ent, const double* theta, bool avx2,
+                                                    double* s, double* e, double* g) {
+#if defined(__x86_64__)
+  if (avx2) {
+    evaluate_avx2(ent.z.data(), ent.n4, ent.k, theta, ent.y.data(), ent.n, s, e, ent.df.data(),
+                  g);
+    return;
+  }
+#endif
+  const int64_t n4 = ent.n4;
+  double* __restrict out = s;
+  std::fill_n(out, n4, 0.0);
+  for (int64_t j = 0; j < ent.k; ++j) {
+    const double tj = theta[j];
+    const double* __restrict zj = ent.z.data() + j * n4;
+    for (int64_t t = 0; t < n4; ++t) out[t] += tj * zj[t];
+  }
+  for (int64_t t = 0; t < n4; ++t) e[t] = std::exp(-std::fabs(s[t]));
+  rows_f64(ent, s, e, g);
+}
+
+// The mean log-loss plus the penalty at theta, from s and e there.
+__attribute__((always_inline)) inline double objective(const Entity& ent, const double* theta,
+                                                       const double* pen, bool avx2,
+                                                       const double* s, const double* e) {
+  double loss = 0;
+#if defined(__x86_64__)
+  if (avx2) {
+    loss = log_loss_avx2(s, e, ent.y.data(), ent.n4, ent.n);
+  } else
+#endif
+  {
+    for (int64_t t = 0; t < ent.n; ++t)  // softplus(s) - y s
+      loss += std::max(s[t], 0.0) + std::log1p(e[t]) - ent.y[t] * s[t];
+  }
+  double penalty = 0;
+  for (int64_t j = 0; j < ent.k; ++j) penalty += pen[j] * theta[j] * theta[j];
+  return loss / double(ent.n) + 0.5 * penalty;
 }
 
 // The smallest squared pivot, against the largest, of a Hessian whose float32 sums (relative
 // error ~1e-7 each) still give Newton steps good to a few digits: cholesky's rcond there.
 constexpr double kF32Span = 1e-5;
 
+// The gradient above which Newton's steps are taken from float32 passes (evaluate_f32_avx2):
+// far from the optimum, where their ~1e-6 error is immaterial; each step then shrinks the
+// gradient about fourfold or better, and the last steps, from the float64 passes, are exact.
+constexpr double kRough = 1e-2;
+
 // Newton's method from theta = 0, each step halved until the objective does not rise (as
 // solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.
+//
+// A step is tried by one pass at the candidate, which gives everything the next iteration needs
+// (the gradient and the Hessian's weights) but not the objective, whose log1p would cost as much
+// again. The objective is convex, so along the step it falls as long as its slope is negative:
+// where the gradient at the candidate still points along the step (g_c' step >= 0), or is below
+// the tolerance there, the candidate is taken without it; only otherwise are the objectives at
+// theta and at the candidate summed (from s and e, kept for both) and compared. Where AVX2 runs,
+// the passes are float32 while the gradient is above kRough (s and e are then not kept: a
+// float64 pass at that point gives them where they are needed).
 __attribute__((always_inline)) inline int64_t newton(Entity& ent, const LogisticOptions& opt,
                                                    bool avx2, double* theta) {
   const int64_t k = ent.k, n = ent.n;
-  std::vector<double> pen(k, 2 * opt.wd), g(k), step(k), cand(k), h(k * k);
+  std::vector<double> pen(k, 2 * opt.wd), g(k), gc(k), spare(k), step(k), cand(k), h(k * k);
   std::vector<double> acc(ent.dp * ent.dp);
   if (opt.intercept) pen[k - 1] = 0;
   std::fill_n(theta, k, 0.0);
-  double f = objective(ent, theta, pen.data(), avx2, ent.s.data(), ent.e.data());
+  if (avx2) {  // the rows and labels in float32
+    ent.zf.assign(ent.z.begin(), ent.z.end());
+    ent.yf.assign(ent.y.begin(), ent.y.end());
+  }
   Features rows{std::vector<const double*>(ent.dp), std::vector<double>(ent.dp, 0.0)};
-  if (avx2) ent.zf.assign(ent.z.begin(), ent.z.end());  // the rows in float32, as fitted
-  for (int64_t it = 0; it < opt.max_iter; ++it) {
-    // the gradient's sums and the Hessian's rows (float32 where AVX2 runs), from s and e
-#if defined(__x86_64__)
-    if (avx2)
-      gradient_avx2(ent.z.data(), ent.n4, k, ent.s.data(), ent.e.data(), ent.y.data(), n,
-                    ent.wf.data(), g.data());
-    else
-#endif
-      g = rows_f64(ent);
+  // the full gradient from the sums at theta; its largest entry
+  const auto gradient = [&](const double* at, double* sums) {
     double worst = 0;
     for (int64_t j = 0; j < k; ++j) {
-      g[j] = g[j] / double(n) + pen[j] * theta[j];
-      worst = std::max(worst, std::fabs(g[j]));
+      sums[j] = sums[j] / double(n) + pen[j] * at[j];
+      worst = std::max(worst, std::fabs(sums[j]));
     }
-    if (worst < opt.tol) return it;
+    return worst;
+  };
+  // a pass at theta (float32 where rough and AVX2 runs): whether it kept s and e (float64)
+  const auto pass = [&](const double* at, bool rough, double* s, double* e, double* sums) {
+#if defined(__x86_64__)
+    if (avx2 && rough) {
+      evaluate_f32_avx2(ent.zf.data(), ent.n4, k, at, ent.yf.data(), n, ent.df.data(), sums);
+      return false;
+    }
+#endif
+    evaluate(ent, at, avx2, s, e, sums);
+    return true;
+  };
+  bool exact = pass(theta, true, ent.s.data(), ent.e.data(), g.data());  // s, e kept at theta
+  double worst = gradient(theta, g.data());
+  const auto make_exact = [&] {  // s and e at theta
+    if (!exact) exact = pass(theta, false, ent.s.data(), ent.e.data(), spare.data());
+  };
+  if (exact && worst < opt.tol) return 0;
+  double f = NAN;  // the objective at theta, once summed
+  for (int64_t it = 0; it < opt.max_iter; ++it) {
     // the Hessian z' D z + diag(pen), factored: from float32 sums where AVX2 runs, again from
     // float64 ones where those leave it ill-conditioned for their precision
     const auto factor = [&](double rcond) {
@@ -729,9 +866,12 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     bool factored = false;
 #if defined(__x86_64__)
     if (avx2) {
-      hessian_f32_avx2(ent.wf.data(), ent.zf.data(), ent.dp, ent.n4, acc.data());
+      hessian_f32_avx2(ent.df.data(), ent.zf.data(), ent.dp, ent.n4, acc.data());
       factored = factor(kF32Span);
-      if (!factored) rows_f64(ent);  // the float64 rows, for the sums below
+      if (!factored) {  // the float64 rows
+        make_exact();
+        rows_f64(ent, ent.s.data(), ent.e.data(), spare.data());
+      }
     }
 #endif
     if (!factored) {
@@ -748,19 +888,40 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     step = g;
     cholesky_solve(h.data(), k, step.data());
     double t = 1;
-    for (int halvings = 0; halvings < 40; ++halvings, t /= 2) {
+    bool moved = false;
+    for (int halvings = 0; halvings < 40 && !moved; ++halvings, t /= 2) {
       for (int64_t j = 0; j < k; ++j) cand[j] = theta[j] - t * step[j];
-      const double fc =
-          objective(ent, cand.data(), pen.data(), avx2, ent.sc.data(), ent.ec.data());
-      if (!(fc > f + 1e-15 * std::max(std::fabs(f), 1.0))) {
+      bool kept = false;
+      double worst_c = 0, slope = 0;  // slope: the objective's along -step at cand, negated
+      double fc = NAN;
+      for (bool rough = worst > kRough;; rough = false) {
+        kept = pass(cand.data(), rough, ent.sc.data(), ent.ec.data(), gc.data());
+        worst_c = gradient(cand.data(), gc.data());
+        slope = 0;
+        for (int64_t j = 0; j < k; ++j) slope += gc[j] * step[j];
+        moved = slope >= 0 || (kept && worst_c < opt.tol);
+        if (moved || kept) break;  // a float32 pass decides only where it takes the step
+      }
+      if (!moved) {
+        make_exact();
+        if (f != f) f = objective(ent, theta, pen.data(), avx2, ent.s.data(), ent.e.data());
+        fc = objective(ent, cand.data(), pen.data(), avx2, ent.sc.data(), ent.ec.data());
+        moved = !(fc > f + 1e-15 * std::max(std::fabs(f), 1.0));
+      }
+      if (moved) {
         std::copy(cand.begin(), cand.end(), theta);
         std::swap(ent.s, ent.sc);
         std::swap(ent.e, ent.ec);
+        std::swap(g, gc);
+        exact = kept;
+        worst = worst_c;
         f = fc;
-        break;
       }
     }
+    if (!moved) break;  // no step lowers the objective any more
+    if (exact && worst < opt.tol) return it + 1;
   }
+  make_exact();  // s at theta, for the caller
   return opt.max_iter;
 }
 

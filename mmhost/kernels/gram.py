@@ -25,9 +25,12 @@ columns also multiplied by ``scale`` after their shift), by Newton's method from
 each step halved until the objective does not rise: the objective, the normalization and the
 stopping rule of ``train/solvers.logistic``, which is its oracle (on the rows padded into a
 batch). An entity's rows are copied once into a buffer its iterations then stay in (the
-caches' size for thousands of rows). Where AVX2 runs, the Hessian's sums are float32 (taken
-again in float64 where the Cholesky factor's squared pivots span more than 1e5: float32 steps
-would slow the convergence there); the objective and the gradient are float64 everywhere, so the
+caches' size for thousands of rows). A step is tried by one pass at the candidate (its
+scores, the gradient and the Hessian's weights); the objective, convex, is summed only where
+the gradient there does not show it fell. Where AVX2 runs, the Hessian's sums are float32
+(taken again in float64 where the Cholesky factor's squared pivots span more than 1e5: float32
+steps would slow the convergence there), and so are the passes while the gradient is above
+1e-2 (far from the optimum); the passes near it, and so the stopping rule, are float64, so the
 optimum is the same. Not fitted there (iterations -1, for the caller's batched
 torch solver): an entity with no rows or more than ``max_rows``, or a Hessian singular to
 rounding (``solvers.solve_psd`` then takes the pseudo-inverse).

@@ -40,6 +40,7 @@ class Groups:
     train_starts: np.ndarray  # (E + 1,)
     holdout_order: np.ndarray
     holdout_starts: np.ndarray
+    in_place: bool = False  # train_order is every row, in the table's order (no holdout rows)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -88,14 +89,18 @@ def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
     """Each entity's rows, split into training and holdout rows: the data's own holdout rows
     (a val/ folder) where it has some, else ``holdout_fraction`` of them drawn by ``seed``."""
     codes, names = entity_codes(table.entity)
-    counts = np.bincount(codes, minlength=len(names))
+    grouped = len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all())
+    if grouped:  # each entity's rows already together, in order: its run's bounds
+        counts = np.diff(np.searchsorted(codes, np.arange(len(names) + 1)))
+    else:
+        counts = np.bincount(codes, minlength=len(names))
     if len(counts) and not counts.all():  # a category no row has (a filtered table's): no entity
         keep = counts > 0
         codes = (np.cumsum(keep) - 1)[codes]
         names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
         counts = counts[keep]
-    if len(codes) < 2 or bool((codes[1:] >= codes[:-1]).all()):
-        order = np.arange(len(codes))  # each entity's rows already together, in order
+    if grouped:
+        order = np.arange(len(codes))
     elif len(names) <= 1 << 16:  # numpy's stable sort of 16-bit keys is a radix sort: O(n)
         order = np.argsort(codes.astype(np.uint16), kind="stable")
     else:
@@ -116,7 +121,7 @@ def entity_groups(table: Table, holdout_fraction: float, seed: int) -> Groups:
         rank = np.arange(len(codes)) - starts[codes[by]]
         hold[by] |= rank < k[codes[by]]
     elif not hold.any():  # no holdout rows: every row trains
-        return Groups(names, order, starts, order[:0], np.zeros_like(starts))
+        return Groups(names, order, starts, order[:0], np.zeros_like(starts), in_place=grouped)
     h = hold[order]
     train, held = order[~h], order[h]
     return Groups(

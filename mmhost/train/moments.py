@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 VARIANCE_FLOOR = 1e-12  # a variance below this share of the mean square: a constant feature
 GRAM_BYTES = 1 << 26  # the Grams of one solve batch
-NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (16-24 B each)
+NEWTON_CELLS = 1 << 24  # rows x features of an entity the Newton kernel holds (12-20 B each)
 NEWTON_WIDTH = 1 << 11  # features the Newton kernel takes (a Hessian a thread: k^2 float64)
 
 
@@ -80,16 +80,19 @@ class Layout:
     num_scale: list[float]  # 1 / deviation of each numeric column
 
     @classmethod
-    def fit(cls, table: Table, groups: Groups) -> Layout:
+    def fit(cls, table: Table, groups: Groups, regressor: bool = True) -> Layout:
         """The shared preprocessing fitted on the training rows (``Encoding.fit``) and the
-        kernel's inputs."""
+        kernels' inputs; a regressor's label shifted by its mean (a classifier's is read as it
+        is)."""
         enc = Encoding.fit(table, groups.train_order)
         mean, std = enc.mean, enc.std
         numeric = [c.name for c in enc.columns if c.type != "category"]
         cols = [column_tensor(table.features[n]) for n in numeric]
         label = column_tensor(table.label)
         train = torch.from_numpy(groups.train_order)
-        label_mean = float(column_moments([label], train)[0, 1]) if len(train) else 0.0
+        label_mean = 0.0
+        if regressor and len(train):
+            label_mean = float(column_moments([label], train)[0, 1])
         codes = {c.name: torch.from_numpy(enc.codes(table, c.name)) for c in enc.columns
                  if c.type == "category"}  # fmt: skip
         num_pos, cat_off, cat_size, scale, cat_cols, j = [], [], [], [], [], 0
