@@ -433,7 +433,7 @@ GramInputs checked_inputs(const std::vector<at::Tensor>& numeric, const at::Tens
                 label.data_ptr<double>(),
                 label_shift,
                 order.data_ptr<int64_t>(),
-                is_identity(order, n),
+                false,  // entity_gram asks (entity_logistic looks at each entity's run)
                 n,
                 width,
                 (width + 2 + 3) / 4 * 4};
@@ -531,7 +531,8 @@ struct Entity {
     dp = (params + 3) / 4 * 4;
     z.resize(dp * n4);
     df.resize(n4);
-    for (auto* v : {&y, &s, &e, &sc, &ec}) v->assign(n4, 0.0);
+    for (auto* v : {&y, &s, &e, &sc, &ec}) v->resize(n4);  // the passes write all n4
+    std::fill(y.begin() + n, y.end(), 0.0);                // load_entity the first n
   }
 };
 
@@ -802,18 +803,20 @@ __attribute__((always_inline)) inline double objective(const Entity& ent, const 
 constexpr double kF32Span = 1e-5;
 
 // The gradient above which Newton's steps are taken from float32 passes (evaluate_f32_avx2):
-// far from the optimum, where their ~1e-6 error is immaterial; each step then shrinks the
-// gradient about fourfold or better, and the last steps, from the float64 passes, are exact.
-constexpr double kRough = 1e-2;
+// far from the optimum, where their ~1e-6 error is immaterial (a step from a gradient of 1e-3
+// lands within ~1e-7 of where a float64 one would, and the float64 steps after it are
+// quadratic again); the last steps, from the float64 passes, are exact.
+constexpr double kRough = 1e-3;
 
-// There too, an entity of kSampledRows rows or more sums its Hessian over every other block of
-// eight rows (scaled to all of them): a step far from the optimum needs only the Hessian's
-// rough shape, and the float64 steps near it take every row. Half the Hessian's cost, for the
-// same iterations on the benchmark's entities (6 for 999 of 1,000). Only where it is well
-// conditioned (its factor's squared pivots within kSampledSpan of each other): an
-// ill-conditioned Hessian would magnify the sampling's error into the steps (and where the
-// optimum is weakly pinned, their path shows in the last digits), so it is summed again over
-// every row.
+// Where the gradient is above kSampled, an entity of kSampledRows rows or more sums its Hessian
+// over every other block of eight rows (scaled to all of them): a step that far from the
+// optimum needs only the Hessian's rough shape, and the steps near it take every row. Half the
+// Hessian's cost, for the same iterations on the benchmark's entities (6 for 999 of 1,000).
+// Only where it is well conditioned (its factor's squared pivots within kSampledSpan of each
+// other): an ill-conditioned Hessian would magnify the sampling's error into the steps (and
+// where the optimum is weakly pinned, their path shows in the last digits), so it is summed
+// again over every row.
+constexpr double kSampled = 1e-2;
 constexpr int64_t kSampledRows = 512;
 constexpr double kSampledSpan = 1e-3;
 
@@ -887,7 +890,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     bool factored = false;
 #if defined(__x86_64__)
     if (avx2) {
-      if (!exact && n >= kSampledRows) {  // the sampled rows' sums, scaled to all n
+      if (worst > kSampled && n >= kSampledRows) {  // sampled rows' sums, scaled to all n
         hessian_f32_avx2(ent.df.data(), ent.zf.data(), ent.dp, ent.n4, 2, acc.data());
         const double scale = double(n) / double(sampled_rows(n));
         for (double& v : acc) v *= scale;
@@ -1013,8 +1016,9 @@ at::Tensor entity_gram(const std::vector<at::Tensor>& numeric, const at::Tensor&
                        const at::Tensor& cat_off, const at::Tensor& cat_size,
                        const at::Tensor& label, const at::Tensor& order, const at::Tensor& bounds,
                        int64_t width, double label_shift) {
-  const GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size,
-                                       label, order, bounds, width, label_shift);
+  GramInputs in = checked_inputs(numeric, num_pos, shift, categorical, cat_off, cat_size, label,
+                                 order, bounds, width, label_shift);
+  in.identity = is_identity(order, in.n);
   const int64_t segs = bounds.size(0);
   const int64_t* b = bounds.data_ptr<int64_t>();
   const int64_t d = width + 2, dp = in.dp;
