@@ -808,15 +808,14 @@ constexpr double kF32Span = 1e-5;
 // quadratic again); the last steps, from the float64 passes, are exact.
 constexpr double kRough = 1e-3;
 
-// Where the gradient is above kSampled, an entity of kSampledRows rows or more sums its Hessian
-// over every other block of eight rows (scaled to all of them): a step that far from the
-// optimum needs only the Hessian's rough shape, and the steps near it take every row. Half the
-// Hessian's cost, for the same iterations on the benchmark's entities (6 for 999 of 1,000).
-// Only where it is well conditioned (its factor's squared pivots within kSampledSpan of each
-// other): an ill-conditioned Hessian would magnify the sampling's error into the steps (and
-// where the optimum is weakly pinned, their path shows in the last digits), so it is summed
-// again over every row.
-constexpr double kSampled = 1e-2;
+// There too, an entity of kSampledRows rows or more sums its Hessian over every other block of
+// eight rows (scaled to all of them): a step that far from the optimum needs only the Hessian's
+// rough shape, and the steps near it take every row. Half the Hessian's cost, for the same
+// iterations on the benchmark's entities (6 for 999 of 1,000). Only where it is well
+// conditioned (its factor's squared pivots within kSampledSpan of each other): an
+// ill-conditioned Hessian would magnify the sampling's error into the steps (and where the
+// optimum is weakly pinned, their path shows in the last digits), so it is summed again over
+// every row.
 constexpr int64_t kSampledRows = 512;
 constexpr double kSampledSpan = 1e-3;
 
@@ -890,7 +889,7 @@ __attribute__((always_inline)) inline int64_t newton(Entity& ent, const Logistic
     bool factored = false;
 #if defined(__x86_64__)
     if (avx2) {
-      if (worst > kSampled && n >= kSampledRows) {  // sampled rows' sums, scaled to all n
+      if (worst > kRough && n >= kSampledRows) {  // sampled rows' sums, scaled to all n
         hessian_f32_avx2(ent.df.data(), ent.zf.data(), ent.dp, ent.n4, 2, acc.data());
         const double scale = double(n) / double(sampled_rows(n));
         for (double& v : acc) v *= scale;

@@ -30,8 +30,8 @@ scores, the gradient and the Hessian's weights); the objective, convex, is summe
 the gradient there does not show it fell. Where AVX2 runs, the Hessian's sums are float32
 (taken again in float64 where the Cholesky factor's squared pivots span more than 1e5: float32
 steps would slow the convergence there), and so are the passes while the gradient is above
-1e-3; above 1e-2, an entity of 512 rows or more sums its Hessian over every other block of
-eight rows, where that is well conditioned. The passes near the optimum, and so the stopping
+1e-3, where an entity of 512 rows or more also sums its Hessian over every other block of
+eight rows (if that is well conditioned). The passes near the optimum, and so the stopping
 rule, are float64 over every row, so the optimum is the same. Not fitted there (iterations -1,
 for the caller's batched torch solver): an entity with no rows or more than ``max_rows``, or a
 Hessian singular to rounding (``solvers.solve_psd`` then takes the pseudo-inverse).
