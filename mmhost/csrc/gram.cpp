@@ -540,8 +540,8 @@ struct Entity {
 // the entity's z and y (zeros past n and in the rows past k). False where an order entry or a
 // code is out of range. Where the rows are a run of the table (an entity's rows together, as a
 // table grouped by entity gives them), the columns are read in place rather than gathered.
-bool load_entity(const GramInputs& in, const double* scale, bool intercept, int64_t k0,
-                 Entity& ent) {
+__attribute__((always_inline)) inline bool load_entity(const GramInputs& in, const double* scale,
+                                                       bool intercept, int64_t k0, Entity& ent) {
   const int64_t* rows = in.order + k0;
   const int64_t n = ent.n, n4 = ent.n4, first = n > 0 ? rows[0] : 0;
   bool ok = true, run = true;
@@ -592,6 +592,19 @@ bool load_entity(const GramInputs& in, const double* scale, bool intercept, int6
   }
   return ok;
 }
+
+// load_entity, compiled for each instruction set (its loops vectorized for AVX2 where it runs).
+bool load_entity_generic(const GramInputs& in, const double* scale, bool intercept, int64_t k0,
+                         Entity& ent) {
+  return load_entity(in, scale, intercept, k0, ent);
+}
+
+#if defined(__x86_64__)
+MMHOST_AVX2 bool load_entity_avx2(const GramInputs& in, const double* scale, bool intercept,
+                                  int64_t k0, Entity& ent) {
+  return load_entity(in, scale, intercept, k0, ent);
+}
+#endif
 
 #if defined(__x86_64__)
 // The objective's exp and log1p take kRun vectors of four rows at once, each step of their
@@ -1154,7 +1167,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> entity_logistic(
       const int64_t rows = b[2 * s + 1] - b[2 * s];
       if (rows < 1 || rows > max_rows) continue;  // iterations -1: not fitted here
       ent.resize(rows, k);
-      if (!load_entity(in, sc, fit_intercept, b[2 * s], ent)) {
+#if defined(__x86_64__)
+      const bool loaded = avx2 ? load_entity_avx2(in, sc, fit_intercept, b[2 * s], ent)
+                               : load_entity_generic(in, sc, fit_intercept, b[2 * s], ent);
+#else
+      const bool loaded = load_entity_generic(in, sc, fit_intercept, b[2 * s], ent);
+#endif
+      if (!loaded) {
         ok = false;
         return;
       }
