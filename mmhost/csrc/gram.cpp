@@ -49,7 +49,8 @@ struct GramInputs {
   const double* label;
   double label_shift;  // subtracted from the label (entity_gram; 0 for entity_logistic)
   const int64_t* order;
-  bool identity;  // order[i] == i throughout: a tile's rows are a run of the columns
+  bool identity;  // order[i] == i throughout: a tile's rows are a run of the columns (asked
+                  // by entity_gram only; false for entity_logistic)
   int64_t n;      // rows of the table
   int64_t width;  // encoded features
   int64_t dp;     // width + 2, rounded up to a multiple of 4 (the tile's feature rows)
@@ -607,10 +608,10 @@ MMHOST_AVX2 bool load_entity_avx2(const GramInputs& in, const double* scale, boo
 #endif
 
 #if defined(__x86_64__)
-// The objective's exp and log1p take kRun vectors of four rows at once, each step of their
-// polynomials applied to every vector in turn: one vector's chain of dependent operations
-// (~14 FMAs deep, ~70 cycles) would leave the core waiting, kRun of them interleaved keep it
-// busy. Each lane's arithmetic is the same as one vector at a time.
+// The passes' exp and the objective's log1p take kRun vectors of four rows at once, each step
+// of their polynomials applied to every vector in turn: one vector's chain of dependent
+// operations (~14 FMAs deep, ~70 cycles) would leave the core waiting, kRun of them interleaved
+// keep it busy. Each lane's arithmetic is the same as one vector at a time.
 constexpr int kRun = 4;
 
 // exp(x) for x <= 0, kRun x four lanes, within 2 ulp of std::exp: x = k ln2 + r (|r| <= ln2 /
@@ -834,11 +835,7 @@ constexpr double kSampledSpan = 1e-3;
 
 // The rows hessian_f32_avx2 sums with every = 2: those of the even blocks of eight, each run
 // of kF32Rows (a multiple of 16) starting on one.
-int64_t sampled_rows(int64_t n) {
-  int64_t used = 0;
-  for (int64_t t = 0; t < n; t += 16) used += std::min<int64_t>(8, n - t);
-  return used;
-}
+int64_t sampled_rows(int64_t n) { return n / 16 * 8 + std::min<int64_t>(8, n % 16); }
 
 // Newton's method from theta = 0, each step halved until the objective does not rise (as
 // solvers.logistic); theta (k) out. The iterations taken, or -1 where a Hessian is singular.

@@ -294,8 +294,7 @@ def _classes(label: np.ndarray, hp: Hyperparameters) -> list[Any] | None:
     k = 2 if hp.predictor_type == "binary_classifier" else int(hp.num_classes or 0)
     allowed = np.arange(k)
     for i in range(0, len(label), CHECK_ROWS):
-        run = label[i : i + CHECK_ROWS]
-        bad = ~((run == 0) | (run == 1)) if k == 2 else ~np.isin(run, allowed)
+        bad = ~np.isin(label[i : i + CHECK_ROWS], allowed)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
             raise ValidationError(
