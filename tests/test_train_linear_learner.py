@@ -376,3 +376,15 @@ def test_per_entity_preprocessing_standardizes_each_entity_by_its_own_rows(tmp_p
             rows = part[NUMERIC + CATEGORICAL].to_numpy(object)
             got_prices = host.predict(f"{city}/{city}.tar.gz", rows)
             np.testing.assert_allclose(got_prices, want.predict(Z), rtol=1e-5)
+
+
+def test_a_bad_class_label_past_the_first_run_of_rows_is_named_by_its_row():
+    from mmhost.train.linear_learner import CHECK_ROWS, Hyperparameters, _classes
+
+    label = np.zeros(3 * CHECK_ROWS)
+    label[CHECK_ROWS + 4] = 0.5  # in the second run the check reads
+    with pytest.raises(ValidationError) as info:
+        _classes(label, Hyperparameters(predictor_type="binary_classifier"))
+    assert info.value.message.startswith(f"row {CHECK_ROWS + 5}: a binary_classifier's label")
+    label[CHECK_ROWS + 4] = 1.0
+    assert _classes(label, Hyperparameters(predictor_type="binary_classifier")) == [0, 1]
